@@ -1,0 +1,122 @@
+"""The small interfaces every backend implements. No Prefect here.
+
+- `Analyser`: audio + segments -> `Analysis` (the paper's labels).
+- `ScriptWriter`: a `ScriptRequest` -> `ScriptResult` (scenes + raw text for the run folder).
+- `ClipRenderer`: a `SceneJob` -> one clip file covering the scene.
+
+Backends carry a `backend_id` string: model id and revision (or an algorithm version) that goes
+into cache keys, so a different model never reuses another's results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from soundsight.schemas import Analysis, Scene, Segment
+
+
+class Analyser(Protocol):
+    name: str
+    backend_id: str
+
+    def __call__(
+        self, y: np.ndarray, sr: int, segments: list[Segment], tempo_bpm: float, beats: list[float]
+    ) -> Analysis: ...
+
+
+@dataclass(frozen=True)
+class ScriptRequest:
+    """Everything a script writer may use. `prompt` is the filled Block 1 (also in prompt.txt)."""
+
+    prompt: str
+    analysis: Analysis
+    durations: list[float]  # seconds, one per scene
+    characters: str = ""
+    story_cues: str = ""
+    song_hash: str = ""
+    title: str = ""
+
+
+@dataclass
+class ScriptResult:
+    scenes: list[Scene]
+    characters: str
+    style: str
+    raw_response: str = ""  # everything the writer produced, reasoning included (response.txt)
+    notes: list[str] = field(default_factory=list)
+
+
+class ScriptWriter(Protocol):
+    name: str
+    writer_id: str
+
+    def __call__(self, request: ScriptRequest) -> ScriptResult: ...
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """What the planner and the assembler need to know about a clip renderer.
+
+    native_fps : frames per second the model generates at.
+    frame_multiple, frame_offset : valid frame counts are ``k * frame_multiple + frame_offset``
+        (Wan: 4k+1, Mochi: 6k+1, animatic: any count, i.e. 1k+0).
+    max_seconds : longest clip the model renders well; the segmenter must not exceed it.
+    """
+
+    native_fps: float
+    frame_multiple: int = 1
+    frame_offset: int = 0
+    max_seconds: float = float("inf")
+
+    def frames_for(self, seconds: float) -> int:
+        """Smallest valid frame count that covers `seconds` at the native fps."""
+        need = max(1, int(np.ceil(seconds * self.native_fps - 1e-9)))
+        k = int(np.ceil(max(0, need - self.frame_offset) / self.frame_multiple))
+        return k * self.frame_multiple + self.frame_offset
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """One clip to render.
+
+    prompt : the scene sentence plus the run's overall style (the paper's mitigation).
+    seconds : how long the segment lasts; the clip must cover it.
+    frames : output frames the assembler will take (at `fps`), for renderers that work on the
+        output grid directly.
+    audio : that segment's mono samples at `sample_rate` (audio-reactive renderers use them).
+    """
+
+    index: int
+    prompt: str
+    caption: str
+    negative_prompt: str
+    seed: int
+    seconds: float
+    frames: int
+    fps: int
+    width: int
+    height: int
+    audio: np.ndarray | None = None
+    sample_rate: int = 22050
+    palette_hint: str = ""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    path: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+class ClipRenderer(Protocol):
+    name: str
+    backend_id: str
+    spec: RenderSpec
+
+    def __call__(self, job: SceneJob, out_path: Path) -> ClipInfo: ...

@@ -1,0 +1,121 @@
+"""Prompt templates and label vocabularies, kept as data files beside this module.
+
+`load_vocabulary()` is the single source of the paper's label categories; `script_prompt()`
+fills the paper's Block 1 template. Both are pure: same files in, same result out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SCOPES = ("segment", "track", "visual")
+
+
+@dataclass(frozen=True)
+class Category:
+    key: str
+    scope: str
+    name: str
+    options: tuple[str, ...]
+
+    def sentences(self) -> list[str]:
+        """The text CLAP scores: "<name> is <option>" for every option."""
+        return [f"{self.name} is {option}" for option in self.options]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    categories: tuple[Category, ...]
+    content_hash: str
+
+    def scope(self, scope: str) -> list[Category]:
+        return [c for c in self.categories if c.scope == scope]
+
+    def __getitem__(self, key: str) -> Category:
+        for c in self.categories:
+            if c.key == key:
+                return c
+        raise KeyError(key)
+
+
+def _read(name: str) -> bytes:
+    return (HERE / name).read_bytes()
+
+
+@cache
+def load_vocabulary(name: str = "vocabulary.toml") -> Vocabulary:
+    raw = _read(name)
+    data = tomllib.loads(raw.decode())
+    categories = []
+    for key, entry in data.items():
+        if entry["scope"] not in SCOPES:
+            raise ValueError(f"{name}: category {key!r} has unknown scope {entry['scope']!r}")
+        if len(entry["options"]) < 2:
+            raise ValueError(f"{name}: category {key!r} needs at least two options")
+        categories.append(Category(key, entry["scope"], entry["name"], tuple(entry["options"])))
+    return Vocabulary(tuple(categories), hashlib.sha256(raw).hexdigest())
+
+
+@cache
+def load_story_elements() -> dict:
+    """Characters, places and actions the deterministic script writer draws from."""
+    return tomllib.loads(_read("story_elements.toml").decode())
+
+
+def template_text(name: str = "script_prompt.txt") -> str:
+    return _read(name).decode()
+
+
+def template_hash(name: str = "script_prompt.txt") -> str:
+    return hashlib.sha256(_read(name)).hexdigest()
+
+
+def script_prompt(
+    *,
+    track_sentences: list[str],
+    segment_sentences: list[list[str]],
+    durations: list[float],
+    visual_sentences: list[str],
+    characters: str = "",
+    story_cues: str = "",
+) -> str:
+    """Fill the paper's Block 1 prompt.
+
+    Parameters
+    ----------
+    track_sentences : "<Category> is <label>" for the whole-track categories.
+    segment_sentences : per scene, the same sentences for that segment's categories.
+    durations : per scene, seconds.
+    visual_sentences : the visual-guideline sentences.
+    characters : who appears; empty lets the writer choose (the paper's "at least one animal").
+    story_cues : free-form additions (the paper's ``additional_prompt``).
+    """
+    if len(segment_sentences) != len(durations):
+        raise ValueError("one list of segment sentences per duration")
+    if characters.strip():
+        character_instruction = (
+            f"The story should feature {characters.strip()}. "
+            "For consistency, repeat their description in every scene."
+        )
+    else:
+        character_instruction = (
+            "The story should include at least one animal character. "
+            "For consistency, repeat the animal's description in every scene."
+        )
+    scenes = "\n".join(
+        f"Scene {i + 1}: " + ". ".join(sentences) + f". The scene will be {durations[i]:.2f} seconds long."
+        for i, sentences in enumerate(segment_sentences)
+    )
+    return template_text().format(
+        additional_prompt=story_cues.strip(),
+        character_instruction=character_instruction,
+        number_of_scenes=len(durations),
+        overall_song_description_keywords=". ".join(track_sentences) + ".",
+        scene_descriptions=scenes,
+        overall_song_description_keywords_visual_guides=". ".join(visual_sentences) + ".",
+    )

@@ -1,0 +1,118 @@
+"""Small, pure helpers around files and ffmpeg that every room uses.
+
+- `atomic_path` / `write_text_atomic`: write to a temporary name beside the target and
+  rename only when complete, so a failed or interrupted stage never leaves half a file.
+- `decode_audio`: any format ffmpeg reads -> mono float32 PCM at a chosen rate.
+- `ffmpeg_exe`: Debian's ffmpeg when installed, else the static build inside imageio-ffmpeg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from soundsight.errors import InputError
+
+
+def ffmpeg_exe() -> str:
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: Path, data) -> Path:
+    if hasattr(data, "model_dump_json"):
+        text = data.model_dump_json(indent=2)
+    else:
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+    return write_text_atomic(path, text + "\n")
+
+
+def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode `path` to mono float32 PCM at `sample_rate` Hz.
+
+    Raises `InputError` (naming the file) when the file is missing, empty, not audio, or
+    damaged: ffmpeg runs with ``-xerror`` so a truncated stream is an error, not a short song.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
+    cmd = [
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-xerror",
+        "-i", str(path), "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate),
+        "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True)
+    err = proc.stderr.decode(errors="replace").strip()
+    if proc.returncode != 0 or (err and not proc.stdout):
+        raise InputError(path, _explain_ffmpeg_error(err))
+    if err:
+        # ffmpeg decoded something but complained: a damaged or truncated file.
+        raise InputError(path, "damaged or truncated audio (" + err.splitlines()[-1][:160] + ")")
+    pcm = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if pcm.size == 0:
+        raise InputError(path, "contains no decodable audio")
+    return pcm
+
+
+def _explain_ffmpeg_error(err: str) -> str:
+    low = err.lower()
+    if "matches no streams" in low or "does not contain any stream" in low or "output file #0 does not contain" in low:
+        return "has no audio stream"
+    if "invalid data found" in low or "could not find codec" in low or "unknown format" in low:
+        return "not an audio file ffmpeg can read"
+    if "end of file" in low or "truncat" in low or "partial file" in low:
+        return "damaged or truncated audio"
+    last = err.splitlines()[-1] if err else "ffmpeg failed"
+    return f"cannot decode ({last[:160]})"
+
+
+def run_ffmpeg(args: list[str], what: str) -> None:
+    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", *args], capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed while {what}: {proc.stderr.decode(errors='replace').strip()[-600:]}")

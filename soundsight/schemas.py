@@ -1,0 +1,139 @@
+"""The typed, human-readable results each stage writes and the next stage reads.
+
+Every model here is written to the run folder as indented JSON (`song.json`, `segments.json`,
+`analysis.json`, `script.json`) and the small `*Manifest` models are what Prefect persists as
+task results: paths and content hashes, never media bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+CutReason = Literal["start", "novelty", "beat_count", "max_length", "random", "end"]
+
+
+class Song(BaseModel):
+    """A decoded song (`song.json`)."""
+
+    source: str = Field(description="Path the song was read from (informational; never part of a cache key).")
+    content_hash: str = Field(description="sha256 of the decoded PCM (mono float32 at sample_rate).")
+    duration: float = Field(description="Seconds.")
+    sample_rate: int = Field(description="Hz, of the decoded analysis audio.")
+    channels_in_source: int
+    codec: str = ""
+    title: str = ""
+    artist: str = ""
+    slug: str
+
+
+class Segment(BaseModel):
+    """One scene's slice of the song. Segments tile [0, duration] exactly."""
+
+    index: int
+    start: float = Field(description="Seconds.")
+    end: float = Field(description="Seconds.")
+    start_frame: int = Field(description="Output frame on which this segment's first frame falls.")
+    end_frame: int = Field(description="Exclusive: the next segment's start_frame.")
+    reason: CutReason = Field(description="Why the cut at `end` was made.")
+    beats: list[float] = Field(default_factory=list, description="Beat times inside the segment, seconds.")
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+
+class Segmentation(BaseModel):
+    """`segments.json`."""
+
+    song_hash: str
+    duration: float
+    fps: int
+    mode: str
+    beat_snap: bool
+    tempo_bpm: float | None = None
+    beat_confidence: float | None = Field(None, description="Tracker's own confidence, 0..1.")
+    beats: list[float] = Field(default_factory=list, description="All beat times, seconds.")
+    downbeats: list[float] = Field(default_factory=list, description="Downbeat times, seconds.")
+    segments: list[Segment]
+    metrics: dict[str, float] | None = Field(None, description="Against a reference beats file, when present.")
+
+
+class Label(BaseModel):
+    """One category's answer: the top option, its score and the full distribution."""
+
+    category: str
+    name: str = Field(description="Human name of the category, e.g. 'Instrumental intensity'.")
+    label: str = Field(description="The winning option sentence.")
+    score: float
+    distribution: dict[str, float]
+
+    def sentence(self) -> str:
+        return f"{self.name} is {self.label}"
+
+
+class SegmentLabels(BaseModel):
+    index: int
+    labels: dict[str, Label]
+
+
+class Analysis(BaseModel):
+    """`analysis.json`: the same schema from every analysis backend."""
+
+    backend: str
+    backend_id: str = Field(description="Model id and revision, or the feature extractor's version.")
+    vocabulary_hash: str
+    track: dict[str, Label]
+    visual: dict[str, Label]
+    segments: list[SegmentLabels]
+    descriptors: dict[str, float] = Field(default_factory=dict, description="Whole-track numbers (tempo, ...).")
+    segment_descriptors: list[dict[str, float]] = Field(default_factory=list)
+
+
+class Scene(BaseModel):
+    index: int = Field(description="0-based; the paper's SCENE numbers are index + 1.")
+    description: str
+    duration: float = Field(description="Seconds.")
+    source: Literal["writer", "llm", "fallback"] = "writer"
+
+
+class SceneScript(BaseModel):
+    """`script.json`: one scene per segment."""
+
+    writer: str
+    writer_id: str
+    title: str = ""
+    characters: str = ""
+    style: str = Field("", description="Visual guidelines appended to every scene's video prompt.")
+    scenes: list[Scene]
+
+
+class Manifest(BaseModel):
+    """What a task returns to Prefect: where its files are and their content hashes."""
+
+    stage: str
+    run_dir: str
+    files: dict[str, str] = Field(description="Logical name -> path relative to run_dir.")
+    hashes: dict[str, str] = Field(description="Logical name -> sha256 of the file's bytes.")
+    info: dict[str, float | int | str] = Field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return Path(self.run_dir) / self.files[name]
+
+    def content_hash(self) -> str:
+        """One hash over this stage's outputs: what downstream cache keys depend on."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name in sorted(self.hashes):
+            h.update(f"{name}={self.hashes[name]};".encode())
+        return h.hexdigest()
+
+    def files_exist(self) -> bool:
+        return all(self.path(name).is_file() for name in self.files)

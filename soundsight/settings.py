@@ -1,0 +1,144 @@
+"""All of soundsight's settings in one pydantic model.
+
+One source of truth: the CLI builds its flags from these fields, the Prefect flow takes
+`Settings` as its parameter (so the UI renders it as a validated form), and environment
+variables override defaults with the `SOUNDSIGHT_` prefix and `__` between group and field
+(e.g. ``SOUNDSIGHT_RENDER__BACKEND=wan``).
+
+Each stage reads only its own group; that group is also what enters the stage's cache key,
+so changing, say, ``render.fps`` recomputes rendering and assembly and nothing before them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STAGES = ("load", "segment", "analyse", "script", "render", "assemble")
+Stage = Literal["load", "segment", "analyse", "script", "render", "assemble"]
+
+
+class SegmentSettings(BaseModel):
+    """How the song is cut into scenes (the paper's section 3.3.1)."""
+
+    mode: Literal["random", "rule_based"] = Field(
+        "rule_based",
+        description="random: seeded 4-8 s cuts; rule_based: cut on spectral change, "
+        "after a number of beats, or at the maximum length.",
+    )
+    beat_snap: bool = Field(True, description="Move each cut onto the nearest beat (preferring downbeats).")
+    seed: int = Field(0, description="Seed for the random mode.")
+    min_seconds: float = Field(4.0, gt=0.5, description="Shortest segment, seconds.")
+    max_seconds: float = Field(7.0, gt=1.0, description="Longest segment, seconds (the paper's 7 s cap).")
+    random_max_seconds: float = Field(8.0, gt=1.0, description="Longest segment in random mode, seconds.")
+    beats_per_cut: int = Field(12, ge=1, description="rule_based: cut after this many beats since the last cut.")
+    novelty_threshold: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="rule_based: a spectral-change peak counts when its normalised novelty "
+        "exceeds this (0 = any change, 1 = only the song's largest change).",
+    )
+    snap_tolerance_seconds: float = Field(
+        0.35, ge=0.0, description="beat_snap: furthest a cut may move to reach a beat, seconds."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SegmentSettings":
+        if self.min_seconds >= self.max_seconds:
+            raise ValueError(f"min_seconds ({self.min_seconds}) must be below max_seconds ({self.max_seconds})")
+        if self.min_seconds >= self.random_max_seconds:
+            raise ValueError("min_seconds must be below random_max_seconds")
+        return self
+
+
+class AnalysisSettings(BaseModel):
+    """Which backend labels the audio with the paper's vocabulary."""
+
+    backend: Literal["auto", "features", "clap"] = Field(
+        "auto", description="features: librosa descriptors (no weights); clap: LAION-CLAP zero-shot; "
+        "auto: clap when its checkpoint is available locally, else features."
+    )
+    clap_model: str = Field("laion/larger_clap_music", description="CLAP checkpoint: hub id or local directory.")
+    clap_batch_size: int = Field(16, ge=1, description="Segments per CLAP forward pass.")
+    device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:1 ...")
+
+
+class ScriptSettings(BaseModel):
+    """Who writes the scene-per-segment script, and what the prompt asks for."""
+
+    backend: Literal["template", "llm"] = Field(
+        "template", description="template: deterministic writer (no weights); llm: an OpenAI-compatible server."
+    )
+    characters: str = Field(
+        "",
+        description="Characters to feature, e.g. 'a red fox with a white-tipped tail'. Empty: chosen from the music.",
+    )
+    story_cues: str = Field("", description="Extra instructions for the story (the paper's additional_prompt).")
+    llm_base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint.")
+    llm_api_key: str = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
+    llm_model: str = Field("", description="Served model name; empty: the first one the server lists.")
+    llm_output: Literal["free_text", "structured"] = Field(
+        "structured", description="free_text: the paper's BEGIN SCRIPT/SCENE #: parsing; structured: JSON schema."
+    )
+    temperature: float = Field(0.6, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(4096, ge=16)
+    seed: int = Field(0)
+    timeout_seconds: float = Field(600.0, gt=0)
+    repair_attempts: int = Field(2, ge=0, description="Re-asks after an unusable answer before falling back.")
+
+
+class RenderSettings(BaseModel):
+    """How each scene becomes a clip."""
+
+    backend: Literal["animatic", "wan", "mochi"] = Field(
+        "animatic", description="animatic: audio-reactive storyboard on the CPU; wan/mochi: text-to-video on GPUs."
+    )
+    model: str = Field("", description="Checkpoint (hub id or local directory); empty: the backend's default.")
+    width: int = Field(640, ge=16, le=4096, description="Output width, pixels.")
+    height: int = Field(360, ge=16, le=4096, description="Output height, pixels.")
+    fps: int = Field(24, ge=1, le=120, description="Output frame rate, frames per second.")
+    seed: int = Field(0, description="Run seed; each scene's seed derives from it and the scene index.")
+    steps: int = Field(50, ge=1, description="Denoising steps (diffusion backends).")
+    guidance_scale: float = Field(5.0, ge=0.0, description="Classifier-free guidance (diffusion backends).")
+    negative_prompt: str = Field(
+        "blurry, distorted faces, extra limbs, text, watermark, low quality, flicker",
+        description="What every scene should avoid (diffusion backends).",
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16")
+    device: str = Field("auto")
+    cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
+    vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
+    dask_address: str = Field("", description="Dask scheduler address for GPU workers; empty: in-process.")
+    fail_scene: int = Field(
+        -1, description="Fault injection for tests: this scene index fails its first attempt (-1: off)."
+    )
+
+
+class OutputSettings(BaseModel):
+    """Where results go."""
+
+    runs_dir: Path = Field(Path("runs"), description="Each song gets runs_dir/<slug>-<hash8>/.")
+    run_name: str = Field("", description="Override the run folder's name.")
+    force: list[Stage] = Field(default_factory=list, description="Stages to recompute even when cached.")
+
+
+class Settings(BaseSettings):
+    """Everything a render run can be told. Env vars: SOUNDSIGHT_<GROUP>__<FIELD>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SOUNDSIGHT_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    pipeline: Literal["clap", "lalm"] = Field(
+        "clap", description="clap: labels -> LLM script (pipeline 1); lalm: audio-language model story (pipeline 2)."
+    )
+    segment: SegmentSettings = Field(default_factory=SegmentSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    script: ScriptSettings = Field(default_factory=ScriptSettings)
+    render: RenderSettings = Field(default_factory=RenderSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
