@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soundsight.schemas import Segment
+from soundsight.schemas import Segment, Segmentation
 
 
 @dataclass(frozen=True)
@@ -187,3 +187,61 @@ def segments_from_cuts(cuts: Cuts, duration: float, fps: int, beats: np.ndarray 
             )
         )
     return segments
+
+
+def plan_segments(
+    y: np.ndarray,
+    sr: int,
+    duration: float,
+    *,
+    song_hash: str,
+    fps: int,
+    mode: str,
+    beat_snap: bool,
+    seed: int,
+    min_seconds: float,
+    max_seconds: float,
+    random_max_seconds: float,
+    beats_per_cut: int,
+    novelty_threshold: float,
+    snap_tolerance_seconds: float,
+    max_clip_seconds: float = float("inf"),
+) -> Segmentation:
+    """The segment stage's algorithm, top to bottom: beats -> cuts -> (snap) -> frame grid.
+
+    `max_clip_seconds` is the active video backend's longest clip; it caps `max_seconds`
+    (and the random mode's maximum) so no segment needs a longer clip than the model renders.
+    """
+    from models.beats import track_beats, spectral_novelty
+
+    cap = min(max_seconds, max_clip_seconds)
+    random_cap = min(random_max_seconds, max_clip_seconds)
+    lo = min(min_seconds, cap / 2.0)
+    grid = track_beats(y, sr)
+    if mode == "random":
+        cuts = segment_random(duration, seed=seed, min_seconds=lo, max_seconds=random_cap)
+        cap_used = random_cap
+    else:
+        nov_t, nov = spectral_novelty(y, sr)
+        cuts = segment_rule_based(
+            duration, beats=grid.beats, novelty_times=nov_t, novelty=nov, min_seconds=lo, max_seconds=cap,
+            beats_per_cut=beats_per_cut, novelty_threshold=novelty_threshold,
+        )
+        cap_used = cap
+    if beat_snap:
+        cuts = snap_to_beats(
+            cuts, duration, beats=grid.beats, downbeats=grid.downbeats, tolerance=snap_tolerance_seconds,
+            min_seconds=lo, max_seconds=cap_used,
+        )
+    return Segmentation(
+        song_hash=song_hash,
+        duration=duration,
+        fps=fps,
+        mode=mode,
+        beat_snap=beat_snap,
+        tempo_bpm=round(grid.tempo_bpm, 3),
+        beat_confidence=round(grid.confidence, 4),
+        beats=[round(float(b), 4) for b in grid.beats],
+        downbeats=[round(float(b), 4) for b in grid.downbeats],
+        segments=segments_from_cuts(cuts, duration, fps, grid.beats),
+    )
