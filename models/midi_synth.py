@@ -3,11 +3,20 @@
 music21's corpus supplies the scores, pretty_midi ships the `TimGM6mb.sf2` soundfont and
 tinysoundfont renders with it - all pip packages, all offline. Used by `soundsight render --demo`
 and by the segmentation benchmark, which needs audio whose beats are known exactly.
+
+Ground truth comes from the score, never from the audio: beat and downbeat positions are read from
+the score's measures (time signature's beat unit - a dotted quarter in 6/8 and 12/8 - and bar
+phase, so pickup bars and short first/second-ending bars are placed correctly), in quarter notes,
+and mapped to seconds through the MIDI file's own tempo map (ticks -> seconds with
+`pretty_midi.tick_to_time`). `pretty_midi.get_downbeats()` is not used: it assumes bar 1 starts
+at t = 0, which is wrong for every piece with an upbeat.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +82,209 @@ def render_midi(pm, sample_rate: int = 44100, tail_seconds: float = 1.5) -> np.n
     return out * (0.89 / peak) if peak > 0 else out
 
 
-def demo_song(out_path: Path, repeats: int = 2, sample_rate: int = 44100) -> Path:
-    """Write the demo song: a Bach chorale for flute, clarinet, viola and cello, played `repeats` times."""
+@dataclass
+class ScoreTiming:
+    """Exact timing of a rendered score, seconds."""
+
+    beats: np.ndarray
+    downbeats: np.ndarray
+    end: float  # end of the last bar
+    time_signatures: list[tuple[float, str]] = field(default_factory=list)  # (time, "3/4")
+    tempi: list[tuple[float, float]] = field(default_factory=list)  # (time, quarter notes per minute)
+    sections: list[float] = field(default_factory=list)  # interior section boundaries (medleys)
+
+    def shifted(self, dt: float) -> "ScoreTiming":
+        return ScoreTiming(
+            self.beats + dt, self.downbeats + dt, self.end + dt,
+            [(t + dt, s) for t, s in self.time_signatures], [(t + dt, q) for t, q in self.tempi],
+            [t + dt for t in self.sections],
+        )
+
+
+def load_score(name: str, number: int | None = None, expand_repeats: bool = True):
+    """A music21 corpus piece (``number`` picks a tune inside a multi-tune file such as ABC books).
+
+    Repeats are expanded so that the score's measures and the written MIDI file agree note for note.
+    """
+    from music21 import corpus
+
+    score = corpus.parse(name, number=number) if number is not None else corpus.parse(name)
+    if expand_repeats:
+        try:
+            score = score.expandRepeats()
+        except Exception:  # noqa: BLE001 - malformed repeat marks: keep the score as written
+            pass
+    return score
+
+
+def set_tempi(score, changes: list[tuple[int, float]]) -> None:
+    """Put metronome marks into the score: ``(measure_index, bpm)`` pairs, bpm in the time signature's beats.
+
+    `measure_index` counts the first part's measures from 0 (the pickup bar, if any, is index 0).
+    Existing marks are removed so the given ones define the whole tempo map.
+    """
+    from music21 import tempo
+
+    for part in score.parts:
+        for mark in list(part.recurse().getElementsByClass(tempo.MetronomeMark)):
+            mark.activeSite.remove(mark)
+    measures = list(score.parts[0].getElementsByClass("Measure"))
+    for index, bpm in changes:
+        m = measures[index]
+        own = m.getElementsByClass("TimeSignature")
+        ts = own[0] if own else m.getContextByClass("TimeSignature")
+        referent = ts.beatDuration.quarterLength if ts is not None else 1.0
+        m.insert(0, tempo.MetronomeMark(number=bpm, referent=referent))
+
+
+def score_beat_offsets(score) -> tuple[list[Fraction], list[Fraction], Fraction]:
+    """Beat and downbeat offsets (quarter notes from the start) and the end offset, from the measures.
+
+    Each measure's metrical phase: a full bar starts at phase 0; a short bar takes its
+    ``paddingLeft`` when music21 set one (an upbeat), else continues the previous short bar's phase
+    (a second half of a split bar), else is a pickup when it is the first bar, else starts at 0
+    (a truncated last bar or first ending). Beats are the time signature's beat unit (music21's
+    ``beatDuration``: a quarter in 4/4 and 3/4, a dotted quarter in 6/8 and 12/8).
+    """
+    from music21 import meter
+
+    part = score.parts[0] if hasattr(score, "parts") and len(score.parts) else score
+    measures = list(part.getElementsByClass("Measure"))
+    beats: list[Fraction] = []
+    downbeats: list[Fraction] = []
+    carry: Fraction | None = None  # phase at which the previous (short) bar ended
+    ts = None
+    end = Fraction(0)
+    for i, m in enumerate(measures):
+        found = m.getElementsByClass(meter.TimeSignature)
+        if found:
+            ts = found[0]
+        elif ts is None:
+            ts = m.getContextByClass(meter.TimeSignature) or meter.TimeSignature("4/4")
+        bar = Fraction(ts.barDuration.quarterLength)
+        beat = Fraction(ts.beatDuration.quarterLength)
+        length = Fraction(m.duration.quarterLength)
+        start = Fraction(m.offset)
+        if length >= bar:
+            phase = Fraction(0)
+        elif m.paddingLeft:
+            phase = Fraction(m.paddingLeft)
+        elif carry is not None and carry + length <= bar:
+            phase = carry
+        elif i == 0:
+            phase = bar - length
+        else:
+            phase = Fraction(0)
+        pos = Fraction(0)
+        while pos < bar:
+            if phase <= pos < phase + length:
+                at = start + pos - phase
+                beats.append(at)
+                if pos == 0:
+                    downbeats.append(at)
+            pos += beat
+        ended = phase + length
+        carry = ended if ended < bar else None
+        end = max(end, start + length)
+    return beats, downbeats, end
+
+
+def offsets_to_seconds(pm, offsets) -> np.ndarray:
+    """Quarter-note offsets to seconds through a PrettyMIDI object's tempo map."""
+    res = pm.resolution
+    return np.array([pm.tick_to_time(int(round(float(q) * res))) for q in offsets], dtype=float)
+
+
+def score_timing(score, pm) -> ScoreTiming:
+    """Exact beats and downbeats of `score` as played by `pm` (the MIDI written from it)."""
+    beats, downbeats, end = score_beat_offsets(score)
+    times, qpm = pm.get_tempo_changes()
+    sigs = [(float(t.time), f"{t.numerator}/{t.denominator}") for t in pm.time_signature_changes]
+    return ScoreTiming(
+        beats=offsets_to_seconds(pm, beats),
+        downbeats=offsets_to_seconds(pm, downbeats),
+        end=float(offsets_to_seconds(pm, [end])[0]),
+        time_signatures=sigs,
+        tempi=[(float(t), float(q)) for t, q in zip(times, qpm)],
+    )
+
+
+def add_drum_track(pm, timing: ScoreTiming, velocity: int = 100) -> None:
+    """A plain rock kit on the score's beats: kick on downbeats, snare on the other beats, hi-hat on all."""
+    import pretty_midi
+
+    drums = pretty_midi.Instrument(program=0, is_drum=True, name="drums")
+    down = set(np.round(timing.downbeats, 6))
+    for t in timing.beats:
+        pitch = 36 if round(float(t), 6) in down else 38
+        drums.notes.append(pretty_midi.Note(velocity=velocity, pitch=pitch, start=float(t), end=float(t) + 0.1))
+        drums.notes.append(pretty_midi.Note(velocity=velocity - 20, pitch=42, start=float(t), end=float(t) + 0.05))
+    pm.instruments.append(drums)
+
+
+def render_score(score, programs: tuple[int, ...] = (), *, drums: bool = False, sample_rate: int = 44100,
+                 tail_seconds: float = 1.0) -> tuple[np.ndarray, ScoreTiming]:
+    """Render a score (optionally with a drum track on its beats); audio runs to the last bar's end + tail."""
+    pm = score_to_midi(score, programs)
+    timing = score_timing(score, pm)
+    if drums:
+        add_drum_track(pm, timing)
+    audio = render_midi(pm, sample_rate, tail_seconds=tail_seconds)
+    n = int(round((timing.end + tail_seconds) * sample_rate))
+    audio = audio[:n] if len(audio) >= n else np.concatenate([audio, np.zeros((n - len(audio), 2), np.float32)])
+    return audio, timing
+
+
+def medley(parts: list[tuple[np.ndarray, ScoreTiming]], sample_rate: int = 44100) -> tuple[np.ndarray, ScoreTiming]:
+    """Concatenate renders back to back, each cut at its last bar's end: a medley with known section starts."""
+    chunks, beats, downbeats, sigs, tempi, sections = [], [], [], [], [], []
+    offset = last = 0.0
+    for k, (audio, timing) in enumerate(parts):
+        n = int(round(timing.end * sample_rate)) if k < len(parts) - 1 else len(audio)
+        t = timing.shifted(offset)
+        beats.append(t.beats)
+        downbeats.append(t.downbeats)
+        sigs += t.time_signatures
+        tempi += t.tempi
+        if k:
+            sections.append(offset)
+        chunks.append(audio[:n])
+        last = offset
+        offset += n / sample_rate
+    audio = np.concatenate(chunks)
+    peak = float(np.abs(audio).max())
+    audio = audio * (0.89 / peak) if peak > 0 else audio
+    end = last + parts[-1][1].end
+    return audio, ScoreTiming(np.concatenate(beats), np.concatenate(downbeats), end, sigs, tempi, sections)
+
+
+def write_beats_file(path: Path, timing: ScoreTiming) -> Path:
+    """``time<TAB>beat-in-bar`` per line (1 = downbeat, 0 = position unknown), the format `load_reference_beats` reads."""
+    down = set(np.round(timing.downbeats, 6))
+    lines, count = [], 0
+    for t in timing.beats:
+        if round(float(t), 6) in down:
+            count = 1
+        elif count:
+            count += 1
+        lines.append(f"{t:.6f}\t{count}")
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def demo_song(out_path: Path, repeats: int = 2, sample_rate: int = 44100, write_beats: bool = True) -> Path:
+    """Write the demo song: a Bach chorale for flute, clarinet, viola and cello, played `repeats` times.
+
+    With `write_beats`, the exact beats go beside it as ``<stem>.beats.txt`` (see `write_beats_file`),
+    so a run on the demo song reports beat metrics against ground truth.
+    """
     import soundfile as sf
     from music21 import corpus
 
     score = corpus.parse(DEMO_PIECE)
     pm = score_to_midi(score, DEMO_PROGRAMS)
+    timing = score_timing(score, pm)
     once = render_midi(pm, sample_rate, tail_seconds=0.0)
     gap = np.zeros((int(0.5 * sample_rate), 2), dtype=np.float32)
     audio = np.concatenate([np.concatenate([once, gap])] * repeats + [np.zeros((sample_rate, 2), np.float32)])
@@ -88,4 +293,10 @@ def demo_song(out_path: Path, repeats: int = 2, sample_rate: int = 44100) -> Pat
     tmp = out_path.with_name(f".{out_path.name}.part.wav")
     sf.write(tmp, audio, sample_rate, subtype="PCM_16")
     tmp.replace(out_path)
+    if write_beats:
+        period = (len(once) + len(gap)) / sample_rate
+        parts = [timing.shifted(k * period) for k in range(repeats)]
+        whole = ScoreTiming(np.concatenate([p.beats for p in parts]), np.concatenate([p.downbeats for p in parts]),
+                            parts[-1].end)
+        write_beats_file(out_path.with_name(out_path.stem + ".beats.txt"), whole)
     return out_path

@@ -1,16 +1,32 @@
-"""Cutting a song into scenes: the paper's random and rule-based modes, and beat snapping.
+"""Cutting a song into scenes: the paper's random and rule-based modes, and their beat-snapped variants.
 
-All functions are pure: arrays and numbers in, cut times out. Times are in seconds, frame
-indices refer to the *output video* frame grid (``round(t * fps)``, computed from absolute time
-so rounding never accumulates drift).
+All functions are pure: arrays and numbers in, cut times out. Times are in seconds; frame
+indices refer to the *output video* frame grid. With `fps` given, every cut is placed on that
+grid as it is made (``round(t * fps)`` from absolute time, so rounding never accumulates drift)
+and the length bounds are checked in whole frames, so no later rounding can break them.
 
-A segmentation is described by its interior cut times ``0 < c_1 < ... < c_{n-1} < duration``
-and one reason per segment end; `segments_from_cuts` turns that into tiling `Segment`s.
+The modes (paper section 3.3.1):
+
+- **random**: segment lengths drawn uniformly from [min, max] seconds (paper: 4-8 s), seeded.
+- **rule_based**: every cut has one of three causes - a significant spectral change
+  (``novelty``), `beats_per_cut` beats since the last cut (``beat_count``), or the maximum
+  length (``max_length``, paper: 7 s).
+- **beat-snapped variants** of both: the same rule proposes each cut, measured from the previous
+  *snapped* cut; the cut then moves to the best beat within reach (`BeatSnap`): downbeats and
+  beats with strong onsets are preferred, farther beats penalised. Only positions that keep the
+  length bounds satisfiable for the rest of the song are considered.
+
+Length bounds, applied together: `min_seconds`, `max_seconds` and the video backend's longest
+clip (`max_clip_seconds`, e.g. Wan 2.1: 81 frames at 16 fps = 5.06 s), passed in by the caller.
+The maximum is hard; the minimum yields only where the song cannot be tiled otherwise (a song
+shorter than two minimum segments is one segment; a remainder that fits no combination is split
+evenly). Segments always tile [0, duration] exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,44 +35,177 @@ from soundsight.schemas import Segment, Segmentation
 
 @dataclass(frozen=True)
 class Cuts:
-    """Interior cut times (seconds, strictly increasing) and why each segment ends."""
+    """Interior cut times (seconds, strictly increasing) and why each segment ends.
+
+    `reasons` has ``len(times) + 1`` entries, the last one ``"end"``. `snaps` and `shifts` (one
+    per interior cut, optional) say what a cut was snapped to (``"downbeat"``, ``"beat"`` or
+    ``""``) and how far it moved (seconds, signed, before frame rounding).
+    """
 
     times: list[float]
-    reasons: list[str]  # len(times) + 1: the last one is "end"
+    reasons: list[str]
+    snaps: list[str] = field(default_factory=list)
+    shifts: list[float] = field(default_factory=list)
 
 
-def _next_cut_window(start: float, duration: float, min_s: float, max_s: float) -> tuple[float, float] | None:
-    """Where the next cut may fall so that every remaining segment can still respect the bounds.
+class _Grid:
+    """Length bounds on a time grid of `q` seconds (one output frame, or 1 ms without fps)."""
 
-    Returns None when the rest of the song fits in one segment (no more cuts). When the rest is
-    longer than `max_s` but shorter than two minimum segments, the window collapses onto the
-    midpoint: the maximum is a hard limit (the video model's longest clip), the minimum yields.
+    def __init__(self, duration: float, min_seconds: float, max_seconds: float, fps: float | None):
+        self.q = 1.0 / fps if fps else 1e-3
+        self.duration = float(duration)
+        self.n = max(1, int(round(duration / self.q)))
+        self.mx = max(1, int(math.floor(max_seconds / self.q + 1e-6)))
+        self.mn = min(max(1, int(math.ceil(min_seconds / self.q - 1e-6))), self.mx)
+
+    def tick(self, t: float) -> int:
+        return int(round(t / self.q))
+
+    def time(self, tick: int) -> float:
+        return tick * self.q
+
+    def _feasible(self, rest: int) -> bool:
+        return rest >= self.mn and math.ceil(rest / self.mx) * self.mn <= rest
+
+    def must_cut(self, start: int) -> bool:
+        return self.n - start > self.mx
+
+    def allowed(self, start: int) -> list[tuple[int, int]]:
+        """Tick intervals where the next cut may fall so the rest of the song can still be tiled."""
+        rest = self.n - start
+        k_lo = max(1, math.ceil((rest - self.mx) / self.mx))
+        k_hi = (rest - self.mn) // self.mn
+        out: list[tuple[int, int]] = []
+        for k in range(k_lo, k_hi + 1):
+            a = max(start + self.mn, self.n - k * self.mx)
+            b = min(start + self.mx, self.n - k * self.mn)
+            if a <= b:
+                out.append((a, b))
+        out.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in out:
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        if not merged and self.must_cut(start):
+            # Not tileable within the bounds: split the rest evenly, each piece <= max (min yields).
+            pieces = math.ceil(rest / self.mx)
+            c = start + int(math.ceil(rest / pieces))
+            merged = [(c, c)]
+        return merged
+
+    @staticmethod
+    def inside(tick: int, allowed: list[tuple[int, int]]) -> bool:
+        return any(a <= tick <= b for a, b in allowed)
+
+    @staticmethod
+    def project(tick: int, allowed: list[tuple[int, int]]) -> int:
+        best = min(allowed, key=lambda ab: 0 if ab[0] <= tick <= ab[1] else min(abs(tick - ab[0]), abs(tick - ab[1])))
+        return int(min(max(tick, best[0]), best[1]))
+
+
+@dataclass(frozen=True)
+class BeatSnap:
+    """Where a proposed cut moves: the best-scoring beat within reach.
+
+    Reach is ``max(tolerance, one beat period)`` seconds on either side (a cut can always reach
+    a beat, even at slow tempi or when the length bounds allow only one side). Among the beats
+    in reach whose position keeps the bounds satisfiable, the cut takes the one with the lowest
+    ``distance / reach - downbeat_bonus * is_downbeat - strength_bonus * strength`` (strength:
+    the beat's onset strength, 0..1). With the defaults a downbeat wins over a plain beat that
+    is up to half the reach closer; a strong onset over a weak one up to a quarter of the reach
+    closer. No beat in reach: the cut stays where the mode put it.
     """
-    rest = duration - start
-    if rest <= max_s:
-        return None
-    lo, hi = start + min_s, min(start + max_s, duration - min_s)
-    if lo > hi:
-        mid = start + rest / 2.0
-        return mid, mid
-    return lo, hi
+
+    beats: np.ndarray
+    downbeats: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    strength: np.ndarray | None = None
+    tolerance: float = 0.35
+    downbeat_bonus: float = 0.5
+    strength_bonus: float = 0.25
+
+    def __call__(self, grid: _Grid, raw: int, allowed: list[tuple[int, int]]) -> tuple[int, str, float]:
+        beats = np.asarray(self.beats, dtype=float)
+        if len(beats) == 0:
+            return raw, "", 0.0
+        period = float(np.median(np.diff(beats))) if len(beats) > 2 else self.tolerance
+        reach = max(self.tolerance, period)
+        t = grid.time(raw)
+        lo, hi = np.searchsorted(beats, [t - reach - 1e-9, t + reach + 1e-9])
+        down = np.asarray(self.downbeats, dtype=float)
+        strength = np.asarray(self.strength, dtype=float) if self.strength is not None else np.zeros(len(beats))
+        best: tuple[float, int, str, float] | None = None
+        for i in range(lo, hi):
+            b = float(beats[i])
+            tick = grid.tick(b)
+            if not grid.inside(tick, allowed):
+                continue
+            is_down = bool(len(down)) and float(np.min(np.abs(down - b))) < 1e-6
+            s = float(strength[i]) if i < len(strength) else 0.0
+            score = abs(b - t) / reach - self.downbeat_bonus * is_down - self.strength_bonus * s
+            if best is None or score < best[0]:
+                best = (score, tick, "downbeat" if is_down else "beat", b - t)
+        if best is None:
+            return raw, "", 0.0
+        return best[1], best[2], best[3]
 
 
-def segment_random(duration: float, *, seed: int, min_seconds: float = 4.0, max_seconds: float = 8.0) -> Cuts:
+def _walk(grid: _Grid, propose, snap: BeatSnap | None) -> Cuts:
+    """Make cuts left to right: `propose(start_tick, allowed)` -> (raw tick, reason) or None to stop."""
+    times: list[float] = []
+    reasons: list[str] = []
+    snaps: list[str] = []
+    shifts: list[float] = []
+    start = 0
+    while True:
+        allowed = grid.allowed(start)
+        if not allowed:
+            break
+        proposal = propose(start, allowed)
+        if proposal is None:
+            if grid.must_cut(start):  # defensive: modes always propose while a cut is needed
+                proposal = (allowed[-1][1], "max_length")
+            else:
+                break
+        raw, reason = proposal
+        raw = grid.project(raw, allowed)
+        kind, shift = "", 0.0
+        if snap is not None:
+            raw, kind, shift = snap(grid, raw, allowed)
+        times.append(round(grid.time(raw), 9))
+        reasons.append(reason)
+        snaps.append(kind)
+        shifts.append(round(shift, 6))
+        start = raw
+    return Cuts(times, reasons + ["end"], snaps, shifts)
+
+
+def segment_random(
+    duration: float,
+    *,
+    seed: int,
+    min_seconds: float = 4.0,
+    max_seconds: float = 8.0,
+    fps: float | None = None,
+    snap: BeatSnap | None = None,
+) -> Cuts:
     """The paper's random mode: segment lengths drawn uniformly from [min_seconds, max_seconds].
 
-    Deterministic for a given `seed`. The last segments are constrained so the song tiles
-    exactly with every segment inside the bounds whenever that is possible.
+    Deterministic for a given `seed` (one uniform draw per segment, snapped or not). When the
+    rest of the song fits in one segment (<= max_seconds) it becomes the last segment; otherwise
+    a draw that would leave an untileable remainder is moved to the nearest position that does not.
     """
+    grid = _Grid(duration, min_seconds, max_seconds, fps)
     rng = np.random.default_rng(seed)
-    times: list[float] = []
-    start = 0.0
-    while (window := _next_cut_window(start, duration, min_seconds, max_seconds)) is not None:
-        lo, hi = window
-        cut = float(min(max(start + rng.uniform(min_seconds, max_seconds), lo), hi))
-        times.append(cut)
-        start = cut
-    return Cuts(times, ["random"] * len(times) + ["end"])
+
+    def propose(start: int, allowed):
+        length = rng.uniform(min_seconds, max_seconds)
+        if not grid.must_cut(start):
+            return None
+        return start + grid.tick(length), "random"
+
+    return _walk(grid, propose, snap)
 
 
 def segment_rule_based(
@@ -69,44 +218,49 @@ def segment_rule_based(
     max_seconds: float = 7.0,
     beats_per_cut: int = 12,
     novelty_threshold: float = 0.3,
+    fps: float | None = None,
+    snap: BeatSnap | None = None,
 ) -> Cuts:
     """The paper's rule-based mode: every cut has one of three causes.
 
-    Walking from the start, the next cut is the first of
-      1. ``novelty``: a peak of spectral novelty (0..1, normalised over the song) above
-         `novelty_threshold` - a significant change in timbre/harmony - at least `min_seconds`
-         after the last cut (the strongest such peak before 2. wins);
-      2. ``beat_count``: the `beats_per_cut`-th beat since the last cut;
-      3. ``max_length``: `max_seconds` after the last cut.
+    Walking from the start, with the window of allowed next cuts [lo, hi] (at least
+    `min_seconds`, at most `max_seconds` after the last cut, and leaving a tileable rest):
+      2. ``beat_count``: the `beats_per_cut`-th beat after the last cut, if it is in the window
+         (12 beats = three 4/4 bars; lands in 4-7 s between 103 and 180 BPM);
+      1. ``novelty``: else-before-it, the strongest peak of spectral novelty above
+         `novelty_threshold` (0..1: share of the song's largest timbre/harmony change) between
+         lo and the beat-count cut (or hi) - a significant change wins over counting;
+      3. ``max_length``: none of those - cut at hi, `max_seconds` after the last cut.
+    When the rest of the song fits in one segment, only 1. and 2. may still cut.
 
     Parameters
     ----------
     beats : beat times, seconds.
     novelty_times, novelty : a novelty curve sampled at `novelty_times` (seconds), values 0..1.
     """
+    grid = _Grid(duration, min_seconds, max_seconds, fps)
     beats = np.asarray(beats, dtype=float)
     novelty_times = np.asarray(novelty_times, dtype=float)
     novelty = np.asarray(novelty, dtype=float)
     peaks = _local_peaks(novelty, novelty_threshold)
-    peak_times, peak_values = novelty_times[peaks], novelty[peaks]
+    peak_ticks = np.array([grid.tick(t) for t in novelty_times[peaks]], dtype=int)
+    peak_values = novelty[peaks]
 
-    times: list[float] = []
-    reasons: list[str] = []
-    start = 0.0
-    while (window := _next_cut_window(start, duration, min_seconds, max_seconds)) is not None:
-        lo, hi = window
-        cut, reason = hi, "max_length"
-        later = beats[beats > start + 1e-6]
-        if len(later) >= beats_per_cut and lo <= later[beats_per_cut - 1] <= hi:
-            cut, reason = float(later[beats_per_cut - 1]), "beat_count"
-        in_window = (peak_times >= lo) & (peak_times <= cut)
-        if in_window.any():
-            best = np.argmax(np.where(in_window, peak_values, -1.0))
-            cut, reason = float(peak_times[best]), "novelty"
-        times.append(cut)
-        reasons.append(reason)
-        start = cut
-    return Cuts(times, reasons + ["end"])
+    def propose(start: int, allowed):
+        lo, hi = allowed[0][0], allowed[-1][1]
+        cap, reason = hi, ("max_length" if grid.must_cut(start) else None)
+        later = beats[beats > grid.time(start) + 1e-6]
+        if len(later) >= beats_per_cut:
+            tick = grid.tick(later[beats_per_cut - 1])
+            if grid.inside(tick, allowed):
+                cap, reason = tick, "beat_count"
+        ok = np.array([lo <= t <= cap and grid.inside(int(t), allowed) for t in peak_ticks], dtype=bool)
+        if ok.any():
+            best = int(np.argmax(np.where(ok, peak_values, -1.0)))
+            return int(peak_ticks[best]), "novelty"
+        return None if reason is None else (cap, reason)
+
+    return _walk(grid, propose, snap)
 
 
 def _local_peaks(x: np.ndarray, threshold: float) -> np.ndarray:
@@ -116,54 +270,11 @@ def _local_peaks(x: np.ndarray, threshold: float) -> np.ndarray:
     return np.flatnonzero(inner) + 1
 
 
-def snap_to_beats(
-    cuts: Cuts,
-    duration: float,
-    *,
-    beats: np.ndarray,
-    downbeats: np.ndarray,
-    tolerance: float,
-    min_seconds: float,
-    max_seconds: float,
-) -> Cuts:
-    """Move each cut onto a beat within `tolerance` seconds, preferring downbeats.
-
-    A move is kept only if both neighbouring segments stay within [min_seconds, max_seconds]
-    (bounds a cut already violated are not made worse). Cuts are processed left to right
-    against the already-moved previous cut.
-    """
-    beats = np.asarray(beats, dtype=float)
-    downbeats = np.asarray(downbeats, dtype=float)
-    out: list[float] = []
-    for i, t in enumerate(cuts.times):
-        prev = out[-1] if out else 0.0
-        nxt = cuts.times[i + 1] if i + 1 < len(cuts.times) else duration
-        chosen = t
-        for pool in (downbeats, beats):
-            near = pool[np.abs(pool - t) <= tolerance] if len(pool) else pool
-            ok = [b for b in near if _lengths_ok(prev, b, nxt, min_seconds, max_seconds, t)]
-            if ok:
-                chosen = float(min(ok, key=lambda b: abs(b - t)))
-                break
-        out.append(chosen)
-    return Cuts(out, cuts.reasons)
-
-
-def _lengths_ok(prev: float, b: float, nxt: float, lo: float, hi: float, original: float) -> bool:
-    def fine(a: float, orig: float) -> bool:
-        if lo - 1e-9 <= a <= hi + 1e-9:
-            return True
-        # Outside the bounds already before snapping: allow only moves that do not worsen it.
-        return abs(a - np.clip(a, lo, hi)) <= abs(orig - np.clip(orig, lo, hi)) + 1e-9
-
-    return b > prev and b < nxt and fine(b - prev, original - prev) and fine(nxt - b, nxt - original)
-
-
 def segments_from_cuts(cuts: Cuts, duration: float, fps: int, beats: np.ndarray | None = None) -> list[Segment]:
     """Turn cut times into segments that tile [0, duration] on the output frame grid.
 
-    Interior cuts are rounded to the nearest output frame (``round(t * fps) / fps``) so each cut
-    happens exactly on a frame; the last segment ends at `duration` and at frame
+    Interior cuts are rounded to the nearest output frame (``round(t * fps) / fps``; cuts made
+    with the same `fps` are on it already); the last segment ends at `duration` and at frame
     ``round(duration * fps)``.
     """
     beats = np.asarray(beats if beats is not None else [], dtype=float)
@@ -172,6 +283,7 @@ def segments_from_cuts(cuts: Cuts, duration: float, fps: int, beats: np.ndarray 
         raise ValueError(f"cuts {cuts.times} collapse on the {fps} fps frame grid")
     bounds = [0.0] + [f / fps for f in frames[1:-1]] + [float(duration)]
     segments = []
+    last = len(frames) - 2
     for i in range(len(frames) - 1):
         start, end = bounds[i], bounds[i + 1]
         inside = beats[(beats >= start) & (beats < end)]
@@ -179,14 +291,22 @@ def segments_from_cuts(cuts: Cuts, duration: float, fps: int, beats: np.ndarray 
             Segment(
                 index=i,
                 start=round(start, 6),
-                end=round(end, 6) if i < len(frames) - 2 else float(duration),
+                end=round(end, 6) if i < last else float(duration),
                 start_frame=frames[i],
                 end_frame=frames[i + 1],
                 reason=cuts.reasons[i],
                 beats=[round(float(b), 4) for b in inside],
+                snapped_to=cuts.snaps[i] if i < last and i < len(cuts.snaps) else "",
+                snap_shift=cuts.shifts[i] if i < last and i < len(cuts.shifts) else 0.0,
             )
         )
     return segments
+
+
+def effective_bounds(min_seconds: float, max_seconds: float, max_clip_seconds: float = float("inf")) -> tuple[float, float]:
+    """(min, max) segment length actually used: max capped by the clip limit; min yields only above it."""
+    cap = min(max_seconds, max_clip_seconds)
+    return (min_seconds if min_seconds < cap else cap / 2.0), cap
 
 
 def plan_segments(
@@ -206,32 +326,55 @@ def plan_segments(
     novelty_threshold: float,
     snap_tolerance_seconds: float,
     max_clip_seconds: float = float("inf"),
+    grid=None,
+    novelty_curve: tuple[np.ndarray, np.ndarray] | None = None,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Segmentation:
-    """The segment stage's algorithm, top to bottom: beats -> cuts -> (snap) -> frame grid.
+    """The segment stage's algorithm, top to bottom: beats -> cuts (snapped as made) -> frame grid.
 
-    `max_clip_seconds` is the active video backend's longest clip; it caps `max_seconds`
-    (and the random mode's maximum) so no segment needs a longer clip than the model renders.
+    Thresholds in musical units:
+
+    - `min_seconds` / `max_seconds` (random mode: `random_max_seconds`): segment length bounds;
+      `max_clip_seconds`, the active video backend's longest clip, caps the maximum so no
+      segment needs a longer clip than the model renders (Wan 2.1: 81 frames / 16 fps = 5.06 s).
+      Bounds are checked in whole output frames.
+    - `beats_per_cut`: beats between cuts for the beat-count rule (12 = three bars of 4/4).
+    - `novelty_threshold`: share of the song's largest timbre/harmony change (0..1) a change
+      must exceed to cut; novelty compares the bar before with the bar after each point.
+    - `snap_tolerance_seconds`: how far a cut may move to reach a beat - or one beat, whichever
+      is more; downbeats and strong onsets are preferred (`BeatSnap`).
+
+    Optional inputs for callers that already have them (the benchmark): `grid` (a
+    `models.beats.BeatGrid`), `novelty_curve` (times, values) and `reference` (beats, downbeats)
+    - with a reference, `Segmentation.metrics` is filled by `models.beats.reference_metrics`.
     """
-    from models.beats import track_beats, spectral_novelty
+    from models.beats import reference_metrics, spectral_novelty, track_beats
 
-    cap = min(max_seconds, max_clip_seconds)
-    random_cap = min(random_max_seconds, max_clip_seconds)
-    lo = min(min_seconds, cap / 2.0)
-    grid = track_beats(y, sr)
+    if grid is None:
+        grid = track_beats(y, sr)
+    top = random_max_seconds if mode == "random" else max_seconds
+    lo, cap = effective_bounds(min_seconds, top, max_clip_seconds)
+    snap = None
+    if beat_snap and len(grid.beats):
+        snap = BeatSnap(grid.beats, grid.downbeats, grid.strength, tolerance=snap_tolerance_seconds)
     if mode == "random":
-        cuts = segment_random(duration, seed=seed, min_seconds=lo, max_seconds=random_cap)
-        cap_used = random_cap
-    else:
-        nov_t, nov = spectral_novelty(y, sr)
+        cuts = segment_random(duration, seed=seed, min_seconds=lo, max_seconds=cap, fps=fps, snap=snap)
+    elif mode == "rule_based":
+        if novelty_curve is None:
+            bar = grid.period * grid.beats_per_bar if len(grid.beats) > 2 else 2.0
+            novelty_curve = spectral_novelty(y, sr, context_seconds=float(np.clip(bar, 1.5, 4.0)))
+        nov_t, nov = novelty_curve
         cuts = segment_rule_based(
             duration, beats=grid.beats, novelty_times=nov_t, novelty=nov, min_seconds=lo, max_seconds=cap,
-            beats_per_cut=beats_per_cut, novelty_threshold=novelty_threshold,
+            beats_per_cut=beats_per_cut, novelty_threshold=novelty_threshold, fps=fps, snap=snap,
         )
-        cap_used = cap
-    if beat_snap:
-        cuts = snap_to_beats(
-            cuts, duration, beats=grid.beats, downbeats=grid.downbeats, tolerance=snap_tolerance_seconds,
-            min_seconds=lo, max_seconds=cap_used,
+    else:
+        raise ValueError(f"unknown segmentation mode {mode!r}")
+    segments = segments_from_cuts(cuts, duration, fps, grid.beats)
+    metrics = None
+    if reference is not None:
+        metrics = reference_metrics(
+            [s.start for s in segments[1:]], grid.beats, grid.downbeats, reference[0], reference[1], fps
         )
     return Segmentation(
         song_hash=song_hash,
@@ -243,5 +386,10 @@ def plan_segments(
         beat_confidence=round(grid.confidence, 4),
         beats=[round(float(b), 4) for b in grid.beats],
         downbeats=[round(float(b), 4) for b in grid.downbeats],
-        segments=segments_from_cuts(cuts, duration, fps, grid.beats),
+        segments=segments,
+        metrics=metrics,
+        beats_per_bar=grid.beats_per_bar if len(grid.beats) else None,
+        tempo_level=grid.tempo_level if len(grid.beats) else None,
+        min_seconds=round(lo, 6),
+        max_seconds=round(cap, 6),
     )

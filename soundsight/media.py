@@ -90,6 +90,8 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
     proc = subprocess.run(cmd, capture_output=True)
     err = proc.stderr.decode(errors="replace").strip()
     if proc.returncode != 0 or (err and not proc.stdout):
+        if not _has_media_signature(path):
+            raise InputError(path, "not an audio file ffmpeg can read")
         raise InputError(path, _explain_ffmpeg_error(err))
     if err:
         # ffmpeg decoded something but complained: a damaged or truncated file.
@@ -98,6 +100,21 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
     if pcm.size == 0:
         raise InputError(path, "contains no decodable audio")
     return pcm
+
+
+# Leading bytes of the containers songs come in (offset, bytes).
+_SIGNATURES = (
+    (0, b"OggS"), (0, b"RIFF"), (0, b"fLaC"), (0, b"ID3"), (4, b"ftyp"), (0, b"\x1aE\xdf\xa3"),
+    (0, b"FORM"), (0, b"caff"), (0, b"#!AMR"), (0, b"MAC "), (0, b"wvpk"), (0, b"\x30\x26\xb2\x75"),
+)
+
+
+def _has_media_signature(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if any(head[o:o + len(sig)] == sig for o, sig in _SIGNATURES):
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0  # MPEG/AAC frame sync
 
 
 def _explain_ffmpeg_error(err: str) -> str:
@@ -116,3 +133,35 @@ def run_ffmpeg(args: list[str], what: str) -> None:
     proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", *args], capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg failed while {what}: {proc.stderr.decode(errors='replace').strip()[-600:]}")
+
+
+def check_not_truncated(path: Path, decoded_seconds: float) -> None:
+    """Raise `InputError` when the file ends before its own headers say it should.
+
+    ffmpeg decodes a cut-off file without complaint, so we compare with what the container
+    declares: an Ogg/Opus stream must end with an end-of-stream page; WAV, FLAC, MP4/M4A and
+    MP3 files with a VBR header declare their length (read with mutagen), which the decoded
+    audio must reach within 0.5 s.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head == b"OggS":
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            last = tail.rfind(b"OggS")
+            if last < 0 or len(tail) < last + 6 or not tail[last + 5] & 0x04:
+                raise InputError(path, "damaged or truncated audio (the Ogg stream has no end-of-stream page)")
+            return
+    try:
+        import mutagen
+
+        info = mutagen.File(path)
+    except Exception:
+        return
+    declared = float(getattr(getattr(info, "info", None), "length", 0.0) or 0.0)
+    if declared > 0 and declared - decoded_seconds > 0.5:
+        raise InputError(
+            path, f"damaged or truncated audio (decodes to {decoded_seconds:.1f} s, its header says {declared:.1f} s)"
+        )

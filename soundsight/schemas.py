@@ -39,6 +39,11 @@ class Segment(BaseModel):
     end_frame: int = Field(description="Exclusive: the next segment's start_frame.")
     reason: CutReason = Field(description="Why the cut at `end` was made.")
     beats: list[float] = Field(default_factory=list, description="Beat times inside the segment, seconds.")
+    snapped_to: Literal["", "downbeat", "beat"] = Field(
+        "", description="beat_snap: what the cut at `end` was moved onto ('' = not moved: snapping off, "
+        "no beat within reach, or the song's end)."
+    )
+    snap_shift: float = Field(0.0, description="beat_snap: how far the cut at `end` moved, seconds (signed).")
 
     @property
     def duration(self) -> float:
@@ -63,6 +68,14 @@ class Segmentation(BaseModel):
     downbeats: list[float] = Field(default_factory=list, description="Downbeat times, seconds.")
     segments: list[Segment]
     metrics: dict[str, float] | None = Field(None, description="Against a reference beats file, when present.")
+    beats_per_bar: int | None = Field(None, description="Estimated meter: 3, or 4 (duple and compound bars count as 4).")
+    tempo_level: str | None = Field(
+        None, description="Tempo-octave check's decision: as_tracked, half, third or double (of the tracker's tempo)."
+    )
+    min_seconds: float | None = Field(None, description="Shortest segment length actually enforced, seconds.")
+    max_seconds: float | None = Field(
+        None, description="Longest segment length actually enforced (mode maximum capped by the video model's clip), seconds."
+    )
 
 
 class Label(BaseModel):

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install soundsight into ./.venv. Run from anywhere; safe to run again.
+#   ./install.sh          the package, its CPU model stack and the test tools
+#   ./install.sh --test   also what the test suite starts for real: the vLLM CPU server in
+#                         ./.venv-vllm and Debian's Chromium for the browser test
+set -euo pipefail
+cd "$(dirname "$0")"
+with_test_services=0
+[[ "${1:-}" == "--test" ]] && with_test_services=1
+
+say() { printf '\033[1minstall:\033[0m %s\n' "$*"; }
+
+apt_install() {
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    say "apt-get install $*"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    say "please install with your package manager: $*"; exit 1
+  fi
+}
+
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || apt_install ffmpeg
+
+if [[ ! -x .venv/bin/python ]]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# Pin torch first: an unpinned torch drags in a multi-GB CUDA build.
+say "installing soundsight and its dependencies (a few minutes the first time)"
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[models,test]"
+# tinysoundfont's only requirement (pyaudio) is for live playback, which we never do.
+.venv/bin/python -m pip install -q --no-deps "tinysoundfont==0.3.7"
+
+if [[ $with_test_services -eq 1 ]]; then
+  command -v chromium >/dev/null || apt_install chromium
+  bash scripts/install_vllm.sh
+fi
+say "done: .venv/bin/soundsight render --demo"

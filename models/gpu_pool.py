@@ -1,0 +1,164 @@
+"""Dask clusters for rendering: one single-threaded worker per GPU. No Prefect here.
+
+- `make_cluster()`: with CUDA GPUs visible, dask-cuda's `LocalCUDACluster` (one worker per GPU,
+  each pinned by CUDA_VISIBLE_DEVICES) or, where dask-cuda is not installed, the same layout
+  built from plain `distributed` Nannies; without GPUs, a `LocalCluster` of CPU workers (2 by
+  default, 1 thread each). GPU workers advertise the resource ``{"GPU": 1}``.
+- `client_for(settings)`: a client to ``settings.dask_address`` (a running `dask scheduler` with
+  `dask cuda worker`s, possibly on other hosts) or to a fresh local cluster.
+- `task_resources(client)`: ``{"GPU": 1}`` when the cluster's workers advertise GPUs, so that a
+  worker never runs two scenes at once even when started with several threads.
+- `task_runner_kwargs(settings)`: keyword arguments for prefect-dask's `DaskTaskRunner`.
+
+Worker processes keep their module-level pipeline cache for their whole life, so each loads its
+model once; host memory limits are off on GPU workers (the model's host copy under CPU offload
+is not Dask's data, and a Nanny that restarts a worker over it would reload the model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use (respects CUDA_VISIBLE_DEVICES); [] without CUDA."""
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:
+        return []
+    if n <= 0:
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env:
+        ids = [x.strip() for x in env.split(",") if x.strip()]
+        return ids[:n]
+    return [str(i) for i in range(n)]
+
+
+def _gpu_spec_cluster(gpus: list[str], threads_per_worker: int, dashboard_address: str | None, **kwargs: Any):
+    """LocalCUDACluster's layout without dask-cuda: one Nanny per GPU with its own
+    CUDA_VISIBLE_DEVICES (the chosen GPU first, as dask-cuda orders it)."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    memory_limit = kwargs.pop("memory_limit", 0)
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address,
+                                               "dashboard": dashboard_address is not None}}
+    workers = {}
+    for i, gpu in enumerate(gpus):
+        order = [gpu] + [g for g in gpus if g != gpu]
+        workers[f"gpu-{gpu}"] = {
+            "cls": Nanny,
+            "options": {
+                "nthreads": threads_per_worker,
+                "resources": {"GPU": 1},
+                "memory_limit": memory_limit,
+                "env": {"CUDA_VISIBLE_DEVICES": ",".join(order)},
+                "name": f"gpu-{gpu}",
+                **kwargs,
+            },
+        }
+    return SpecCluster(scheduler=scheduler, workers=workers, name="soundsight-gpu")
+
+
+def make_cluster(
+    kind: str = "auto",
+    n_workers: int | None = None,
+    gpus: list[str] | None = None,
+    threads_per_worker: int = 1,
+    dashboard_address: str | None = None,
+    use_dask_cuda: bool = True,
+    **kwargs: Any,
+):
+    """A local Dask cluster for rendering.
+
+    kind : 'auto' (GPUs when CUDA sees any), 'cuda' or 'cpu'.
+    n_workers : CPU workers (default 2); for GPUs, the first `n_workers` of `gpus`.
+    gpus : GPU ids to use (default: all visible).
+    Extra keyword arguments go to the cluster (e.g. ``memory_limit``, ``local_directory``).
+    """
+    if kind not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"kind must be auto, cuda or cpu, not {kind!r}")
+    if kind != "cpu":
+        gpus = list(gpus) if gpus is not None else visible_gpus()
+        if n_workers:
+            gpus = gpus[:n_workers]
+        if not gpus and kind == "cuda":
+            raise RuntimeError("no CUDA GPU is visible for a GPU cluster")
+    if kind != "cpu" and gpus:
+        if use_dask_cuda:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                pass
+            else:
+                kwargs.setdefault("memory_limit", 0)
+                return LocalCUDACluster(
+                    CUDA_VISIBLE_DEVICES=gpus,
+                    n_workers=len(gpus),
+                    threads_per_worker=threads_per_worker,
+                    resources={"GPU": 1},
+                    dashboard_address=dashboard_address,
+                    **kwargs,
+                )
+        return _gpu_spec_cluster(gpus, threads_per_worker, dashboard_address, **kwargs)
+
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers or 2,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        dashboard_address=dashboard_address,
+        **kwargs,
+    )
+
+
+@contextlib.contextmanager
+def client_for(settings: Any = None, client: Any = None, **cluster_kwargs: Any) -> Iterator[Any]:
+    """Yield a Dask client: `client` as given (left open), else one to
+    ``settings.dask_address``, else one to a new local cluster (both closed on exit)."""
+    if client is not None:
+        yield client
+        return
+    from distributed import Client
+
+    address = getattr(settings, "dask_address", "") if settings is not None else ""
+    if address:
+        with Client(address, set_as_default=False) as c:
+            yield c
+        return
+    with make_cluster(**cluster_kwargs) as cluster, Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def task_resources(client: Any) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when any worker advertises a GPU resource, else None (CPU workers are
+    single-threaded, which gives the same one-scene-at-a-time guard)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _accepts_n_workers(client) else \
+        client.scheduler_info().get("workers", {})
+    if any("GPU" in (w.get("resources") or {}) for w in workers.values()):
+        return {"GPU": 1}
+    return None
+
+
+def _accepts_n_workers(client: Any) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def task_runner_kwargs(settings: Any, **cluster_kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments for ``prefect_dask.DaskTaskRunner``: the scheduler address when
+    ``settings.dask_address`` is set, else `make_cluster` with `cluster_kwargs`."""
+    address = getattr(settings, "dask_address", "") if settings is not None else ""
+    if address:
+        return {"address": address}
+    return {"cluster_class": make_cluster, "cluster_kwargs": dict(cluster_kwargs)}

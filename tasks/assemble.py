@@ -1,0 +1,99 @@
+"""Stage 6: the clips in order under the original audio -> video.mp4 (H.264 + AAC).
+
+Cut k falls on output frame ``round(t_k * fps)`` of boundary t_k, computed from absolute time, so
+no drift accumulates: clip k contributes exactly ``end_frame - start_frame`` frames. Clips already
+on the output grid (same fps, size and frame count) are joined without re-encoding; others are
+conformed first (resampled to the output fps by dropping/repeating frames - never time-stretched
+- scaled, and trimmed to their exact frame count).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from prefect import task
+
+from models.animatic import X264_ARGS
+from soundsight.media import atomic_path, ffmpeg_exe, run_ffmpeg, sha256_file
+from soundsight.schemas import Manifest, Segmentation, Song
+from soundsight.settings import RenderSettings
+from tasks.common import stage_options
+
+AUDIO_ARGS = ["-c:a", "aac", "-b:a", "192k", "-ar", "48000"]
+
+
+def probe_clip(path: Path) -> dict:
+    """fps, frame count, width and height of a clip's video stream (ffprobe when installed)."""
+    import shutil
+
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return {}
+    out = subprocess.run(
+        [ffprobe, "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries",
+         "stream=width,height,r_frame_rate,nb_read_packets", "-of", "json", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode != 0:
+        return {}
+    stream = json.loads(out.stdout)["streams"][0]
+    num, den = stream["r_frame_rate"].split("/")
+    return {"fps": float(num) / float(den), "frames": int(stream["nb_read_packets"]),
+            "width": stream["width"], "height": stream["height"]}
+
+
+def conform_clip(src: Path, dst: Path, frames: int, settings: RenderSettings) -> None:
+    """Re-time `src` onto the output grid: exactly `frames` frames at settings.fps and size."""
+    vf = (f"fps={settings.fps},scale={settings.width}:{settings.height}:force_original_aspect_ratio=increase,"
+          f"crop={settings.width}:{settings.height},setsar=1,tpad=stop_mode=clone:stop=-1")
+    run_ffmpeg(["-i", str(src), "-vf", vf, "-frames:v", str(frames), *X264_ARGS, "-r", str(settings.fps), "-an", str(dst)],
+               f"conforming {src.name}")
+
+
+@task(**stage_options("assemble", 1))
+def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], settings: RenderSettings) -> Manifest:
+    meta = Song.model_validate_json(song.path("song").read_text())
+    segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
+    if len(clips) != len(segmentation.segments):
+        raise RuntimeError(f"{len(clips)} clips for {len(segmentation.segments)} segments")
+    source = Path(meta.source)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: the original song was moved or deleted; render it again from its new path")
+    run_dir = song.path("song").parent
+    out = run_dir / "video.mp4"
+
+    with tempfile.TemporaryDirectory(dir=run_dir) as scratch:
+        parts = []
+        for seg, clip in zip(segmentation.segments, sorted(clips, key=lambda c: int(c.info["index"]))):
+            path = clip.path("clip")
+            facts = probe_clip(path)
+            on_grid = (facts.get("frames") == seg.frames and abs(facts.get("fps", 0) - settings.fps) < 1e-6
+                       and facts.get("width") == settings.width and facts.get("height") == settings.height)
+            if not on_grid:
+                conformed = Path(scratch) / f"conformed_{seg.index:03d}.mp4"
+                conform_clip(path, conformed, seg.frames, settings)
+                path = conformed
+            parts.append(path)
+        listing = Path(scratch) / "clips.txt"
+        listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
+        total_frames = segmentation.segments[-1].end_frame
+        with atomic_path(out) as tmp:
+            run_ffmpeg(
+                ["-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(source),
+                 "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", *AUDIO_ARGS,
+                 "-t", f"{meta.duration:.6f}",
+                 "-metadata", f"title={meta.title or meta.slug}", "-metadata", f"artist={meta.artist}",
+                 "-metadata", "comment=Rendered by soundsight; keep the song's licence line with this video.",
+                 "-movflags", "+faststart", "-f", "mp4", str(tmp)],
+                "assembling the video",
+            )  # fmt: skip
+    return Manifest(
+        stage="assemble",
+        run_dir=song.run_dir,
+        files={"video": "video.mp4"},
+        hashes={"video": sha256_file(out)},
+        info={"frames": total_frames, "fps": settings.fps, "duration": meta.duration, "scenes": len(parts)},
+    )

@@ -1,0 +1,63 @@
+"""What every stage task shares: persistence, the cache policy, progress reporting, forcing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import Task
+from prefect.cache_policies import CachePolicy
+
+from soundsight.cache import StageCachePolicy
+from soundsight.settings import OutputSettings
+
+progress = logging.getLogger("soundsight.progress")
+
+
+def _report(task: Task, task_run, state) -> None:
+    """Task state hook: one line per finished stage or scene, 'Cached' or 'Completed'."""
+    progress.info("%s: %s", task_run.name if task.name == "render" else task.name, state.name)
+
+
+def stage_options(
+    stage: str,
+    version: int,
+    *,
+    identity: Callable[[dict[str, Any]], str] | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 2.0,
+    ignore: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """`@task(**stage_options(...))`: a cached, persisted, retryable stage.
+
+    Results are small JSON manifests (paths + hashes); `persist_result` keeps them across
+    processes so a second render, or a retried flow run, finds them.
+    """
+    policy: CachePolicy = StageCachePolicy(stage=stage, version=version, identity=identity, ignore=ignore)
+    return dict(
+        name=stage,
+        cache_policy=policy,
+        persist_result=True,
+        result_serializer="json",
+        retries=retries,
+        retry_delay_seconds=retry_delay_seconds,
+        on_completion=[_report],
+        on_failure=[_report],
+    )
+
+
+def results_dir(runs_dir: str | Path) -> Path:
+    """Where cached task results live: inside the runs folder, so each runs folder has its own
+    cache and a cache hit never points into another folder."""
+    return Path(runs_dir).expanduser().resolve() / ".cache" / "results"
+
+
+def configured(task: Task, output: OutputSettings) -> Task:
+    """The task with its result storage under `output.runs_dir`, and its cache ignored when the
+    user asked to force its stage."""
+    options: dict[str, Any] = {"result_storage": results_dir(output.runs_dir)}
+    if task.name in output.force:
+        options["refresh_cache"] = True
+    return task.with_options(**options)

@@ -1,0 +1,96 @@
+"""Stage 1: decode the song, fingerprint it, read its tags -> song.json (+ audio.wav)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from prefect import task
+
+from soundsight.cache import file_identity
+from soundsight.errors import InputError
+from soundsight.media import atomic_path, sha256_file, write_json_atomic
+from soundsight.schemas import Manifest, Song
+from tasks.common import stage_options
+
+ANALYSIS_RATE = 22050  # Hz: every analysis backend resamples from here
+SILENCE_DBFS = -60.0  # a song whose loudest 100 ms stays below this is treated as silent
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:48] or "song"
+
+
+def read_tags(path: Path) -> tuple[str, str, str, int]:
+    """(title, artist, codec, channels) from the file's tags; empty strings when absent."""
+    try:
+        import mutagen
+
+        f = mutagen.File(path, easy=True)
+    except Exception:
+        f = None
+    if f is None:
+        return "", "", "", 0
+    tags = f.tags or {}
+    first = lambda k: (tags.get(k) or [""])[0] if hasattr(tags, "get") else ""  # noqa: E731
+    codec = type(f).__name__.lower()
+    channels = int(getattr(f.info, "channels", 0) or 0)
+    return str(first("title")), str(first("artist")), codec, channels
+
+
+def check_audible(path: Path, pcm: np.ndarray, sr: int, min_seconds: float) -> None:
+    duration = len(pcm) / sr
+    if duration < min_seconds:
+        raise InputError(path, f"song is {duration:.2f} s long, shorter than one segment ({min_seconds:g} s)")
+    window = int(0.1 * sr)
+    frames = pcm[: len(pcm) // window * window].reshape(-1, window)
+    loudest = 20 * np.log10(np.sqrt((frames**2).mean(axis=1)).max() + 1e-12)
+    if loudest < SILENCE_DBFS:
+        raise InputError(path, f"song is silent (loudest 100 ms at {loudest:.0f} dBFS)")
+
+
+@task(**stage_options("load", 1, identity=lambda inputs: file_identity(inputs["song_path"])))
+def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: float = 4.0) -> Manifest:
+    """Decode `song_path` (any format ffmpeg reads) and create the run folder.
+
+    The run folder is ``runs_dir/<slug>-<hash8>`` where hash8 starts the sha256 of the decoded
+    PCM (mono float32, 22 050 Hz): the same music in another container or path maps to the same
+    fingerprint. Writes `song.json` and `audio.wav` (the analysis audio, float32).
+    """
+    from soundsight.media import check_not_truncated, decode_audio
+
+    path = Path(song_path).expanduser()
+    pcm = decode_audio(path, ANALYSIS_RATE)
+    check_not_truncated(path, len(pcm) / ANALYSIS_RATE)
+    check_audible(path, pcm, ANALYSIS_RATE, min_seconds)
+    content_hash = hashlib.sha256(pcm.tobytes()).hexdigest()
+    title, artist, codec, channels = read_tags(path)
+    slug = slugify(title or path.stem)
+    run_dir = Path(runs_dir).expanduser().resolve() / (run_name or f"{slug}-{content_hash[:8]}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    song = Song(
+        source=str(path.resolve()), content_hash=content_hash, duration=len(pcm) / ANALYSIS_RATE,
+        sample_rate=ANALYSIS_RATE, channels_in_source=channels, codec=codec, title=title, artist=artist, slug=slug,
+    )  # fmt: skip
+    write_json_atomic(run_dir / "song.json", song)
+    with atomic_path(run_dir / "audio.wav") as tmp:
+        sf.write(tmp, pcm, ANALYSIS_RATE, subtype="FLOAT", format="WAV")
+    return Manifest(
+        stage="load",
+        run_dir=str(run_dir),
+        files={"song": "song.json", "audio": "audio.wav"},
+        hashes={"song": content_hash, "audio": sha256_file(run_dir / "audio.wav")},
+        info={"duration": song.duration, "title": title or path.stem},
+    )
+
+
+def read_song(manifest: Manifest) -> tuple[Song, np.ndarray]:
+    """The song's metadata and its analysis audio (mono float32 at 22 050 Hz)."""
+    song = Song.model_validate_json(manifest.path("song").read_text())
+    pcm, _ = sf.read(manifest.path("audio"), dtype="float32")
+    return song, pcm

@@ -1,0 +1,146 @@
+"""Stage 5: one clip per scene -> scenes/scene_NNN.mp4, fanned out across workers.
+
+`plan_scenes` turns the script and segments into self-contained `SceneInput`s; `render_scene`
+renders one. A scene's cache key depends only on what that scene shows (its prompt, its slice of
+the audio, the render settings, the renderer's identity), so editing one scene's sentence
+re-renders that scene alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from prefect import task
+from pydantic import BaseModel
+
+from models.base import ClipRenderer, RenderSpec, SceneJob
+from soundsight.media import sha256_file
+from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
+from soundsight.settings import RenderSettings
+from tasks.common import stage_options
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault-injection setting; never retried by the task itself."""
+
+
+class SceneInput(BaseModel):
+    """Everything needed to render one scene, and nothing that locates files but `run_dir`."""
+
+    index: int
+    prompt: str
+    caption: str
+    seed: int
+    start: float
+    end: float
+    frames: int
+    song_hash: str
+    palette_hint: str
+    run_dir: str
+
+
+def scene_seed(run_seed: int, index: int) -> int:
+    """A reproducible per-scene seed: the same run seed and scene index give the same clip."""
+    return int.from_bytes(hashlib.sha256(f"{run_seed}:{index}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def renderer_spec(settings: RenderSettings) -> RenderSpec:
+    """The active renderer's frame rules and longest clip, without loading any model."""
+    if settings.backend == "animatic":
+        return RenderSpec(native_fps=float(settings.fps))
+    from models.video_diffusion import spec_for
+
+    return spec_for(settings)
+
+
+def make_renderer(settings: RenderSettings) -> ClipRenderer:
+    if settings.backend == "animatic":
+        from models.animatic import AnimaticRenderer
+
+        return AnimaticRenderer(settings.fps)
+    from models.video_diffusion import make_video_renderer
+
+    return make_video_renderer(settings)
+
+
+def renderer_identity(inputs: dict[str, Any]) -> str:
+    settings: RenderSettings = inputs["settings"]
+    if settings.backend == "animatic":
+        from models.animatic import RENDERER_ID
+
+        return RENDERER_ID
+    from models.video_diffusion import backend_id_for
+
+    return backend_id_for(settings)
+
+
+def plan_scenes(song: Manifest, segments: Manifest, script: Manifest, analysis: Manifest, settings: RenderSettings) -> list[SceneInput]:
+    """One `SceneInput` per segment: the scene sentence plus the run's style guidelines."""
+    segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
+    scenes = SceneScript.model_validate_json(script.path("script").read_text())
+    labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
+    palette = labels.visual["visual_style"].label
+    return [
+        SceneInput(
+            index=seg.index,
+            prompt=f"{scene.description} {scenes.style}.".strip(),
+            caption=scene.description,
+            seed=scene_seed(settings.seed, seg.index),
+            start=seg.start,
+            end=seg.end,
+            frames=seg.frames,
+            song_hash=segmentation.song_hash,
+            palette_hint=palette,
+            run_dir=song.run_dir,
+        )
+        for seg, scene in zip(segmentation.segments, scenes.scenes)
+    ]
+
+
+def _not_injected(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except InjectedFault:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(
+    **stage_options("render", 1, identity=renderer_identity, retries=2, retry_delay_seconds=5),
+    task_run_name="render-scene-{scene.index:03d}",
+    retry_condition_fn=_not_injected,
+)
+def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
+    run_dir = Path(scene.run_dir)
+    out = run_dir / "scenes" / f"scene_{scene.index:03d}.mp4"
+    if settings.fail_scene == scene.index:
+        marker = run_dir / "scenes" / f".injected_fault_{scene.index:03d}"
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            raise InjectedFault(f"fault injected into scene {scene.index} (render.fail_scene); retry the run")
+
+    info = sf.info(run_dir / "audio.wav")
+    start, stop = int(round(scene.start * info.samplerate)), int(round(scene.end * info.samplerate))
+    audio, sr = sf.read(run_dir / "audio.wav", start=start, stop=stop, dtype="float32")
+    job = SceneJob(
+        index=scene.index, prompt=scene.prompt, caption=scene.caption, negative_prompt=settings.negative_prompt,
+        seed=scene.seed, seconds=scene.end - scene.start, frames=scene.frames, fps=settings.fps,
+        width=settings.width, height=settings.height, audio=np.asarray(audio), sample_rate=sr,
+        palette_hint=scene.palette_hint,
+    )  # fmt: skip
+    clip = make_renderer(settings)(job, out)
+    rel = str(out.relative_to(run_dir))
+    return Manifest(
+        stage="render",
+        run_dir=scene.run_dir,
+        files={"clip": rel},
+        hashes={"clip": sha256_file(out)},
+        info={"index": scene.index, "frames": clip.frames, "fps": clip.fps, "width": clip.width, "height": clip.height},
+    )

@@ -1,0 +1,86 @@
+"""Stage 4: the paper's prompt (Block 1) and a scene-per-segment script.
+
+Writes prompt.txt (what an LLM is asked), response.txt (everything it answered, reasoning
+included), script.json and script.txt (the paper's "BEGIN SCRIPT / SCENE #:" format).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from models.base import ScriptRequest, ScriptWriter
+from models.script_writer import TemplateScriptWriter
+from prompts import script_prompt, template_hash
+from soundsight.media import sha256_file, write_json_atomic, write_text_atomic
+from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
+from soundsight.settings import ScriptSettings
+from tasks.common import stage_options
+from tasks.load import read_song
+
+
+def make_writer(settings: ScriptSettings) -> ScriptWriter:
+    if settings.backend == "llm":
+        from models.llm import LLMScriptWriter
+
+        return LLMScriptWriter(settings, fallback=TemplateScriptWriter())
+    return TemplateScriptWriter()
+
+
+def script_identity(inputs: dict[str, Any]) -> str:
+    settings: ScriptSettings = inputs["settings"]
+    if settings.backend == "llm":
+        writer = make_writer(settings)
+        return f"llm:{writer.served_model_id()}|template={template_hash()}"
+    return f"{TemplateScriptWriter.writer_id}|template={template_hash()}"
+
+
+def build_prompt(analysis: Analysis, durations: list[float], settings: ScriptSettings) -> str:
+    return script_prompt(
+        track_sentences=[label.sentence() for label in analysis.track.values()],
+        segment_sentences=[[label.sentence() for label in seg.labels.values()] for seg in analysis.segments],
+        durations=durations,
+        visual_sentences=[label.sentence() for label in analysis.visual.values()],
+        characters=settings.characters,
+        story_cues=settings.story_cues,
+    )
+
+
+def script_text(script: SceneScript) -> str:
+    """The script in the paper's format (Block 3)."""
+    lines = ["BEGIN SCRIPT", ""]
+    for scene in script.scenes:
+        lines += [f"SCENE {scene.index + 1}:", scene.description, ""]
+    return "\n".join(lines + ["END SCRIPT", ""])
+
+
+@task(**stage_options("script", 1, identity=script_identity, retries=2, retry_delay_seconds=5))
+def write_script(song: Manifest, segments: Manifest, analysis: Manifest, settings: ScriptSettings) -> Manifest:
+    meta, _ = read_song(song)
+    segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
+    labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
+    durations = [round(s.duration, 2) for s in segmentation.segments]
+    prompt = build_prompt(labels, durations, settings)
+
+    writer = make_writer(settings)
+    result = writer(ScriptRequest(prompt=prompt, analysis=labels, durations=durations, characters=settings.characters,
+                                  story_cues=settings.story_cues, song_hash=meta.content_hash, title=meta.title))
+    if len(result.scenes) != len(durations):
+        raise RuntimeError(f"{writer.name} wrote {len(result.scenes)} scenes for {len(durations)} segments")
+    script = SceneScript(writer=writer.name, writer_id=writer.writer_id, title=meta.title or meta.slug,
+                         characters=result.characters, style=result.style, scenes=result.scenes)
+
+    run_dir = song.path("song").parent
+    files = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
+    write_text_atomic(run_dir / files["prompt"], prompt + "\n")
+    write_text_atomic(run_dir / files["response"], result.raw_response or "(written by the embedded template writer: no model response)\n")
+    write_json_atomic(run_dir / files["script"], script)
+    write_text_atomic(run_dir / files["script_text"], script_text(script))
+    return Manifest(
+        stage="script",
+        run_dir=song.run_dir,
+        files=files,
+        hashes={name: sha256_file(run_dir / rel) for name, rel in files.items()},
+        info={"writer": writer.name, "scenes": len(script.scenes)},
+    )

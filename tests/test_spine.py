@@ -1,0 +1,179 @@
+"""The spine: a real song through the real flow on a real Prefect server, checked with ffprobe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from soundsight.schemas import Segmentation
+from soundsight.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def task_states(flow_run_id, timeout: float = 60.0) -> dict[str, str]:
+    """Task-run name -> final state name for one flow run, read back from the Prefect server.
+
+    The server records task states from events asynchronously, so poll until all are final.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            states = {run.name: run.state.name for run in runs if run.state}
+            if runs and all(run.state and run.state.is_final() for run in runs) or time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)
+
+
+def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:
+    from flows.music_video import render_song
+
+    settings = Settings.model_validate({"output": {"runs_dir": str(runs_dir)}, **groups})
+    state = render_song(str(song), settings, return_state=True)
+    assert state.is_completed(), state
+    return Path(state.result()), task_states(state.state_details.flow_run_id)
+
+
+def probe(ffprobe: str, path: Path) -> dict:
+    out = subprocess.run(
+        [ffprobe, "-v", "error", "-count_frames", "-show_entries",
+         "stream=codec_type,codec_name,nb_read_frames,duration,r_frame_rate:format=duration", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def gray_frames(path: Path, w: int = 32, h: int = 18) -> np.ndarray:
+    from soundsight.media import ffmpeg_exe
+
+    raw = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-vf", f"scale={w}:{h}", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True, check=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def celtic_run(music, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    video, states = render(music / "celtic.ogg", runs)
+    return runs, video, states
+
+
+def test_render_writes_every_intermediate_file(celtic_run):
+    _, video, _ = celtic_run
+    run_dir = video.parent
+    for name in ("song.json", "segments.json", "analysis.json", "prompt.txt", "script.json", "script.txt", "response.txt"):
+        assert (run_dir / name).is_file(), name
+    script = (run_dir / "script.txt").read_text()
+    assert script.startswith("BEGIN SCRIPT") and "SCENE 1:" in script
+    prompt = (run_dir / "prompt.txt").read_text()
+    assert "There are" in prompt and "BEGIN SCRIPT" in prompt and "Instrumental intensity is" in prompt
+    assert not list(run_dir.rglob("*.part*")), "temporary files left behind"
+
+
+def test_video_matches_song_and_cuts_land_on_boundary_frames(celtic_run, ffprobe):
+    _, video, _ = celtic_run
+    run_dir = video.parent
+    segmentation = Segmentation.model_validate_json((run_dir / "segments.json").read_text())
+    fps = segmentation.fps
+    info = probe(ffprobe, video)
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert sorted(s["codec_type"] for s in info["streams"]) == ["audio", "video"]
+    assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+    frame = 1.0 / fps
+    duration = segmentation.duration
+    assert int(streams["video"]["nb_read_frames"]) == round(duration * fps)
+    assert abs(float(streams["video"]["duration"]) - duration) <= frame
+    assert abs(float(streams["audio"]["duration"]) - duration) <= frame
+
+    segments = segmentation.segments
+    clips = sorted((run_dir / "scenes").glob("scene_*.mp4"))
+    assert len(clips) == len(segments) >= 5
+    assert segments[0].start == 0 and segments[-1].end == duration
+    assert all(a.end == b.start and a.end_frame == b.start_frame for a, b in zip(segments, segments[1:]))
+
+    final = gray_frames(video)
+    for seg, clip in zip(segments, clips):
+        own = gray_frames(clip)
+        assert len(own) == seg.frames
+        # The video's frames [start_frame, end_frame) are exactly this scene's clip.
+        assert np.abs(final[seg.start_frame] - own[0]).mean() < 1.5, f"cut {seg.index} not at frame {seg.start_frame}"
+        assert np.abs(final[seg.end_frame - 1] - own[-1]).mean() < 1.5
+
+
+def test_second_render_is_fully_cached(celtic_run, music):
+    runs, video, first = celtic_run
+    assert all(state == "Completed" for state in first.values()), first
+    again, states = render(music / "celtic.ogg", runs)
+    assert again == video
+    assert states and all(state == "Cached" for state in states.values()), states
+
+
+def test_changed_render_setting_recomputes_only_render_and_assembly(celtic_run, music):
+    runs, _, _ = celtic_run
+    _, states = render(music / "celtic.ogg", runs, render={"width": 320, "height": 180})
+    for name, state in states.items():
+        expected = "Completed" if name.startswith(("render", "assemble")) else "Cached"
+        assert state == expected, (name, states)
+
+
+def test_deleted_clip_is_rendered_again(celtic_run, music):
+    runs, video, _ = celtic_run
+    (video.parent / "scenes" / "scene_002.mp4").unlink()
+    _, states = render(music / "celtic.ogg", runs)
+    assert states["render-scene-002"] == "Completed"
+    assert (video.parent / "scenes" / "scene_002.mp4").is_file()
+    assert all(state == "Cached" for name, state in states.items() if name.startswith(("load", "segment", "render-scene-001")))
+
+
+# --- bad input: one line naming the file and the problem, non-zero exit, no video ------------------
+
+def make_bad_inputs(music: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
+    from soundsight.media import ffmpeg_exe
+
+    empty = tmp / "empty.mp3"
+    empty.write_bytes(b"")
+    truncated = tmp / "truncated.ogg"
+    truncated.write_bytes((music / "celtic.ogg").read_bytes()[:300_000])
+    not_audio = tmp / "notes.ogg"
+    not_audio.write_text("these are my notes, not a song\n" * 50)
+    silent = tmp / "silent.wav"
+    short = tmp / "short.flac"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "10", str(silent)], check=True)
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(music / "celtic.ogg"), "-t", "2.5", str(short)], check=True)
+    return {
+        "missing": (tmp / "no-such-song.mp3", "not found"),
+        "empty": (empty, "empty"),
+        "truncated": (truncated, "truncated"),
+        "not audio": (not_audio, "not an audio file"),
+        "silent": (silent, "silent"),
+        "too short": (short, "shorter than one segment"),
+    }
+
+
+def test_bad_inputs_fail_with_one_clear_line(music, tmp_path):
+    runs = tmp_path / "runs"
+    env = dict(os.environ)
+    for case, (path, problem) in make_bad_inputs(music, tmp_path).items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "render", str(path), "--output.runs_dir", str(runs)],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        )
+        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+        assert proc.returncode != 0, case
+        assert len(errors) == 1, (case, proc.stderr)
+        assert str(path) in errors[0] and problem in errors[0], (case, errors[0])
+    assert not list(runs.rglob("video.mp4")) and not list(runs.rglob("*.part*"))

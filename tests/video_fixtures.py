@@ -1,0 +1,130 @@
+"""Pytest plugin: tiny, randomly initialised Wan 2.1 and Mochi pipelines built offline.
+
+The component configs follow diffusers' own fast tests (tests/pipelines/wan/test_wan.py,
+tests/pipelines/mochi/test_mochi.py); the hub's tiny T5 is replaced by a text encoder and a
+Unigram tokenizer built here, so nothing is downloaded. Each pipeline is saved with
+`save_pretrained` and the fixtures hand out the folder: the code under test loads it through
+`from_pretrained`, the same path as a real checkpoint.
+
+Register with ``pytest_plugins = ["tests.video_fixtures"]`` (or ``-p tests.video_fixtures``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_WORDS = (
+    "a the of and in on with under over through into neon city night rain street light dark "
+    "glow river forest mountain ocean wave fire smoke dust sky cloud sun moon star storm wind "
+    "red blue green gold silver purple white black warm cold slow fast calm wild soft loud "
+    "fox wolf bird girl boy dancer singer crowd car train boat window door mirror road bridge "
+    "runs walks dances flies falls rises turns spins drifts shines burns breaks opens closes "
+    "camera pan zoom close up wide shot cinematic film grain watercolor painting style dream "
+    "blurry distorted faces extra limbs text watermark low quality flicker"
+).split()
+
+
+def t5_corpus(n: int = 400, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14))) for _ in range(n)]
+
+
+def build_t5_tokenizer(vocab_size: int = 160, model_max_length: int = 512):
+    """A T5-style (Unigram, Metaspace, '</s>' appended, '<pad>' = 0) fast tokenizer, trained here."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
+    )
+    tok.train_from_iterator(t5_corpus(), trainer)
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        model_max_length=model_max_length,
+    )
+    # transformers 5 can hand back a near-empty tokenizer instead of failing: check it is ours.
+    assert len(fast) >= 50, len(fast)
+    assert fast.pad_token_id == 0 and fast("neon city")["input_ids"][-1] == fast.eos_token_id
+    return fast
+
+
+def _t5_config_kwargs(tokenizer, d_model: int) -> dict:
+    return dict(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_tiny_wan():
+    """WanPipeline with diffusers' fast-test component sizes and a local UMT5 encoder."""
+    import torch
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = build_t5_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = UMT5EncoderModel(UMT5Config(**_t5_config_kwargs(tokenizer, 32))).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
+
+
+def build_tiny_mochi():
+    """MochiPipeline with diffusers' fast-test component sizes and a local T5 encoder."""
+    import torch
+    from diffusers import AutoencoderKLMochi, FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = build_t5_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(T5Config(**_t5_config_kwargs(tokenizer, 32))).eval()
+    torch.manual_seed(0)
+    transformer = MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
+        in_channels=12, out_channels=None, qk_norm="rms_norm", text_embed_dim=32, time_embed_dim=4,
+        activation_fn="swiglu", max_sequence_length=16,
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKLMochi(latent_channels=12, out_channels=3, encoder_block_out_channels=(32, 32, 32, 32),
+                             decoder_block_out_channels=(32, 32, 32, 32), layers_per_block=(1, 1, 1, 1, 1))
+    return MochiPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                         scheduler=FlowMatchEulerDiscreteScheduler())
+
+
+def _save(pipe, folder: Path) -> Path:
+    pipe.save_pretrained(folder)
+    assert (folder / "model_index.json").is_file()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_dir(tmp_path_factory) -> Path:
+    """Folder holding a tiny random WanPipeline (save_pretrained layout, ~0.3 MB)."""
+    return _save(build_tiny_wan(), tmp_path_factory.mktemp("tiny-wan") / "wan")
+
+
+@pytest.fixture(scope="session")
+def tiny_mochi_dir(tmp_path_factory) -> Path:
+    """Folder holding a tiny random MochiPipeline (save_pretrained layout)."""
+    return _save(build_tiny_mochi(), tmp_path_factory.mktemp("tiny-mochi") / "mochi")
