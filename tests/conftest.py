@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MUSIC = ROOT.parent / "shared" / "music"
-_PLUGINS = ["llm_fixtures", "clap_fixtures", "video_fixtures"]
+_PLUGINS = ["llm_fixtures", "clap_fixtures", "video_fixtures", "deploy_fixtures"]
 pytest_plugins = [f"tests.{name}" for name in _PLUGINS if (Path(__file__).parent / f"{name}.py").exists()]
 
 _server: subprocess.Popen | None = None
