@@ -1,17 +1,17 @@
-"""The music-video flow: composition only. Each stage is a cached task in `tasks/`."""
+"""The music-video flow: composition only. Each stage is a cached task in `tasks/`; the UI's
+artifacts (script, segments, progress, preview, link, timings) come from `tasks/report.py`."""
 
 from __future__ import annotations
 
 from prefect import flow
-from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from soundsight.settings import Settings
 from tasks.analyse import analyse_song
 from tasks.assemble import assemble_video
-from tasks.common import configured
 from tasks.load import load_song
 from tasks.render import plan_scenes, render_scene, renderer_spec
+from tasks.report import StageLog, publish_script, publish_timings, publish_video, track_progress
 from tasks.script import write_script
 from tasks.segment import segment_song
 
@@ -21,14 +21,18 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     """Render `song` (a path to any audio file) into a music video; returns the video's path."""
     out = settings.output
     spec = renderer_spec(settings.render)
+    stage = StageLog(out)  # each stage's task, configured for this run, timed for the report
 
-    loaded = configured(load_song, out)(song, str(out.runs_dir), out.run_name, settings.segment.min_seconds)
-    segments = configured(segment_song, out)(loaded, settings.segment, settings.render.fps, spec.max_seconds)
-    analysis = configured(analyse_song, out)(loaded, segments, settings.analysis)
-    script = configured(write_script, out)(loaded, segments, analysis, settings.script)
+    loaded = stage(load_song)(song, str(out.runs_dir), out.run_name, settings.segment.min_seconds)
+    segments = stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds)
+    analysis = stage(analyse_song)(loaded, segments, settings.analysis)
+    script = stage(write_script)(loaded, segments, analysis, settings.script)
+    publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
-    clips = [configured(render_scene, out).submit(scene, settings.render) for scene in scenes]
-    wait(clips)  # let every scene finish (or fail) before failing, so a retry redoes only the failed ones
-    video = configured(assemble_video, out)(loaded, segments, [c.result() for c in clips], settings.render)
+    clips = [stage(render_scene).submit(scene, settings.render) for scene in scenes]
+    track_progress(loaded, clips)  # waits for every scene, so a retry redoes only the failed ones
+    video = stage(assemble_video)(loaded, segments, [c.result() for c in clips], settings.render)
+    publish_video(video, out)
+    publish_timings(video, stage)
     return str(video.path("video"))

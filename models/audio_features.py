@@ -9,7 +9,6 @@ schema whatever produced it.
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 
 from prompts import Category, Vocabulary
@@ -55,6 +54,8 @@ class FeatureAnalyser:
     def __call__(
         self, y: np.ndarray, sr: int, segments: list[Segment], tempo_bpm: float, beats: list[float]
     ) -> Analysis:
+        import librosa  # here, not at module level: cached runs never pay its ~1 s import
+
         # 1. Shared spectral analysis, once for the whole song.
         stft = np.abs(librosa.stft(y, n_fft=2048, hop_length=HOP))
         harmonic, percussive = librosa.decompose.hpss(stft, kernel_size=17)

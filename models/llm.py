@@ -1,6 +1,6 @@
 """The LLM script writer: the paper's Block 1 prompt sent to any OpenAI-compatible chat endpoint.
 
-The paper (section 3.2, Blocks 1-3) asks DeepSeek-R1-Distill-Llama-8B for a script and cuts
+The paper (section 3.1.2, supplementary Blocks 1-3) asks DeepSeek-R1-Distill-Llama-8B for a script and cuts
 the answer at "BEGIN SCRIPT", reading one "SCENE #:" line per segment. This module does the same
 against any server that speaks the OpenAI chat API (vLLM, SGLang, TGI, llama.cpp, OpenAI
 itself), in one of two output modes chosen by ``ScriptSettings.llm_output``:
@@ -473,6 +473,13 @@ class LLMScriptWriter:
     # -- writing -------------------------------------------------------------------------------
 
     def __call__(self, request: ScriptRequest) -> ScriptResult:
+        """Write one scene per entry of ``request.durations``.
+
+        Raises `LLMUnavailableError` when the server stays unreachable (at any attempt: the
+        script is worth waiting for rather than silently replacing), `LLMRequestError` when it
+        refuses the first request, `LLMScriptError` when scenes are missing and there is no
+        fallback writer.
+        """
         n = len(request.durations)
         mode = self.settings.llm_output
         model = self.served_model_id()

@@ -223,15 +223,17 @@ def segment_rule_based(
 ) -> Cuts:
     """The paper's rule-based mode: every cut has one of three causes.
 
-    Walking from the start, with the window of allowed next cuts [lo, hi] (at least
-    `min_seconds`, at most `max_seconds` after the last cut, and leaving a tileable rest):
-      2. ``beat_count``: the `beats_per_cut`-th beat after the last cut, if it is in the window
-         (12 beats = three 4/4 bars; lands in 4-7 s between 103 and 180 BPM);
-      1. ``novelty``: else-before-it, the strongest peak of spectral novelty above
-         `novelty_threshold` (0..1: share of the song's largest timbre/harmony change) between
-         lo and the beat-count cut (or hi) - a significant change wins over counting;
-      3. ``max_length``: none of those - cut at hi, `max_seconds` after the last cut.
-    When the rest of the song fits in one segment, only 1. and 2. may still cut.
+    Walking from the start, the window of allowed next cuts [lo, hi] runs from `min_seconds` to
+    `max_seconds` after the last cut (only positions that leave a tileable rest). The next cut is:
+
+    - ``novelty``: the strongest peak of spectral novelty above `novelty_threshold` (0..1: share
+      of the song's largest timbre/harmony change) between lo and the beat-count cut below (or
+      hi) - a significant change comes first;
+    - else ``beat_count``: the `beats_per_cut`-th beat after the last cut, if it is in the window
+      (12 beats = three 4/4 bars: lands in 4-7 s between 103 and 180 BPM);
+    - else ``max_length``: hi, i.e. `max_seconds` after the last cut (the paper's 7 s).
+
+    When the rest of the song fits in one segment, only novelty and beat count may still cut.
 
     Parameters
     ----------

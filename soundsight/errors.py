@@ -23,7 +23,7 @@ class MissingCheckpointError(SoundsightError):
 
     def __init__(self, model_id: str, hint: str = ""):
         self.model_id = model_id
-        how = hint or f"huggingface-cli download {model_id}"
+        how = hint or f"hf download {model_id}  (huggingface_hub < 1.0: huggingface-cli download {model_id})"
         super().__init__(
             f"model checkpoint '{model_id}' is not available locally; download it first with: {how} "
             f"(or point the setting at a local directory)"

@@ -63,7 +63,10 @@ class AnalysisSettings(BaseModel):
         "auto: clap when its checkpoint is available locally, else features."
     )
     clap_model: str = Field("laion/larger_clap_music", description="CLAP checkpoint: hub id or local directory.")
-    clap_batch_size: int = Field(16, ge=1, description="Segments per CLAP forward pass.")
+    clap_batch_size: int = Field(16, ge=1, description="Audio windows per CLAP forward pass.")
+    clap_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="CLAP weights' dtype; auto: float16 on CUDA, float32 on CPU."
+    )
     device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:1 ...")
 
 

@@ -27,13 +27,17 @@ def resolve_backend(settings: AnalysisSettings) -> str:
     return "clap" if clap_available(settings.clap_model) else "features"
 
 
+def clap_dtype(settings: AnalysisSettings) -> str | None:
+    return None if settings.clap_dtype == "auto" else settings.clap_dtype
+
+
 def make_analyser(settings: AnalysisSettings) -> Analyser:
     vocabulary = load_vocabulary()
     if resolve_backend(settings) == "clap":
         from models.clap import ClapAnalyser
 
         return ClapAnalyser(vocabulary, model_id=settings.clap_model, device=settings.device,
-                            batch_size=settings.clap_batch_size)
+                            dtype=clap_dtype(settings), batch_size=settings.clap_batch_size)
     return FeatureAnalyser(vocabulary)
 
 
@@ -43,7 +47,7 @@ def analysis_identity(inputs: dict[str, Any]) -> str:
     if resolve_backend(settings) == "clap":
         from models.clap import clap_backend_id
 
-        backend = clap_backend_id(settings.clap_model)
+        backend = clap_backend_id(settings.clap_model, device=settings.device, dtype=clap_dtype(settings))
     else:
         backend = FeatureAnalyser.backend_id
     return f"{backend}|vocabulary={vocabulary.content_hash}"

@@ -125,6 +125,7 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             raise InjectedFault(f"fault injected into scene {scene.index} (render.fail_scene); retry the run")
+    kill_if_injected(scene)
 
     info = sf.info(run_dir / "audio.wav")
     start, stop = int(round(scene.start * info.samplerate)), int(round(scene.end * info.samplerate))
@@ -144,3 +145,26 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         hashes={"clip": sha256_file(out)},
         info={"index": scene.index, "frames": clip.frames, "fps": clip.fps, "width": clip.width, "height": clip.height},
     )
+
+
+# --- fault injection: a process killed mid-render (tests of resuming a crashed run) ----------------
+
+KILL_SCENE_ENV = "SOUNDSIGHT_FAULT_KILL_SCENE"
+
+
+def kill_if_injected(scene: SceneInput) -> None:
+    """SOUNDSIGHT_FAULT_KILL_SCENE=k: the first time scene k renders, SIGKILL this process - the
+    flow-run process a worker started - as an OOM killer or a lost machine would. Scenes already
+    rendered keep their cached results; retrying the run renders the rest. Off when unset."""
+    import os
+    import signal
+
+    value = os.environ.get(KILL_SCENE_ENV, "").strip()
+    if not value.lstrip("-").isdigit() or int(value) != scene.index:
+        return
+    marker = Path(scene.run_dir) / "scenes" / f".injected_kill_{scene.index:03d}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    os.kill(os.getpid(), signal.SIGKILL)

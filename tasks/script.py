@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.concurrency.sync import concurrency
 
 from models.base import ScriptRequest, ScriptWriter
 from models.script_writer import TemplateScriptWriter
@@ -18,6 +19,9 @@ from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import ScriptSettings
 from tasks.common import stage_options
 from tasks.load import read_song
+
+
+LLM_CONCURRENCY_LIMIT = "vllm"
 
 
 def make_writer(settings: ScriptSettings) -> ScriptWriter:
@@ -31,8 +35,7 @@ def make_writer(settings: ScriptSettings) -> ScriptWriter:
 def script_identity(inputs: dict[str, Any]) -> str:
     settings: ScriptSettings = inputs["settings"]
     if settings.backend == "llm":
-        writer = make_writer(settings)
-        return f"llm:{writer.served_model_id()}|template={template_hash()}"
+        return f"{make_writer(settings).writer_id}|template={template_hash()}"
     return f"{TemplateScriptWriter.writer_id}|template={template_hash()}"
 
 
@@ -64,8 +67,15 @@ def write_script(song: Manifest, segments: Manifest, analysis: Manifest, setting
     prompt = build_prompt(labels, durations, settings)
 
     writer = make_writer(settings)
-    result = writer(ScriptRequest(prompt=prompt, analysis=labels, durations=durations, characters=settings.characters,
-                                  story_cues=settings.story_cues, song_hash=meta.content_hash, title=meta.title))
+    request = ScriptRequest(prompt=prompt, analysis=labels, durations=durations, characters=settings.characters,
+                            story_cues=settings.story_cues, song_hash=meta.content_hash, title=meta.title)
+    if settings.backend == "llm":
+        # The global concurrency limit "vllm" (create it with `prefect gcl create vllm --limit N`)
+        # caps parallel requests across every run and worker; without it, requests are not capped.
+        with concurrency(LLM_CONCURRENCY_LIMIT, occupy=1):
+            result = writer(request)
+    else:
+        result = writer(request)
     if len(result.scenes) != len(durations):
         raise RuntimeError(f"{writer.name} wrote {len(result.scenes)} scenes for {len(durations)} segments")
     script = SceneScript(writer=writer.name, writer_id=writer.writer_id, title=meta.title or meta.slug,

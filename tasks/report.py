@@ -1,0 +1,225 @@
+"""What the Prefect UI shows on a run: artifacts built from the stages' manifests.
+
+Plain functions, not tasks: they run in the flow on every run, cached or not, never enter a cache
+key, and never fail a render (a report that cannot be made is logged and skipped). Each song run
+gets, under keys that start with its run folder's name (`<slug>-<hash8>-…`, so the Artifacts page
+keeps one history per song):
+
+  script      markdown: the script, scene by scene, with times, characters and style
+  segments    table: each segment's times, cut reason and labels
+  progress    progress: scenes finished, updated as each scene finishes
+  preview     image: an animated GIF sampled across video.mp4 (the UI shows no <video>)
+  video       link: the MP4
+  timings     table: per stage, its task runs' states and time spent
+
+Images and links need a URL the browser can open. Set SOUNDSIGHT_MEDIA_URL to a web server's URL
+for the runs folder (e.g. `python -m http.server 8081 -d runs` and
+SOUNDSIGHT_MEDIA_URL=http://127.0.0.1:8081); without it the preview is embedded as a data URL
+and the link is a file:// URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import Task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+    create_image_artifact,
+)
+from prefect.futures import PrefectFuture, as_completed
+
+from soundsight.media import atomic_path, run_ffmpeg
+from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
+from soundsight.settings import STAGES, OutputSettings
+from tasks.common import configured
+
+log = logging.getLogger("soundsight.report")
+MEDIA_URL_ENV = "SOUNDSIGHT_MEDIA_URL"
+PREVIEW_FRAMES, PREVIEW_WIDTH, PREVIEW_FPS = 16, 192, 2
+
+
+def artifact_key(run: Manifest, what: str) -> str:
+    """`<run folder>-<what>`, in the characters Prefect allows in keys (a-z, 0-9, -)."""
+    name = re.sub(r"[^a-z0-9]+", "-", Path(run.run_dir).name.lower()).strip("-") or "song"
+    return f"{name}-{what}"
+
+
+def _safely(fn):
+    """Reports never fail a render: log what went wrong and go on."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - an artifact is never worth a failed video
+            log.warning("could not publish the %s report: %s: %s", fn.__name__, type(e).__name__, e)
+            return None
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+# --- stage timings ---------------------------------------------------------------------------------
+
+
+class StageLog:
+    """`configured()` for each stage task, plus a record of every task run's final state and time.
+
+        stage = StageLog(settings.output)
+        loaded = stage(load_song)(song, ...)
+        ...
+        publish_timings(video, stage)
+    """
+
+    def __init__(self, output: OutputSettings):
+        self.output = output
+        self.runs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, task: Task) -> Task:
+        task = configured(task, self.output)
+        return task.with_options(
+            on_completion=[*task.on_completion_hooks, self._record],
+            on_failure=[*task.on_failure_hooks, self._record],
+        )
+
+    def _record(self, task: Task, task_run, state) -> None:
+        seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else 0.0
+        with self._lock:
+            self.runs.append({"stage": task.name, "task_run": task_run.name, "state": state.name, "seconds": seconds})
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per stage, in pipeline order: task runs, their states, seconds spent."""
+        rows = []
+        order = {name: i for i, name in enumerate(STAGES)}
+        for stage in sorted({r["stage"] for r in self.runs}, key=lambda s: (order.get(s, 99), s)):
+            runs = [r for r in self.runs if r["stage"] == stage]
+            states: dict[str, int] = {}
+            for r in runs:
+                states[r["state"]] = states.get(r["state"], 0) + 1
+            rows.append({
+                "stage": stage,
+                "task runs": len(runs),
+                "states": ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
+                "seconds": round(sum(r["seconds"] for r in runs), 2),
+            })  # fmt: skip
+        rows.append({"stage": "total", "task runs": len(self.runs), "states": "",
+                     "seconds": round(sum(r["seconds"] for r in self.runs), 2)})  # fmt: skip
+        return rows
+
+
+@_safely
+def publish_timings(run: Manifest, stages: StageLog) -> None:
+    create_table_artifact(stages.table(), key=artifact_key(run, "timings"),
+                          description="Per stage: task runs, their final states, seconds spent running.")
+
+
+# --- script and segments ---------------------------------------------------------------------------
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+@_safely
+def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> None:
+    """The script as markdown, and the segment/label table."""
+    written = SceneScript.model_validate_json(script.path("script").read_text())
+    cut = Segmentation.model_validate_json(segments.path("segments").read_text())
+    labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
+
+    lines = [f"# {written.title or 'Script'}", "",
+             f"**Writer:** {written.writer} · **Scenes:** {len(written.scenes)} · "
+             f"**Tempo:** {cut.tempo_bpm or 0:.0f} BPM · **Mood:** {labels.track['mood'].label if 'mood' in labels.track else '—'}",
+             "", f"**Characters:** {written.characters or '—'}", "", f"**Style:** {written.style or '—'}", ""]  # fmt: skip
+    for scene, seg in zip(written.scenes, cut.segments):
+        lines += [f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}", "", scene.description, ""]
+    create_markdown_artifact("\n".join(lines), key=artifact_key(script, "script"),
+                             description=f"script.txt of {Path(script.run_dir).name}")
+
+    rows = []
+    for seg, seg_labels in zip(cut.segments, labels.segments):
+        row: dict[str, Any] = {"scene": seg.index + 1, "start": round(seg.start, 2), "end": round(seg.end, 2),
+                               "seconds": round(seg.duration, 2), "frames": seg.frames, "cut": seg.reason}  # fmt: skip
+        row.update({label.name: f"{label.label} ({label.score:.2f})" for label in seg_labels.labels.values()})
+        rows.append(row)
+    create_table_artifact(rows, key=artifact_key(segments, "segments"),
+                          description=f"segments.json + analysis.json ({labels.backend}) of {Path(segments.run_dir).name}")
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+def track_progress(run: Manifest, clips: list[PrefectFuture]) -> None:
+    """A progress artifact updated as each scene finishes; returns once every scene has finished
+    (or failed), so a retry finds every good scene cached."""
+    total = len(clips)
+    artifact: UUID | None = _safely(create_progress_artifact)(
+        0.0, key=artifact_key(run, "progress"), description=f"Scenes: 0 of {total} finished"
+    )
+    done = failed = 0
+    for future in as_completed(clips):
+        future.wait()  # sets the future's final state locally (no server round trip)
+        done += 1
+        failed += 0 if future.state.is_completed() else 1
+        if artifact is not None:
+            note = f"Scenes: {done} of {total} finished" + (f", {failed} failed" if failed else "")
+            _safely(update_progress_artifact)(artifact, 100.0 * done / total, description=note)
+
+
+# --- preview and link ------------------------------------------------------------------------------
+
+
+def media_url(path: Path, runs_dir: Path) -> str | None:
+    """`path`'s URL under SOUNDSIGHT_MEDIA_URL (which serves `runs_dir`), or None when unset."""
+    base = os.environ.get(MEDIA_URL_ENV, "").strip()
+    if not base:
+        return None
+    relative = path.resolve().relative_to(Path(runs_dir).expanduser().resolve())
+    return base.rstrip("/") + "/" + "/".join(relative.parts)
+
+
+def make_preview(video: Path, duration: float, out: Path) -> Path:
+    """An animated GIF of PREVIEW_FRAMES frames sampled evenly across `video`, small enough to
+    embed (~100 kB)."""
+    rate = PREVIEW_FRAMES / max(duration, 1e-3)
+    vf = (f"fps={rate:.6f},setpts=N/{PREVIEW_FPS}/TB,scale={PREVIEW_WIDTH}:-2:flags=lanczos,split[a][b];"
+          "[a]palettegen=max_colors=64:stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3")
+    with atomic_path(out) as tmp:
+        run_ffmpeg(["-i", str(video), "-vf", vf, "-r", str(PREVIEW_FPS), "-frames:v", str(PREVIEW_FRAMES),
+                    "-loop", "0", "-f", "gif", str(tmp)], "making the preview GIF")  # fmt: skip
+    return out
+
+
+@_safely
+def publish_video(video: Manifest, output: OutputSettings) -> None:
+    """preview.gif beside video.mp4 as an image artifact, and a link artifact to the MP4."""
+    mp4 = video.path("video")
+    gif = make_preview(mp4, float(video.info.get("duration", 0.0)), mp4.with_name("preview.gif"))
+    image = media_url(gif, output.runs_dir) or "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
+    create_image_artifact(image, key=artifact_key(video, "preview"),
+                          description=f"{PREVIEW_FRAMES} frames sampled across video.mp4")
+    create_link_artifact(media_url(mp4, output.runs_dir) or mp4.resolve().as_uri(), link_text=str(mp4),
+                         key=artifact_key(video, "video"), description="The rendered music video (MP4)")
+
+
+# --- catalogue -------------------------------------------------------------------------------------
+
+
+@_safely
+def publish_catalogue(rows: Iterable[dict[str, Any]], key: str = "catalogue") -> None:
+    rows = list(rows)
+    failed = sum(1 for r in rows if r["status"] != "Completed")
+    create_table_artifact(rows, key=key, description=f"{len(rows)} songs, {failed} failed")

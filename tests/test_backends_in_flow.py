@@ -1,0 +1,44 @@
+"""Model backends wired into the real flow: CLAP labels and a vLLM-written script, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from soundsight.media import ffmpeg_exe
+from soundsight.schemas import Analysis, SceneScript
+from tests.test_spine import render
+
+
+@pytest.fixture(scope="module")
+def excerpt(music, tmp_path_factory) -> Path:
+    """20 s of a real song: short enough to keep model backends on the CPU quick."""
+    out = tmp_path_factory.mktemp("songs") / "war_of_freedom_excerpt.flac"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-ss", "30", "-t", "20", "-i", str(music / "war_of_freedom.ogg"), str(out)],
+                   check=True)
+    return out
+
+
+def test_clap_analysis_and_llm_script_through_the_flow(excerpt, tmp_path, tiny_clap_dir, vllm_server):
+    groups = {
+        "analysis": {"backend": "clap", "clap_model": str(tiny_clap_dir), "device": "cpu"},
+        "script": {"backend": "llm", "llm_base_url": vllm_server, "llm_output": "structured", "max_tokens": 1024},
+        "render": {"width": 160, "height": 96},
+    }
+    video, states = render(excerpt, tmp_path, **groups)
+    run_dir = video.parent
+    analysis = Analysis.model_validate_json((run_dir / "analysis.json").read_text())
+    assert analysis.backend == "clap" and str(tiny_clap_dir.name) in analysis.backend_id
+    script = SceneScript.model_validate_json((run_dir / "script.json").read_text())
+    segments = json.loads((run_dir / "segments.json").read_text())["segments"]
+    assert len(script.scenes) == len(segments)
+    assert script.writer == "llm" or script.writer_id.startswith("openai-chat:")
+    assert (run_dir / "response.txt").read_text().strip()
+    assert all(state == "Completed" for state in states.values()), states
+
+    # Same settings again: the served model id and prompt hash match, nothing recomputes.
+    _, again = render(excerpt, tmp_path, **groups)
+    assert all(state == "Cached" for state in again.values()), again
