@@ -9,6 +9,8 @@ Parts (each runs in its own process; `all` runs them in order and prints a summa
             regional torch.compile; caching hooks (First Block Cache, Pyramid Attention
             Broadcast) timed over a whole denoising trajectory, with the change in the latents.
   naive     (a) the loop that builds the diffusers pipeline for every scene (same loading code).
+  oom       a real torch.OutOfMemoryError (GPU 0 capped by set_per_process_memory_fraction):
+            the renderer steps down its memory ladder and still delivers the clip.
   scaling   (a)+(c) our path: models.video_diffusion.render_scenes on a Dask cluster of 1, 2, 4
             GPUs (one worker per GPU, pipeline cached per worker); scenes per hour.
 
@@ -296,6 +298,46 @@ def cmd_naive(args) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
+def cmd_oom(args) -> dict:
+    """A real out-of-memory error: cap this process's share of the card
+    (torch.cuda.set_per_process_memory_fraction) and render one scene through our renderer."""
+    import logging
+
+    import torch
+
+    from models import video_diffusion as vd
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logging.getLogger("soundsight.render").addHandler(Keep())
+    logging.getLogger("soundsight.render").setLevel(logging.INFO)
+    cap_gb = None
+    if torch.cuda.is_available() and not args.tiny:
+        torch.cuda.set_per_process_memory_fraction(args.mem_fraction, 0)
+        cap_gb = args.mem_fraction * torch.cuda.get_device_properties(0).total_memory / 1e9
+    s = _settings(args, "cpu" if args.tiny else "cuda")
+    job = _jobs(1, _seconds(args))[0]
+    out_dir = Path(args.work) / "oom"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        info = vd.make_renderer(s)(job, out_dir / "scene.mp4")
+        ok = {"frames": info.frames, "size": [info.width, info.height]}
+    except Exception as exc:
+        ok = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    res = {"part": "oom", "cap_gb": cap_gb, "wall_s": time.perf_counter() - t0, "result": ok,
+           "stats": vd.render_stats(), "log": records, "builds": vd.construction_counts(), **_env_info()}
+    if torch.cuda.is_available():
+        res["max_allocated_gb"] = torch.cuda.max_memory_allocated(0) / 1e9
+    for line in records:
+        print(f"[oom] {line}", flush=True)
+    return res
+
+
 def _warm_imports():
     import diffusers  # noqa: F401
     import torch  # noqa: F401
@@ -392,7 +434,7 @@ def _child(args, part: str, extra_env: dict | None = None, timeout: float = 600)
 def _passthrough(args) -> list[str]:
     a = ["--dir", str(args.dir), "--work", str(args.work), "--steps", str(args.steps), "--scenes", str(args.scenes),
          "--scenes-per-gpu", str(args.scenes_per_gpu), "--gpus", args.gpus, "--traj-steps", str(args.traj_steps),
-         "--text-encoder", args.text_encoder]
+         "--text-encoder", args.text_encoder, "--mem-fraction", str(args.mem_fraction)]
     if args.tiny:
         a.append("--tiny")
     if args.compile:
@@ -411,7 +453,7 @@ def cmd_all(args) -> dict:
         if left < 20:
             print(f"=== {part}: skipped, budget spent", flush=True)
             continue
-        env = first_gpu if part in ("forward", "naive", "prepare") else {}
+        env = first_gpu if part in ("forward", "naive", "prepare", "oom") else {}
         results[part] = _child(args, part, env, timeout=left)
     summary(results)
     return results
@@ -433,6 +475,13 @@ def summary(results: dict) -> None:
                 rd = r.get("rel_diff_vs_default", r.get("rel_diff_latents_vs_none"))
                 extra = f" rel.diff {rd:.2e}" if rd is not None else ""
                 print(f"  {r['variant']:55s} {r['ms_per_forward']:9.2f} ms/forward  x{r['vs_anchor']:.2f} vs {ANCHOR_MS} ms{extra}")
+    if results.get("oom"):
+        o = results["oom"]
+        st = o["stats"][0] if o["stats"] else {}
+        print(f"oom: cap {o['cap_gb']} GB -> {o['result']}; retries {st.get('oom_retries')}, final setting {st.get('memory')}, "
+              f"{o['wall_s']:.1f} s, max allocated {o.get('max_allocated_gb')}")
+        for line in o["log"]:
+            print(f"   log: {line[:200]}")
     nv, sc = results.get("naive"), results.get("scaling")
     if nv:
         print(f"naive loop: {nv['scenes']} scenes in {nv['wall_s']:.1f} s ({nv['scenes_per_hour']:.0f} scenes/h), "
@@ -453,7 +502,7 @@ def summary(results: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["all", "prepare", "forward", "naive", "scaling"])
+    ap.add_argument("part", choices=["all", "prepare", "forward", "naive", "scaling", "oom"])
     ap.add_argument("--out", default="bench-out", help="folder for the JSON results (all)")
     ap.add_argument("--json", default=None, help="where one part writes its JSON")
     ap.add_argument("--dir", default="/tmp/wan-1.3b-random", help="pipeline folder (prepare writes it)")
@@ -468,8 +517,10 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny models on CPU (checks the code paths)")
     ap.add_argument("--parts", default="prepare,forward,naive,scaling")
     ap.add_argument("--budget", type=float, default=560, help="seconds for `all`")
+    ap.add_argument("--mem-fraction", type=float, default=0.12, help="oom: share of GPU 0 this process may use")
     args = ap.parse_args(argv)
-    fn = {"all": cmd_all, "prepare": cmd_prepare, "forward": cmd_forward, "naive": cmd_naive, "scaling": cmd_scaling}[args.part]
+    fn = {"all": cmd_all, "prepare": cmd_prepare, "forward": cmd_forward, "naive": cmd_naive, "scaling": cmd_scaling,
+          "oom": cmd_oom}[args.part]
     res = fn(args)
     if args.part != "all":
         _dump(Path(args.json) if args.json else None, res)

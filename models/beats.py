@@ -15,7 +15,8 @@ Pipeline of `track_beats`, every step offline and deterministic:
    between the first and last clear onset (it dropped a whole quieter closing section).
 3. **Tempo-octave check.** The tracker's beats are compared with the other metrical levels
    built from them - every other beat (half tempo, both phases), every third beat (compound
-   meter: eighths tracked in 6/8), and the beats plus their midpoints (double tempo). Each level
+   meter: eighths tracked in 6/8), every beat and a half (quarters tracked in 6/8), and the
+   beats plus their midpoints (double tempo). Each level
    scores its mean onset strength on its grid times a tempo preference (log-normal around 120
    BPM, one octave wide - the range where listeners tap); the best level wins. Half/double tempo
    is the common beat-tracking failure; the decision is reported in `BeatGrid.tempo_level`.
@@ -44,8 +45,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import librosa
 import numpy as np
+
+
+class _LazyLibrosa:
+    """librosa, imported on first use (~1 s): reading a beats file or scoring cuts never pays it."""
+
+    def __getattr__(self, name: str):
+        import librosa as _librosa
+
+        return getattr(_librosa, name)
+
+
+librosa = _LazyLibrosa()
 
 SR = 22050
 HOP = 256  # coarse envelope hop: 11.6 ms
@@ -64,7 +76,7 @@ class BeatGrid:
     confidence: float  # 0..1, see module docstring
     beats_per_bar: int = 4
     strength: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per beat, 0..1: onset strength
-    tempo_level: str = "as_tracked"  # as_tracked | half | third | double
+    tempo_level: str = "as_tracked"  # as_tracked | double | three_halves | half | third (beat spacing 1, 0.5, 1.5, 2, 3)
     variable_tempo: bool = False
 
     @property
@@ -175,21 +187,31 @@ def _grid_salience(grid: np.ndarray, times: np.ndarray, env: np.ndarray, reach: 
     return float(np.mean(vals)) if vals else 0.0
 
 
+LEVELS = {"double": 0.5, "as_tracked": 1.0, "three_halves": 1.5, "half": 2.0, "third": 3.0}  # beat spacing
+
+
 def _tempo_level(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, str]:
-    """Choose among the tracked level, half, third and double tempo (see module docstring, step 3)."""
+    """Choose the metrical level of the beats (module docstring, step 3).
+
+    Candidate grids are read off the tracked beats at fractional beat indices (linear
+    interpolation between tracked beats, so tempo changes carry over): spacing 0.5 (double
+    tempo), 1 (as tracked), 1.5 (two-thirds tempo: quarter notes tracked in 6/8), 2 (half) and
+    3 (third: eighths tracked in 6/8), each at every phase on the half-beat lattice. A grid
+    scores its mean onset strength times the tempo preference of its tempo.
+    """
     if len(beats) < 8:
         return beats, "as_tracked"
     period = float(np.median(np.diff(beats)))
     reach = min(0.035, period / 8)
-    mids = (beats[:-1] + beats[1:]) / 2
-    options: list[tuple[str, np.ndarray, float]] = [("as_tracked", beats, 60.0 / period)]
-    options.append(("double", np.sort(np.concatenate([beats, mids])), 120.0 / period))
-    for name, k in (("half", 2), ("third", 3)):
-        best = max((beats[p::k] for p in range(k)), key=lambda g: _grid_salience(g, times, env, reach))
-        options.append((name, best, 60.0 / (k * period)))
-    scores = [_grid_salience(g, times, env, reach) * float(tempo_preference(bpm)) for _, g, bpm in options]
-    name, grid, _ = options[int(np.argmax(scores))]
-    return grid, name
+    index = np.arange(len(beats), dtype=float)
+    best: tuple[float, str, np.ndarray] | None = None
+    for name, spacing in LEVELS.items():
+        for phase in np.arange(0.0, spacing, 0.5):
+            grid = np.interp(np.arange(phase, len(beats) - 1 + 1e-9, spacing), index, beats)
+            score = _grid_salience(grid, times, env, reach) * float(tempo_preference(60.0 / (spacing * period)))
+            if best is None or score > best[0] + 1e-12:
+                best = (score, name, grid)
+    return best[2], best[1]
 
 
 def _trim(beats: np.ndarray, sp: _Spectra) -> np.ndarray:

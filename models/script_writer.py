@@ -34,17 +34,17 @@ def _choose(options: list[str], seed: str, salt: str) -> str:
 def acts_from_energy(levels: list[float]) -> list[str]:
     """Assign 'beginning' / 'middle' / 'end' to scenes so the middle act holds the energy peak.
 
-    The middle act is the window of about half the scenes with the highest mean energy, kept off
-    the first and last scene so every story has an opening and a close.
+    The middle act is the run of about half the scenes with the highest mean energy (ties go to
+    the most central run), kept off the first and last scene so every story opens and closes.
     """
     n = len(levels)
-    if n <= 2:
-        return ["beginning", "end"][:n] if n == 2 else ["beginning"]
+    if n < 3:
+        return ["beginning", "end"][:n] if n == 2 else ["beginning"] * n
     width = max(1, n // 2)
-    smooth = np.convolve(np.asarray(levels, float), np.ones(width) / width, mode="valid")
-    candidates = range(1, max(2, n - width))
-    start = max(candidates, key=lambda s: (smooth[min(s, len(smooth) - 1)], -abs(s - (n - width) / 2)))
-    start = min(start, n - width - 1) if n - width - 1 >= 1 else 1
+    start = max(
+        range(1, n - width),
+        key=lambda s: (float(np.mean(levels[s:s + width])), -abs(s - (n - width) / 2)),
+    )
     return ["beginning" if i < start else "middle" if i < start + width else "end" for i in range(n)]
 
 

@@ -326,14 +326,12 @@ def _apply_memory(pipe: Any, mem: MemoryOptions, device: str) -> None:
         pipe.vae.enable_tiling()
 
 
-def build_pipeline(family: ModelFamily, ckpt: Checkpoint, dtype: str, device: str, memory: MemoryOptions,
-                   speed: SpeedOptions = SpeedOptions()) -> Any:
-    """Load a family's diffusers pipeline from a local folder (no network) and place it."""
+def load_pipeline(family: ModelFamily, ckpt: Checkpoint, dtype: str) -> Any:
+    """Load a family's diffusers pipeline from a local folder (no network), on the CPU."""
     import diffusers
 
     pipe_cls = getattr(diffusers, family.pipeline_class)
-    torch_dtype = _torch_dtype(dtype)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True}
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), "local_files_only": True}
     try:
         if family.vae_fp32 and dtype != "float32":
             vae_cls = getattr(diffusers, family.vae_class)
@@ -343,7 +341,36 @@ def build_pipeline(family: ModelFamily, ckpt: Checkpoint, dtype: str, device: st
     except (OSError, EnvironmentError) as exc:  # files missing from a partial download
         raise MissingCheckpointError(ckpt.model_id, hint=_download_hint(ckpt.model_id) + f" ({exc})") from exc
     pipe.set_progress_bar_config(disable=True)
-    _apply_memory(pipe, memory, device)
+    return pipe
+
+
+def place_pipeline(pipe: Any, memory: MemoryOptions, device: str) -> MemoryOptions:
+    """Put `pipe` on `device` with `memory`; if even that runs out of GPU memory, step down
+    `memory_ladder` (logged). Returns the setting that fitted."""
+    import torch
+
+    while True:
+        try:
+            _apply_memory(pipe, memory, device)
+            return memory
+        except torch.OutOfMemoryError as exc:
+            cheaper = next_cheaper(memory, device)
+            if cheaper is None:
+                raise
+            log.warning("out of memory placing the pipeline on %s with %s (%s); retrying with %s", device,
+                        memory.describe(), str(exc).splitlines()[0][:160], cheaper.describe())
+            del exc
+        pipe.to("cpu")
+        gc.collect()
+        _empty_device_cache()
+        memory = cheaper
+
+
+def build_pipeline(family: ModelFamily, ckpt: Checkpoint, dtype: str, device: str, memory: MemoryOptions,
+                   speed: SpeedOptions = SpeedOptions()) -> Any:
+    """Load, place (with the out-of-memory ladder) and speed-tune a pipeline."""
+    pipe = load_pipeline(family, ckpt, dtype)
+    place_pipeline(pipe, memory, device)
     apply_speed_options(pipe, speed)
     return pipe
 
@@ -404,11 +431,13 @@ class DiffusionClipRenderer:
             entry = _PIPELINES.get(key)
             if entry is None:
                 t0 = time.perf_counter()
-                pipe = build_pipeline(self.family, self.checkpoint, self.settings.dtype, device, self.memory, self.speed)
-                entry = _PIPELINES[key] = _Loaded(pipe=pipe, memory=self.memory, device=device, lock=threading.Lock())
+                pipe = load_pipeline(self.family, self.checkpoint, self.settings.dtype)
+                memory = place_pipeline(pipe, self.memory, device)
+                apply_speed_options(pipe, self.speed)
+                entry = _PIPELINES[key] = _Loaded(pipe=pipe, memory=memory, device=device, lock=threading.Lock())
                 _CONSTRUCTIONS[key] += 1
                 log.info("built %s pipeline %s on %s (%s) in %.1f s", self.name, self.checkpoint.model_id, device,
-                         self.memory.describe(), time.perf_counter() - t0)
+                         memory.describe(), time.perf_counter() - t0)
         return entry
 
     def pipeline(self) -> Any:

@@ -194,3 +194,18 @@ def test_demo_song_writes_its_beats(tmp_path):
     beats, downbeats = load_reference_beats(path)
     assert path.is_file() and len(beats) == 36 and len(downbeats) == 9
     assert beats[0] == 0.0 and downbeats[0] == pytest.approx(0.625)  # pickup bar at 96 BPM
+
+
+@pytest.mark.parametrize("tracked_bpm, expected", [(240.0, "half"), (60.0, "double"), (120.0, "as_tracked")])
+def test_tempo_octave_check_recovers_the_pulse(tracked_bpm, expected):
+    from models.beats import _tempo_level
+
+    times = np.arange(0.0, 30.0, 0.0029)
+    env = np.zeros_like(times)
+    for t in np.arange(0.5, 29.5, 0.5):  # a 120 BPM pulse; weaker eighth notes between
+        env[np.argmin(np.abs(times - t))] = 1.0
+        env[np.argmin(np.abs(times - t - 0.25))] = 0.2
+    tracked = np.arange(0.5, 29.0, 60.0 / tracked_bpm)
+    beats, level = _tempo_level(tracked, times, env)
+    assert level == expected
+    assert np.median(np.diff(beats)) == pytest.approx(0.5, abs=1e-6)
