@@ -16,9 +16,9 @@ Pipeline of `track_beats`, every step offline and deterministic:
 3. **Tempo-octave check.** The tracker's beats are compared with the other metrical levels
    built from them - every other beat (half tempo, both phases), every third beat (compound
    meter: eighths tracked in 6/8), every beat and a half (quarters tracked in 6/8), and the
-   beats plus their midpoints (double tempo). Each level
-   scores its mean onset strength on its grid times a tempo preference (log-normal around 120
-   BPM, one octave wide - the range where listeners tap); the best level wins. Half/double tempo
+   beats plus their midpoints (double tempo). Each level scores its mean onset strength on its
+   grid times a tempo preference (log-normal around 120 BPM, one octave wide - the range where
+   listeners tap); the best level wins. Half/double tempo
    is the common beat-tracking failure; the decision is reported in `BeatGrid.tempo_level`.
 4. **Refinement.** Each beat moves to the attack of the nearest onset in the fine envelope
    (the half-rise point before the flux peak) searched from 70 ms before to 30 ms after it
@@ -26,9 +26,9 @@ Pipeline of `track_beats`, every step offline and deterministic:
    song's median correction.
 5. **Bars.** Beats per bar (3 or 4; duple and compound-duple bars count as 4 here, so a
    downbeat is still a bar start) and the bar phase by a Viterbi pass over bar positions whose
-   downbeat evidence is low-frequency onset strength (kick, bass) + harmonic change (chroma
-   distance between the beat before and the beat after) + overall onset strength, each
-   z-scored. Changing meter or phase costs `BAR_SWITCH` (log-probability), so pickups, medleys
+   downbeat evidence is low-frequency onset strength (kick, bass) + its share of the full-band
+   onset (kick rather than snare) + harmonic change (chroma distance from the previous beat) +
+   loudness over the beat, each z-scored. Changing meter or phase costs `BAR_SWITCH` (log-probability), so pickups, medleys
    and dropped beats are handled without per-song thresholds.
 6. **Confidence** (0..1, shown to the user): the product of (a) the share of beats that sit
    on a clear onset (a fine-envelope peak reaching the song's median onset peak), (b) tempo
@@ -457,6 +457,17 @@ def chart_offset(onsets: np.ndarray, y: np.ndarray, sr: int, max_lag: float = 2.
     return float(lags[best]), float(score[best] / (np.median(score) + 1e-9))
 
 
+def reference_file(song_path: str | Path) -> Path | None:
+    """The beats file beside a song that `load_reference_beats` reads, or None."""
+    song_path = Path(song_path)
+    for candidate in (song_path.with_name(song_path.stem + ".beats.txt"),
+                      song_path.with_name(song_path.name + ".beats.txt"),
+                      song_path.with_name(song_path.stem + ".chart.mid")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load_reference_beats(song_path: str | Path, y: np.ndarray | None = None, sr: int | None = None
                          ) -> tuple[np.ndarray, np.ndarray] | None:
     """Reference (beats, downbeats) in seconds for a song, or None when it has no reference.
@@ -468,10 +479,12 @@ def load_reference_beats(song_path: str | Path, y: np.ndarray | None = None, sr:
     audio with `chart_offset` (the audio is read from `song_path` when `y` is not given).
     """
     song_path = Path(song_path)
-    for txt in (song_path.with_name(song_path.stem + ".beats.txt"), song_path.with_name(song_path.name + ".beats.txt")):
-        if txt.is_file():
-            return _read_beats_txt(txt)
-    chart = song_path.with_name(song_path.stem + ".chart.mid")
+    found = reference_file(song_path)
+    if found is None:
+        return None
+    if found.suffix == ".txt":
+        return _read_beats_txt(found)
+    chart = found
     if chart.is_file():
         beats, downbeats, onsets = chart_grid(chart)
         if len(beats) == 0:

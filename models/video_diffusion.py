@@ -31,7 +31,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -269,7 +269,7 @@ class _Loaded:
 
 _PIPELINES: dict[str, _Loaded] = {}
 _CONSTRUCTIONS: Counter[str] = Counter()
-_RENDERS: list[dict] = []
+_RENDERS: deque[dict] = deque(maxlen=1000)
 _CACHE_LOCK = threading.Lock()
 
 
@@ -535,6 +535,14 @@ def make_renderer(settings: Any) -> DiffusionClipRenderer:
     return DiffusionClipRenderer(settings)
 
 
+def describe_backend(settings: Any) -> dict:
+    """backend_id and spec of `settings`' renderer, resolved where this runs (on a worker, via
+    ``client.submit(describe_backend, settings).result()``, when only the workers hold the
+    checkpoints). Raises MissingCheckpointError like the renderer."""
+    r = make_renderer(settings)
+    return {"backend_id": r.backend_id, "spec": r.spec, "name": r.name}
+
+
 def render_scene(settings: Any, job: SceneJob, out_path: str | Path) -> ClipInfo:
     """Render one scene in this process, reusing this process's pipeline. This is what a Dask
     (or Prefect-on-Dask) task runs on a GPU worker."""
@@ -548,16 +556,21 @@ def render_scenes(settings: Any, jobs: Sequence[SceneJob], out_paths: Sequence[s
     client : an existing `distributed.Client`; else one is made from `settings.dask_address`
         (a running scheduler) or a local cluster from `models.gpu_pool.make_cluster` (one worker
         per visible GPU, or 2 single-threaded CPU workers), closed again on return.
-    The checkpoint is resolved here first, so a missing one fails before any worker starts.
+    The checkpoint is resolved first (here for a local cluster, before any worker starts; on a
+    worker for a given client or scheduler address), so a missing one fails before rendering.
     Out paths must be on storage the workers see at the same path.
     """
     if len(jobs) != len(out_paths):
         raise ValueError("jobs and out_paths differ in length")
-    make_renderer(settings)  # fail fast: MissingCheckpointError, bad backend
+    remote = client is not None or bool(getattr(settings, "dask_address", ""))
+    if not remote:
+        make_renderer(settings)  # fail fast: MissingCheckpointError, bad backend
     from models import gpu_pool
 
     with gpu_pool.client_for(settings, client=client, **cluster_kwargs) as c:
         resources = gpu_pool.task_resources(c)
+        if remote:
+            c.submit(describe_backend, settings, resources=resources, pure=False).result()
         run = uuid.uuid4().hex[:8]
         futures = [
             c.submit(render_scene, settings, job, str(path), key=f"render-scene-{job.index}-{run}",

@@ -43,7 +43,8 @@ class SegmentSettings(BaseModel):
         "exceeds this (0 = any change, 1 = only the song's largest change).",
     )
     snap_tolerance_seconds: float = Field(
-        0.35, ge=0.0, description="beat_snap: furthest a cut may move to reach a beat, seconds."
+        0.35, ge=0.0, description="beat_snap: furthest a cut may move to reach a beat, seconds "
+        "(or one beat, whichever is larger)."
     )
 
     @model_validator(mode="after")

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 
+from models.beats import load_reference_beats, reference_file
 from models.segmenters import plan_segments
 from soundsight.media import sha256_file, write_json_atomic
-from soundsight.schemas import Manifest
+from soundsight.schemas import Manifest, Song
 from soundsight.settings import SegmentSettings
 from tasks.common import stage_options
 from tasks.load import read_song
 
 
-@task(**stage_options("segment", 1))
+def reference_identity(inputs: dict[str, Any]) -> str:
+    """A reference beats file beside the song changes segments.json (its metrics): key on its bytes."""
+    source = Song.model_validate_json(inputs["song"].path("song").read_text()).source
+    found = reference_file(source)
+    return f"reference={sha256_file(found)}" if found else "reference=none"
+
+
+@task(**stage_options("segment", 2, identity=reference_identity))
 def segment_song(song: Manifest, settings: SegmentSettings, fps: int, max_clip_seconds: float) -> Manifest:
     """Segments that tile the song exactly, each cut on an output frame.
 
     `max_clip_seconds` is the active renderer's longest clip (seconds); no segment exceeds it.
+    Where the song has a reference beats file beside it (`<song>.beats.txt` or `.chart.mid`),
+    cut accuracy against it is written into segments.json as `metrics`.
     """
     meta, pcm = read_song(song)
+    reference = load_reference_beats(meta.source, pcm, meta.sample_rate) if reference_file(meta.source) else None
     segmentation = plan_segments(
         pcm, meta.sample_rate, meta.duration, song_hash=meta.content_hash, fps=fps,
-        max_clip_seconds=max_clip_seconds, **settings.model_dump(),
+        max_clip_seconds=max_clip_seconds, reference=reference, **settings.model_dump(),
     )  # fmt: skip
     path = write_json_atomic(song.path("song").parent / "segments.json", segmentation)
     return Manifest(
@@ -29,5 +42,6 @@ def segment_song(song: Manifest, settings: SegmentSettings, fps: int, max_clip_s
         run_dir=song.run_dir,
         files={"segments": "segments.json"},
         hashes={"segments": sha256_file(path)},
-        info={"scenes": len(segmentation.segments), "tempo_bpm": segmentation.tempo_bpm or 0.0},
+        info={"scenes": len(segmentation.segments), "tempo_bpm": segmentation.tempo_bpm or 0.0,
+              "beat_confidence": segmentation.beat_confidence or 0.0},
     )

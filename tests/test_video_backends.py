@@ -199,6 +199,8 @@ def test_fan_out_three_scenes_over_two_dask_workers(tiny_wan_dir, tmp_path):
         built = client.run(vd.construction_counts)
         rendered = client.run(lambda: len(vd.render_stats()))
         pids = client.run(os.getpid)
+        with pytest.raises(MissingCheckpointError):  # resolved on a worker, before any scene renders
+            vd.render_scenes(_settings("wan", tmp_path / "missing"), jobs[:1], paths[:1], client=client)
     assert len(set(pids.values())) == 2
     assert [i.frames for i in infos] == [17, 9, 21] == [vd.spec_for("wan").frames_for(j.seconds) for j in jobs]
     assert [_probe(p)["frames"] for p in paths] == [17, 9, 21]

@@ -1,0 +1,296 @@
+"""Deployment fixtures: soundsight's real deployments on the session's Prefect server, served by a
+real process worker (`prefect worker start --pool ... --type process`), plus a static web server
+for the runs folder (SOUNDSIGHT_MEDIA_URL) so preview images and video links resolve.
+
+Everything is deployed the way README says (`python -m flows.deploy`), with the workers' env
+(small renders, the session's runs folder) so the UI form's defaults match what workers use.
+Helpers below read states, task runs and artifacts back from the server, polling until final.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = "soundsight-test"
+RENDER_SONG, NIGHTLY = "render-song/render-song", "render-catalogue/nightly-catalogue"
+SONG_CUTS = {  # name -> (track, start s, seconds): short excerpts keep every run to a few seconds of rendering
+    "a": ("celtic.ogg", 0, 20),
+    "b": ("celtic.ogg", 20, 20),
+    "c": ("celtic.ogg", 40, 20),
+    "d": ("digital_pursuit.ogg", 60, 16),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM the process group we started, then SIGKILL what is left of it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+class Worker:
+    """A real `prefect worker start --type process`; `kill()` SIGKILLs it like a lost machine."""
+
+    def __init__(self, pool: str, env: dict[str, str], logs: Path):
+        self.pool, self.env, self.logs = pool, env, logs
+        self.proc: subprocess.Popen | None = None
+        self.started = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.pool}-worker-{self.started}"
+
+    def start(self, timeout: float = 90.0) -> None:
+        from prefect.client.orchestration import get_client
+
+        self.started += 1
+        log = open(self.logs / f"{self.name}.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", self.pool, "--type", "process",
+             "--name", self.name],
+            env=self.env, cwd=self.logs, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        with get_client(sync_client=True) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+                workers = client.read_workers_for_work_pool(self.pool)
+                if any(w.name == self.name and w.status.value == "ONLINE" for w in workers):
+                    return
+                time.sleep(0.5)
+        raise TimeoutError(f"worker {self.name} not online after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()  # the worker process alone, SIGKILL: no goodbye, no state reports
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.logs / f"{self.name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+@dataclass
+class Stack:
+    api_url: str
+    ui_url: str
+    pool: str
+    runs: Path
+    media_url: str
+    catalogue: Path
+    worker: Worker
+    songs: dict[str, Path] = field(default_factory=dict)
+
+    def settings(self, **render: Any) -> dict[str, Any]:
+        """A `settings` parameter: small renders into the session's runs folder."""
+        return {"render": {"width": 320, "height": 180, **render}, "output": {"runs_dir": str(self.runs)}}
+
+
+@pytest.fixture(scope="session")
+def excerpts(music, tmp_path_factory) -> dict[str, Path]:
+    from soundsight.media import ffmpeg_exe
+
+    folder = tmp_path_factory.mktemp("songs")
+    songs = {}
+    for name, (track, start, seconds) in SONG_CUTS.items():
+        songs[name] = folder / f"{Path(track).stem}-{name}.wav"
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-ss", str(start), "-t", str(seconds), "-i", str(music / track),
+                        "-map_metadata", "-1", "-ac", "2", "-ar", "44100", str(songs[name])], check=True)  # fmt: skip
+    return songs
+
+
+@pytest.fixture(scope="session")
+def stack(excerpts, tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    runs = root / "runs"
+    runs.mkdir()
+    api = os.environ["PREFECT_API_URL"]
+    port = _free_port()
+    media = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(runs)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    media_url = f"http://127.0.0.1:{port}"
+    env = dict(
+        os.environ,
+        SOUNDSIGHT_OUTPUT__RUNS_DIR=str(runs), SOUNDSIGHT_RENDER__WIDTH="320", SOUNDSIGHT_RENDER__HEIGHT="180",
+        SOUNDSIGHT_MEDIA_URL=media_url, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5",
+        PREFECT_LOGGING_LEVEL="INFO",
+    )  # fmt: skip
+    worker = Worker(POOL, env, root)
+    try:
+        catalogue = root / "catalogue.toml"
+        deployed = subprocess.run(
+            [sys.executable, "-m", "flows.deploy", "--pool", POOL, "--catalogue", str(catalogue),
+             "--timezone", "Europe/Paris"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        worker.start()
+        yield Stack(api_url=api, ui_url=api.removesuffix("/").removesuffix("/api"), pool=POOL, runs=runs,
+                    media_url=media_url, catalogue=catalogue, worker=worker, songs=excerpts)  # fmt: skip
+    finally:
+        worker.stop()
+        _stop(media, grace=5)
+
+
+# --- reading runs back from the server -------------------------------------------------------------
+
+
+def client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def trigger(deployment: str, parameters: dict[str, Any] | None = None, job_variables: dict | None = None) -> UUID:
+    """Create a run of `deployment` over the API (what the UI's Run button does); returns its id."""
+    from prefect.deployments import run_deployment
+
+    return run_deployment(deployment, parameters=parameters or {}, job_variables=job_variables, timeout=0).id
+
+
+def wait_final(flow_run_id: UUID, after: datetime | None = None, timeout: float = 240.0):
+    """The flow run once it reaches a final state (one recorded after `after`, when given)."""
+    deadline = time.monotonic() + timeout
+    with client() as c:
+        while True:
+            run = c.read_flow_run(flow_run_id)
+            state = run.state
+            if state and state.is_final() and (after is None or state.timestamp > after):
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"flow run {flow_run_id} still {state.name if state else None} after {timeout:.0f} s")
+            time.sleep(1.0)
+
+
+def retry_like_the_ui(flow_run_id: UUID) -> datetime:
+    """What the UI's Retry button sends: the run goes back to Scheduled (AwaitingRetry), forced;
+    a worker picks it up again under the same flow-run id. Returns the new state's time."""
+    from prefect.client.schemas.objects import State, StateType
+
+    with client() as c:
+        result = c.set_flow_run_state(
+            flow_run_id, State(type=StateType.SCHEDULED, name="AwaitingRetry", message="Retry from the UI"), force=True
+        )
+    assert result.state is not None and result.state.name == "AwaitingRetry", result
+    return result.state.timestamp
+
+
+def _stage_name(task_run_name: str) -> str:
+    """'render-scene-003' stays; 'load-9f2' (Prefect's random suffix) becomes 'load'."""
+    return task_run_name if task_run_name.startswith("render-scene-") else re.sub(r"-[0-9a-f]{3}$", "", task_run_name)
+
+
+def task_states(flow_run_id: UUID, attempt: int = 1, final: bool = True, timeout: float = 60.0) -> dict[str, str]:
+    """Stage/scene -> state name of one attempt (the flow run's run_count) of a flow run.
+
+    The server records task states from events, asynchronously: poll until every task run is
+    final (final=True), or until the set has not changed for 3 s (a killed attempt's task runs
+    stay Running forever)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    last: dict[str, str] | None = None
+    stable_since = time.monotonic()
+    with client() as c:
+        while True:
+            runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            runs = [r for r in runs if r.flow_run_run_count == attempt]
+            states = {_stage_name(r.name): r.state.name if r.state else "?" for r in runs}
+            if states != last:
+                last, stable_since = states, time.monotonic()
+            if runs and final and all(r.state and r.state.is_final() for r in runs):
+                return states
+            if runs and not final and time.monotonic() - stable_since > 3.0:
+                return states
+            if time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)
+
+
+def child_runs(flow_run_id: UUID) -> dict[str, Any]:
+    """Subflow runs of a flow run, by run name."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with client() as c:
+        runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    return {r.name: r for r in runs}
+
+
+def artifacts(flow_run_id: UUID) -> dict[str, Any]:
+    """The flow run's artifacts by the last part of their key ('script', 'preview', ...); the
+    newest wins when a retried run made one per attempt."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with client() as c:
+        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    out: dict[str, Any] = {}
+    for artifact in sorted(found, key=lambda a: a.created):
+        out[(artifact.key or artifact.type).rsplit("-", 1)[-1]] = artifact
+    return out
+
+
+def wait_worker_done(flow_run_id: UUID, executions: int = 1, timeout: float = 60.0) -> None:
+    """Wait for the worker's `prefect.worker.executed-flow-run` event: after it, the worker has
+    finished with that process (and sent any Crashed report), so a retry cannot race it."""
+    from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
+
+    flt = EventFilter(event=EventNameFilter(name=["prefect.worker.executed-flow-run"]),
+                      any_resource=EventAnyResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]))  # fmt: skip
+    deadline = time.monotonic() + timeout
+    with client() as c:
+        while len(c.read_events(flt, limit=50).events) < executions:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no executed-flow-run event for {flow_run_id} after {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+def save_test_artifact(path: Path) -> Path:
+    """Copy a screenshot (or any file) into ROOT/.test-artifacts/ (git-ignored) for humans."""
+    out = ROOT / ".test-artifacts"
+    out.mkdir(exist_ok=True)
+    return Path(shutil.copy2(path, out / path.name))

@@ -1,0 +1,152 @@
+"""Deployments on real components: the session's Prefect server, a real process worker, runs
+triggered over the API, states and artifacts read back from the server.
+
+Resume is proven by counting task runs: after a failure (or a killed process) a retry - what the
+UI's Retry button sends - executes only what had not finished, and everything else is `Cached`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from soundsight.schemas import Segmentation
+from tests.deploy_fixtures import (
+    NIGHTLY,
+    RENDER_SONG,
+    ROOT,
+    artifacts,
+    client,
+    fetch,
+    retry_like_the_ui,
+    task_states,
+    trigger,
+    wait_final,
+    wait_worker_done,
+)
+
+UPSTREAM = ("load", "segment", "analyse", "script")
+
+
+def run_dir_of(stack, song: Path) -> Path:
+    (found,) = [p for p in stack.runs.iterdir() if p.name.startswith(song.stem.lower())]
+    return found
+
+
+def scene_mtimes(run_dir: Path) -> dict[str, int]:
+    return {f"render-scene-{p.stem[-3:]}": p.stat().st_mtime_ns for p in (run_dir / "scenes").glob("scene_*.mp4")}
+
+
+def test_deployments_offer_the_settings_form_and_a_nightly_schedule(stack):
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with client() as c:
+        song = c.read_deployment_by_name(RENDER_SONG)
+        nightly = c.read_deployment_by_name(NIGHTLY)
+        pool = c.read_work_pool(stack.pool)
+        assert pool.type == "process"
+        assert song.work_pool_name == nightly.work_pool_name == stack.pool
+        assert song.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+
+        schema = song.parameter_openapi_schema
+        assert schema["required"] == ["song"] and schema["properties"]["settings"]["$ref"] == "#/definitions/Settings"
+        defs = schema["definitions"]
+        assert set(defs["Settings"]["properties"]) >= {"pipeline", "segment", "analysis", "script", "render", "output"}
+        render = defs["RenderSettings"]["properties"]
+        assert {"width", "height", "seed", "backend"} <= set(render) and "wan" in render["backend"]["enum"]
+        assert defs["OutputSettings"]["properties"]["force"]["items"]["enum"][0] == "load"
+        # the form's defaults are the workers' settings (deployed with the same SOUNDSIGHT_* env)
+        assert schema["properties"]["settings"]["default"]["render"]["width"] == 320
+
+        (schedule,) = nightly.schedules
+        assert schedule.active and schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "Europe/Paris"
+        assert nightly.parameters == {"catalogue": str(stack.catalogue)}
+
+        # the server validates parameters against the form's schema: a bad value never reaches a worker
+        with pytest.raises(PrefectHTTPStatusError, match="409|422"):
+            c.create_flow_run_from_deployment(song.id, parameters={"song": "x.ogg", "settings": {"render": {"width": 3}}})
+
+
+def test_render_song_run_publishes_its_artifacts(stack):
+    song = stack.songs["a"]
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()})
+    run = wait_final(run_id)
+    assert run.state.is_completed(), run.state
+    run_dir = run_dir_of(stack, song)
+    scenes = len(Segmentation.model_validate_json((run_dir / "segments.json").read_text()).segments)
+
+    found = artifacts(run_id)
+    assert {"script", "segments", "progress", "preview", "video", "timings"} <= set(found), sorted(found)
+    script = found["script"].data
+    assert "### Scene 1 ·" in script and f"### Scene {scenes} ·" in script and "**Characters:**" in script
+    segments = json.loads(found["segments"].data)
+    assert len(segments) == scenes and {"start", "end", "cut", "Instrumental intensity"} <= set(segments[0])
+    assert found["progress"].data == 100.0 and found["progress"].description == f"Scenes: {scenes} of {scenes} finished"
+
+    preview = found["preview"].data
+    assert found["preview"].type == "image" and preview.startswith(stack.media_url)
+    gif = fetch(preview)
+    assert gif[:6] in (b"GIF87a", b"GIF89a") and len(gif) < 400_000
+    assert (run_dir / "preview.gif").read_bytes() == gif
+    video_url = f"{stack.media_url}/{run_dir.name}/video.mp4"
+    assert found["video"].type == "markdown" and video_url in found["video"].data  # a link artifact
+    assert fetch(video_url) == (run_dir / "video.mp4").read_bytes()
+
+    timings = {row["stage"]: row for row in json.loads(found["timings"].data)}
+    assert list(timings) == ["load", "segment", "analyse", "script", "render", "assemble", "total"]
+    assert timings["render"]["task runs"] == scenes and timings["total"]["task runs"] == scenes + 5
+
+
+def test_failed_scene_retry_runs_only_that_scene(stack):
+    song = stack.songs["b"]
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings(fail_scene=1)})
+    run = wait_final(run_id)
+    assert run.state.is_failed() and "scene 1" in run.state.message, run.state
+    first = task_states(run_id, attempt=1)
+    assert first["render-scene-001"] == "Failed" and "assemble" not in first
+    assert all(state == "Completed" for name, state in first.items() if name != "render-scene-001"), first
+    rendered = scene_mtimes(run_dir_of(stack, song))
+
+    wait_worker_done(run_id)
+    retried_at = retry_like_the_ui(run_id)
+    run = wait_final(run_id, after=retried_at)
+    assert run.state.is_completed() and run.run_count == 2, run.state
+
+    second = task_states(run_id, attempt=2)
+    executed = sorted(name for name, state in second.items() if state != "Cached")
+    assert executed == ["assemble", "render-scene-001"], second
+    assert set(second) == set(first) | {"assemble"}
+    after = scene_mtimes(run_dir_of(stack, song))
+    assert all(after[name] == mtime for name, mtime in rendered.items()), "a finished scene was rendered again"
+    assert artifacts(run_id)["progress"].data == 100.0
+
+
+def test_killed_worker_run_resumes_on_a_new_worker(stack):
+    """SOUNDSIGHT_FAULT_KILL_SCENE SIGKILLs the flow-run process mid-render (as the OOM killer
+    would); the worker that ran it is then SIGKILLed too and a fresh worker resumes the run."""
+    song = stack.songs["c"]
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()},
+                     job_variables={"env": {"SOUNDSIGHT_FAULT_KILL_SCENE": "2"}})  # fmt: skip
+    run = wait_final(run_id)
+    assert run.state.is_crashed(), run.state
+    stack.worker.kill()
+    first = task_states(run_id, attempt=1, final=False)
+    done = {name for name, state in first.items() if state == "Completed"}
+    assert set(UPSTREAM) <= done and "render-scene-002" not in done and "assemble" not in first, first
+    rendered = scene_mtimes(run_dir_of(stack, song))
+
+    stack.worker.start()
+    retried_at = retry_like_the_ui(run_id)
+    run = wait_final(run_id, after=retried_at)
+    assert run.state.is_completed() and run.run_count == 2, run.state
+
+    second = task_states(run_id, attempt=2)
+    scenes = {name for name in second if name.startswith("render-scene-")}
+    assert all(second[name] == "Cached" for name in done), second
+    executed = {name for name, state in second.items() if state != "Cached"}
+    assert executed == (scenes - done) | {"assemble"}, second
+    assert "render-scene-002" in executed
+    after = scene_mtimes(run_dir_of(stack, song))
+    assert all(after[name] == rendered[name] for name in done if name in rendered), "a finished scene was rendered again"
