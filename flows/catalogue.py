@@ -45,7 +45,7 @@ def render_catalogue(catalogue: str, settings: Settings = Settings()) -> list[di
     """Render every song of `catalogue` (a folder of audio files, or a manifest listing songs with
     per-song overrides of `settings`); ends with a table artifact of what happened to each song."""
     rows = [render_entry(entry) for entry in discover(catalogue, settings)]
-    publish_catalogue(rows)
+    publish_catalogue(catalogue, rows)
     failed = [row["song"] for row in rows if row["status"] != "Completed"]
     if failed:
         return Failed(message=f"{len(failed)} of {len(rows)} songs failed: {', '.join(failed)}")

@@ -721,28 +721,56 @@ class ClapAnalyser:
         self, y: np.ndarray, sr: int, segments: list[Segment], tempo_bpm: float, beats: list[float]
     ) -> Analysis:
         """Label `segments` of the mono song `y` (float32 at `sr` Hz); see the module docstring."""
-        from soundsight.schemas import Analysis, SegmentLabels
+        return self.label(self.embed_segments(y, sr, segments), tempo_bpm)
 
+    def embed_segments(self, y: np.ndarray, sr: int, segments: list[Segment]) -> "SegmentEmbeddings":
+        """Audio embeddings of some (contiguous) segments of the song - one fan-out unit.
+
+        Only the span the segments cover is resampled and embedded. Besides one unit embedding
+        per segment it returns the duration-weighted *sum* of its window embeddings and the total
+        weight, so embeddings of several batches combine into exactly the whole-track embedding
+        a single call would compute.
+        """
         if not segments:
             raise ValueError("CLAP analysis needs at least one segment")
         clap = load_clap(self.model_id, self.device, self.dtype)
 
-        # 1. The song at the encoder's rate (48 kHz), once.
-        audio = resample(y, sr, clap.sample_rate)
+        # 1. The covered span at the encoder's rate (48 kHz).
+        first = int(np.floor(segments[0].start * sr))
+        last = min(len(y), int(np.ceil(segments[-1].end * sr)))
+        audio = resample(y[first:last], sr, clap.sample_rate)
+        offset = first / sr
 
         # 2. Every segment as windows of at most 10 s.
-        windows = plan_windows([(s.start, s.end) for s in segments], len(audio), clap.sample_rate, clap.window_samples)
+        spans = [(s.start - offset, s.end - offset) for s in segments]
+        windows = plan_windows(spans, len(audio), clap.sample_rate, clap.window_samples)
 
-        # 3. The vocabulary's text embeddings (cached per checkpoint, dtype and vocabulary).
-        text = text_embeddings(clap, self.vocabulary, self.cache_dir)
-        _, rows = vocabulary_sentences(self.vocabulary)
-
-        # 4. All windows' audio embeddings, `batch_size` per forward pass.
+        # 3. All windows' audio embeddings, `batch_size` per forward pass.
         window_embeddings = embed_windows(clap, audio, windows, self.batch_size)
 
-        # 5. Segment = mean of its windows; track = mean of every window of the song.
-        segment_embeddings = pool_windows(window_embeddings, windows, n_groups=len(segments))
-        track_embedding = pool_windows(window_embeddings, windows)
+        # 4. Segment = duration-weighted mean of its windows; the track's part = the weighted sum.
+        weights = np.array([w.length for w in windows], dtype=np.float64)
+        return SegmentEmbeddings(
+            indices=[s.index for s in segments],
+            segments=pool_windows(window_embeddings, windows, n_groups=len(segments)),
+            windows=np.bincount([w.owner for w in windows], minlength=len(segments)).tolist(),
+            track_sum=(window_embeddings.astype(np.float64) * weights[:, None]).sum(axis=0),
+            track_weight=float(weights.sum()),
+        )
+
+    def label(self, parts: "SegmentEmbeddings | list[SegmentEmbeddings]", tempo_bpm: float) -> Analysis:
+        """Zero-shot labels from segment embeddings (one or several batches, in song order)."""
+        from soundsight.schemas import Analysis, SegmentLabels
+
+        parts = [parts] if isinstance(parts, SegmentEmbeddings) else sorted(parts, key=lambda p: p.indices[0])
+        clap = load_clap(self.model_id, self.device, self.dtype)
+        segment_embeddings = np.concatenate([p.segments for p in parts]).astype(np.float32)
+        track_embedding = _unit(sum(p.track_sum for p in parts)[None, :])
+        counts = [c for p in parts for c in p.windows]
+
+        # 5. The vocabulary's text embeddings (cached per checkpoint, dtype and vocabulary).
+        text = text_embeddings(clap, self.vocabulary, self.cache_dir)
+        _, rows = vocabulary_sentences(self.vocabulary)
 
         # 6. Zero-shot distributions: segment scope per segment, track and visual scope for the song.
         v = self.vocabulary
@@ -754,12 +782,12 @@ class ClapAnalyser:
         )
 
         # 7. The shared schema.
+        n = len(segment_embeddings)
         segment_labels = [
             SegmentLabels(index=i, labels={c.key: _label(c, per_segment[c.key][i]) for c in v.scope("segment")})
-            for i in range(len(segments))
+            for i in range(n)
         ]
         similarity = segment_embeddings.astype(np.float64) @ track_embedding[0].astype(np.float64)
-        counts = np.bincount([w.owner for w in windows], minlength=len(segments))
         return Analysis(
             backend=self.name,
             backend_id=self.backend_id,
@@ -769,11 +797,33 @@ class ClapAnalyser:
             segments=segment_labels,
             descriptors={
                 "tempo_bpm": round(float(tempo_bpm), 4),
-                "clap_windows": float(len(windows)),
+                "clap_windows": float(sum(counts)),
                 "clap_logit_scale": round(clap.logit_scale, 4),
             },
             segment_descriptors=[
                 {"clap_windows": float(counts[i]), "clap_track_similarity": round(float(similarity[i]), 4)}
-                for i in range(len(segments))
+                for i in range(n)
             ],
         )
+
+
+@dataclass
+class SegmentEmbeddings:
+    """CLAP embeddings of a batch of segments (see `ClapAnalyser.embed_segments`)."""
+
+    indices: list[int]
+    segments: np.ndarray  # (n, dim) unit vectors
+    windows: list[int]  # windows per segment
+    track_sum: np.ndarray  # (dim,) sum of duration-weighted window embeddings
+    track_weight: float  # total window length, samples at 48 kHz
+
+    def to_json(self) -> dict:
+        return {"indices": self.indices, "windows": self.windows, "track_weight": self.track_weight,
+                "track_sum": [float(x) for x in self.track_sum],
+                "segments": [[float(x) for x in row] for row in self.segments]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SegmentEmbeddings":
+        return cls(indices=list(data["indices"]), segments=np.asarray(data["segments"], dtype=np.float32),
+                   windows=list(data["windows"]), track_sum=np.asarray(data["track_sum"], dtype=np.float64),
+                   track_weight=float(data["track_weight"]))

@@ -31,7 +31,7 @@ log = logging.getLogger("soundsight.cache")
 
 # Settings fields that steer *how* a stage runs but cannot change what it produces.
 OPERATIONAL_FIELDS = frozenset(
-    {"dask_address", "fail_scene", "device", "timeout_seconds", "llm_api_key", "clap_batch_size", "force"}
+    {"dask_address", "fail_scene", "device", "timeout_seconds", "llm_api_key", "clap_batch_size", "clap_segments_per_task", "force"}
 )
 # Call parameters that locate outputs rather than describe inputs.
 LOCATION_PARAMETERS = frozenset({"run_dir", "runs_dir", "run_root", "run_name", "song_path"})

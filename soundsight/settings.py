@@ -65,6 +65,9 @@ class AnalysisSettings(BaseModel):
     )
     clap_model: str = Field("laion/larger_clap_music", description="CLAP checkpoint: hub id or local directory.")
     clap_batch_size: int = Field(16, ge=1, description="Audio windows per CLAP forward pass.")
+    clap_segments_per_task: int = Field(
+        32, ge=1, description="CLAP: segments per analysis task; tasks fan out across workers that keep the model loaded."
+    )
     clap_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="CLAP weights' dtype; auto: float16 on CUDA, float32 on CPU."
     )
@@ -117,7 +120,17 @@ class RenderSettings(BaseModel):
     device: str = Field("auto")
     cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
     vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
-    dask_address: str = Field("", description="Dask scheduler address for GPU workers; empty: in-process.")
+    model_width: int = Field(0, ge=0, description="Size the diffusion model renders at, pixels; 0: the backend's default.")
+    model_height: int = Field(0, ge=0, description="Size the diffusion model renders at, pixels; 0: the backend's default.")
+    attention_backend: str = Field("", description="diffusers attention backend (e.g. 'flash'); empty: default SDPA.")
+    transformer_cache: Literal["", "fbc", "pab"] = Field(
+        "", description="diffusers caching hook: fbc = First Block Cache, pab = Pyramid Attention Broadcast (faster, lossy)."
+    )
+    cache_threshold: float = Field(0.05, ge=0.0, description="First Block Cache threshold.")
+    compile: bool = Field(False, description="torch.compile the transformer's blocks (about 13 s once per worker).")
+    dask_address: str = Field(
+        "", description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU."
+    )
     fail_scene: int = Field(
         -1, description="Fault injection for tests: this scene index fails its first attempt (-1: off)."
     )
@@ -138,8 +151,9 @@ class Settings(BaseSettings):
         env_prefix="SOUNDSIGHT_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    pipeline: Literal["clap", "lalm"] = Field(
-        "clap", description="clap: labels -> LLM script (pipeline 1); lalm: audio-language model story (pipeline 2)."
+    pipeline: Literal["clap"] = Field(
+        "clap", description="clap: labels -> script (the paper's pipeline 1). Pipeline 2 (an audio-language "
+        "model writes the story from the raw audio) is not implemented yet."
     )
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)

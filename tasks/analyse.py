@@ -53,13 +53,53 @@ def analysis_identity(inputs: dict[str, Any]) -> str:
     return f"{backend}|vocabulary={vocabulary.content_hash}"
 
 
-@task(**stage_options("analyse", 1, identity=analysis_identity))
-def analyse_song(song: Manifest, segments: Manifest, settings: AnalysisSettings) -> Manifest:
-    """Per-segment and whole-track labels, top label + score + distribution per category."""
+def segment_batches(segments: Manifest, settings: AnalysisSettings) -> list[tuple[int, int]]:
+    """[first, last) segment index ranges, one per CLAP embedding task."""
+    n = int(segments.info["scenes"])
+    size = settings.clap_segments_per_task
+    return [(first, min(n, first + size)) for first in range(0, n, size)]
+
+
+@task(**stage_options("analyse-batch", 1, identity=analysis_identity))
+def embed_segment_batch(song: Manifest, segments: Manifest, first: int, last: int, settings: AnalysisSettings) -> Manifest:
+    """CLAP audio embeddings of segments [first, last) -> analysis/clap_FFF-LLL.json.
+
+    Runs wherever the task runner puts it; the model is loaded once per worker process.
+    """
+    from models.clap import ClapAnalyser
+
     meta, pcm = read_song(song)
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     analyser = make_analyser(settings)
-    analysis = analyser(pcm, meta.sample_rate, segmentation.segments, segmentation.tempo_bpm or 0.0, segmentation.beats)
+    assert isinstance(analyser, ClapAnalyser)
+    parts = analyser.embed_segments(pcm, meta.sample_rate, segmentation.segments[first:last])
+    rel = f"analysis/clap_{first:03d}-{last:03d}.json"
+    path = write_json_atomic(song.path("song").parent / rel, parts.to_json())
+    return Manifest(stage="analyse-batch", run_dir=song.run_dir, files={"embeddings": rel},
+                    hashes={"embeddings": sha256_file(path)}, info={"first": first, "last": last})
+
+
+@task(**stage_options("analyse", 1, identity=analysis_identity))
+def analyse_song(
+    song: Manifest, segments: Manifest, settings: AnalysisSettings, embeddings: list[Manifest] | None = None
+) -> Manifest:
+    """Per-segment and whole-track labels, top label + score + distribution per category.
+
+    `embeddings`: the CLAP batches from `embed_segment_batch`, when the analysis fanned out.
+    """
+    meta, pcm = read_song(song)
+    segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
+    analyser = make_analyser(settings)
+    tempo = segmentation.tempo_bpm or 0.0
+    if embeddings:
+        import json
+
+        from models.clap import SegmentEmbeddings
+
+        parts = [SegmentEmbeddings.from_json(json.loads(m.path("embeddings").read_text())) for m in embeddings]
+        analysis = analyser.label(parts, tempo)
+    else:
+        analysis = analyser(pcm, meta.sample_rate, segmentation.segments, tempo, segmentation.beats)
     path = write_json_atomic(song.path("song").parent / "analysis.json", analysis)
     return Manifest(
         stage="analyse",

@@ -54,28 +54,58 @@ def renderer_spec(settings: RenderSettings) -> RenderSpec:
         return RenderSpec(native_fps=float(settings.fps))
     from models.video_diffusion import spec_for
 
-    return spec_for(settings)
+    return spec_for(settings.backend)
 
 
 def make_renderer(settings: RenderSettings) -> ClipRenderer:
+    """The renderer, reused within a worker process (diffusion pipelines are cached per process)."""
     if settings.backend == "animatic":
         from models.animatic import AnimaticRenderer
 
         return AnimaticRenderer(settings.fps)
-    from models.video_diffusion import make_video_renderer
+    from models.video_diffusion import make_renderer as make_diffusion_renderer
 
-    return make_video_renderer(settings)
+    return make_diffusion_renderer(settings)
 
 
 def renderer_identity(inputs: dict[str, Any]) -> str:
+    """Model id + revision, resolved where the task runs (the GPU worker holds the checkpoint)."""
     settings: RenderSettings = inputs["settings"]
     if settings.backend == "animatic":
         from models.animatic import RENDERER_ID
 
         return RENDERER_ID
-    from models.video_diffusion import backend_id_for
+    return make_renderer(settings).backend_id
 
-    return backend_id_for(settings)
+
+def scene_task_runner(settings: RenderSettings):
+    """Where scenes render: threads for the CPU animatic; Dask for diffusion models - a local
+    cluster with one worker per GPU (two CPU workers without GPUs), or `settings.dask_address`."""
+    if settings.backend == "animatic":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=2)
+    from prefect_dask import DaskTaskRunner
+
+    from models import gpu_pool
+
+    return DaskTaskRunner(**gpu_pool.task_runner_kwargs(settings))
+
+
+def one_scene_per_gpu(settings: RenderSettings):
+    """A context in which submitted scenes each claim one GPU worker resource (none on CPU clusters,
+    where a GPU claim could never be met)."""
+    import contextlib
+
+    if settings.backend == "animatic":
+        return contextlib.nullcontext()
+    from models import gpu_pool
+
+    if not (settings.dask_address or gpu_pool.visible_gpus()):
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources={"GPU": 1})
 
 
 def plan_scenes(song: Manifest, segments: Manifest, script: Manifest, analysis: Manifest, settings: RenderSettings) -> list[SceneInput]:

@@ -219,7 +219,10 @@ def publish_video(video: Manifest, output: OutputSettings) -> None:
 
 
 @_safely
-def publish_catalogue(rows: Iterable[dict[str, Any]], key: str = "catalogue") -> None:
+def publish_catalogue(catalogue: str, rows: Iterable[dict[str, Any]]) -> None:
+    """One row per song: status, scenes, duration, time spent, video path (and why it failed)."""
     rows = list(rows)
     failed = sum(1 for r in rows if r["status"] != "Completed")
-    create_table_artifact(rows, key=key, description=f"{len(rows)} songs, {failed} failed")
+    name = re.sub(r"[^a-z0-9]+", "-", Path(catalogue).stem.lower()).strip("-") or "songs"
+    create_table_artifact(rows or [{"song": "(no songs found)"}], key=f"catalogue-{name}",
+                          description=f"{catalogue}: {len(rows)} songs, {failed} failed")

@@ -7,6 +7,7 @@ windows, checkpoint lookup and its error messages.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -303,3 +304,16 @@ def test_device_and_dtype_resolution():
     assert C.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError):
         C.resolve_dtype("float8", "cpu")
+
+
+def test_fanned_out_batches_equal_one_call(tiny_clap_dir, song, segments, cache_dir):
+    """The analysis stage's fan-out (embed batches on workers, label once) changes no number."""
+    from models.clap import ClapAnalyser, SegmentEmbeddings
+
+    analyser = ClapAnalyser(load_vocabulary(), str(tiny_clap_dir), device="cpu", cache_dir=cache_dir, batch_size=4)
+    whole = analyser(song, SR, segments, 120.0, [])
+    halves = [analyser.embed_segments(song, SR, part) for part in (segments[:2], segments[2:])]
+    via_json = [SegmentEmbeddings.from_json(json.loads(json.dumps(h.to_json()))) for h in halves]
+    fanned = analyser.label(via_json[::-1], 120.0)
+    assert np.allclose(_distributions(whole), _distributions(fanned), atol=2e-4)
+    assert [s.index for s in fanned.segments] == [s.index for s in whole.segments]

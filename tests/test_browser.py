@@ -1,0 +1,87 @@
+"""The Prefect UI, driven by Debian's Chromium through Playwright: find `render-song`, submit a run
+through its settings form, wait for it to complete, open the script artifact. Screenshots go to
+the test's tmp dir and to .test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.deploy_fixtures import client, save_test_artifact
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def test_render_song_from_the_ui_form(stack, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: ./install.sh --test installs Debian's chromium")
+    song = stack.songs["a"]
+    with urllib.request.urlopen(stack.ui_url + "/ui-settings", timeout=10) as r:
+        ui_settings = json.load(r)
+
+    def shot(page, name: str) -> None:
+        page.screenshot(path=str(tmp_path / name), full_page=True)
+        save_test_artifact(tmp_path / name)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            if ui_settings["api_url"].rstrip("/") != stack.api_url.rstrip("/"):
+                # `prefect server start --port P` still tells the UI to call :4200 unless
+                # PREFECT_UI_API_URL is set; point this browser at the session's server.
+                page.route("**/ui-settings", lambda route: route.fulfill(json={**ui_settings, "api_url": stack.api_url}))
+
+            page.goto(stack.ui_url + "/")
+            page.get_by_role("link", name="Deployments").first.click()
+            page.get_by_role("link", name="render-song").first.click()
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Custom run").click()
+            page.get_by_label("song", exact=True).fill(str(song))  # the rest: the form's defaults
+            page.get_by_label("Seed (Optional)").last.fill("0")  # render.seed, typed like a user would
+            shot(page, "ui-1-form.png")
+            page.get_by_role("button", name="Submit").click()
+
+            toast = page.get_by_text(re.compile(r"scheduled to start now"))
+            run_name = toast.inner_text().split(" scheduled")[0].strip()
+            page.get_by_role("button", name="View run").click()
+            page.get_by_role("tab", name="Job Variables").wait_for()
+            completed = page.locator('[data-slot="badge"]', has_text=re.compile(r"^Completed$"))
+            deadline = time.monotonic() + 240
+            while not completed.is_visible():
+                assert time.monotonic() < deadline, "the run did not complete in the UI"
+                failed = page.locator('[data-slot="badge"]', has_text=re.compile(r"^(Failed|Crashed)$"))
+                assert not failed.is_visible(), f"the run {run_name} failed"
+                page.wait_for_timeout(3000)
+                if not completed.is_visible():
+                    page.reload()
+                    page.get_by_role("tab", name="Job Variables").wait_for()
+            shot(page, "ui-2-run-completed.png")
+
+            page.get_by_role("tab", name="Artifacts").click()
+            page.get_by_text(re.compile(r"-script$")).first.click()
+            page.get_by_role("heading", name=re.compile(r"^Scene 1 ·")).wait_for()
+            assert page.get_by_text("Characters:").is_visible()
+            shot(page, "ui-3-script-artifact.png")
+        finally:
+            browser.close()
+
+    with client() as c:  # the UI's run is the one the form described
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        (run,) = c.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name])))
+    assert run.state.is_completed() and run.parameters["song"] == str(song)
+    assert run.parameters["settings"]["render"]["width"] == 320
+    assert (tmp_path / "ui-3-script-artifact.png").stat().st_size > 10_000
