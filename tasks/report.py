@@ -24,7 +24,6 @@ import base64
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -85,8 +84,7 @@ class StageLog:
 
     def __init__(self, output: OutputSettings):
         self.output = output
-        self.runs: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self.runs: list[dict[str, Any]] = []  # appended from task threads: list.append is atomic
 
     def __call__(self, task: Task) -> Task:
         task = configured(task, self.output)
@@ -97,8 +95,7 @@ class StageLog:
 
     def _record(self, task: Task, task_run, state) -> None:
         seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else 0.0
-        with self._lock:
-            self.runs.append({"stage": task.name, "task_run": task_run.name, "state": state.name, "seconds": seconds})
+        self.runs.append({"stage": task.name, "task_run": task_run.name, "state": state.name, "seconds": seconds})
 
     def table(self) -> list[dict[str, Any]]:
         """One row per stage, in pipeline order: task runs, their states, seconds spent."""
