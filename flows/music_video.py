@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.render_scenes import render_all
 from soundsight.settings import Settings
 from tasks.analyse import analyse_song
 from tasks.assemble import assemble_video
@@ -30,9 +31,13 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
-    clips = [stage(render_scene).submit(scene, settings.render) for scene in scenes]
-    track_progress(loaded, clips)  # waits for every scene, so a retry redoes only the failed ones
-    video = stage(assemble_video)(loaded, segments, [c.result() for c in clips], settings.render)
+    if settings.render.backend == "animatic":  # CPU: scenes on this run's threads
+        futures = [stage(render_scene).submit(scene, settings.render) for scene in scenes]
+        track_progress(loaded, futures)  # waits for every scene, so a retry redoes only the failed ones
+        clips = [f.result() for f in futures]
+    else:  # video models: a render-scenes subflow on Dask, one worker per GPU
+        clips = render_all(scenes, settings.render, out)
+    video = stage(assemble_video)(loaded, segments, clips, settings.render)
     publish_video(video, out)
     publish_timings(video, stage)
     return str(video.path("video"))

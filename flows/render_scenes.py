@@ -4,11 +4,11 @@ CPU animatic, a Dask cluster (one worker per GPU, each keeping its model loaded)
 from __future__ import annotations
 
 from prefect import flow
-from prefect.futures import wait
 
 from soundsight.schemas import Manifest
 from soundsight.settings import OutputSettings, RenderSettings
 from tasks.common import configured
+from tasks.report import track_progress
 from tasks.render import SceneInput, one_scene_per_gpu, render_scene, scene_task_runner
 
 
@@ -16,7 +16,8 @@ from tasks.render import SceneInput, one_scene_per_gpu, render_scene, scene_task
 def render_scenes(scenes: list[SceneInput], settings: RenderSettings, output: OutputSettings) -> list[Manifest]:
     with one_scene_per_gpu(settings):
         clips = [configured(render_scene, output).submit(scene, settings) for scene in scenes]
-    wait(clips)  # every scene finishes (or fails) first, so a retry redoes only the failed ones
+    # Every scene finishes (or fails) before this returns, so a retry redoes only the failed ones.
+    track_progress(scenes[0].run_dir if scenes else "", clips)
     return [clip.result() for clip in clips]
 
 

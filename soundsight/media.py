@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -77,8 +78,10 @@ def write_json_atomic(path: Path, data) -> Path:
 def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
     """Decode `path` to mono float32 PCM at `sample_rate` Hz.
 
-    Raises `InputError` (naming the file) when the file is missing, empty, not audio, or
-    damaged: ffmpeg runs with ``-xerror`` so a truncated stream is an error, not a short song.
+    Raises `InputError` (naming the file) when the file is missing, empty, not audio or
+    undecodable. Errors ffmpeg reports while still producing audio (a glitch mid-stream, odd
+    timestamps from some muxers) are logged, not fatal; a file cut short is caught by
+    `check_not_truncated`, which compares the decoded length with the container's own.
     """
     path = Path(path)
     if not path.exists():
@@ -88,7 +91,7 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
     cmd = [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-xerror",
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error",
         "-i", str(path), "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate),
         "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
     ]  # fmt: skip
@@ -99,8 +102,7 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
             raise InputError(path, "not an audio file ffmpeg can read")
         raise InputError(path, _explain_ffmpeg_error(err))
     if err:
-        # ffmpeg decoded something but complained: a damaged or truncated file.
-        raise InputError(path, "damaged or truncated audio (" + err.splitlines()[-1][:160] + ")")
+        logging.getLogger("soundsight.media").warning("%s: ffmpeg reported while decoding: %s", path, err[-300:])
     pcm = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
     if pcm.size == 0:
         raise InputError(path, "contains no decodable audio")

@@ -9,6 +9,7 @@ re-renders that scene alone.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -168,12 +169,18 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
     )  # fmt: skip
     clip = make_renderer(settings)(job, out)
     rel = str(out.relative_to(run_dir))
+    builds = 0
+    if settings.backend != "animatic":  # how often this worker process built a pipeline: once, if all is well
+        from models.video_diffusion import construction_counts
+
+        builds = sum(construction_counts().values())
     return Manifest(
         stage="render",
         run_dir=scene.run_dir,
         files={"clip": rel},
         hashes={"clip": sha256_file(out)},
-        info={"index": scene.index, "frames": clip.frames, "fps": clip.fps, "width": clip.width, "height": clip.height},
+        info={"index": scene.index, "frames": clip.frames, "fps": clip.fps, "width": clip.width, "height": clip.height,
+              "worker_pid": os.getpid(), "pipelines_built_in_worker": builds},
     )
 
 

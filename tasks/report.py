@@ -50,9 +50,11 @@ MEDIA_URL_ENV = "SOUNDSIGHT_MEDIA_URL"
 PREVIEW_FRAMES, PREVIEW_WIDTH, PREVIEW_FPS = 16, 192, 2
 
 
-def artifact_key(run: Manifest, what: str) -> str:
-    """`<run folder>-<what>`, in the characters Prefect allows in keys (a-z, 0-9, -)."""
-    name = re.sub(r"[^a-z0-9]+", "-", Path(run.run_dir).name.lower()).strip("-") or "song"
+def artifact_key(run: Manifest | str, what: str) -> str:
+    """`<run folder>-<what>`, in the characters Prefect allows in keys (a-z, 0-9, -); `run` is a
+    stage's manifest or the run folder's path."""
+    run_dir = run.run_dir if isinstance(run, Manifest) else run
+    name = re.sub(r"[^a-z0-9]+", "-", Path(run_dir).name.lower()).strip("-") or "song"
     return f"{name}-{what}"
 
 
@@ -159,9 +161,10 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> 
 # --- progress --------------------------------------------------------------------------------------
 
 
-def track_progress(run: Manifest, clips: list[PrefectFuture]) -> None:
+def track_progress(run: Manifest | str, clips: list[PrefectFuture]) -> None:
     """A progress artifact updated as each scene finishes; returns once every scene has finished
-    (or failed), so a retry finds every good scene cached."""
+    (or failed), so a retry finds every good scene cached. A drop-in for `prefect.futures.wait`
+    wherever scenes are submitted (`run`: a manifest or the run folder)."""
     total = len(clips)
     artifact: UUID | None = _safely(create_progress_artifact)(
         0.0, key=artifact_key(run, "progress"), description=f"Scenes: 0 of {total} finished"
@@ -191,6 +194,8 @@ def media_url(path: Path, runs_dir: Path) -> str | None:
 def make_preview(video: Path, duration: float, out: Path) -> Path:
     """An animated GIF of PREVIEW_FRAMES frames sampled evenly across `video`, small enough to
     embed (~100 kB)."""
+    if out.is_file() and out.stat().st_mtime >= video.stat().st_mtime:
+        return out  # made from this very video already: decoding it all again costs seconds per run
     rate = PREVIEW_FRAMES / max(duration, 1e-3)
     vf = (f"fps={rate:.6f},setpts=N/{PREVIEW_FPS}/TB,scale={PREVIEW_WIDTH}:-2:flags=lanczos,split[a][b];"
           "[a]palettegen=max_colors=64:stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3")

@@ -55,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _server_home = tempfile.mkdtemp(prefix="soundsight-prefect-")
     port = free_port()
     env = dict(os.environ, PREFECT_HOME=_server_home, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_LOGGING_SERVER_LEVEL="WARNING")
+               PREFECT_LOGGING_SERVER_LEVEL="WARNING", PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api")
     env.pop("PREFECT_API_URL", None)
     log = open(Path(_server_home) / "server.log", "w")
     _server = subprocess.Popen(

@@ -22,7 +22,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 
 
 def test_render_song_from_the_ui_form(stack, tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./install.sh --test installs Debian's chromium")
@@ -72,8 +72,9 @@ def test_render_song_from_the_ui_form(stack, tmp_path):
 
             page.get_by_role("tab", name="Artifacts").click()
             page.get_by_text(re.compile(r"-script$")).first.click()
-            page.get_by_role("heading", name=re.compile(r"^Scene 1 ·")).wait_for()
-            assert page.get_by_text("Characters:").is_visible()
+            script = page.get_by_test_id("markdown-display")
+            expect(script.get_by_role("heading", name=re.compile(r"^Scene 1 ·"))).to_be_visible()
+            expect(script.get_by_text("Characters:").first).to_be_visible()
             shot(page, "ui-3-script-artifact.png")
         finally:
             browser.close()

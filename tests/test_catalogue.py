@@ -91,3 +91,12 @@ def test_nightly_catalogue_renders_each_song_and_only_what_changed(stack):
     assert all(state == "Completed" for name, state in changed.items() if name not in UPSTREAM), changed
     table = {row["song"]: row for row in json.loads(artifacts(run_id)["catalogue"].data)}
     assert table[str(a)]["status"] == table[str(d)]["status"] == "Completed"
+
+
+def test_the_example_manifest_is_valid():
+    from tests.deploy_fixtures import ROOT
+
+    entries = discover(str(ROOT / "deployments" / "catalogue.example.toml"), Settings())
+    assert [e.name for e in entries] == ["celtic.ogg", "urban_bolero.ogg", "elvish_theme.ogg"]
+    assert all(e.settings is not None and e.settings.render.width == 1280 for e in entries)
+    assert entries[1].settings.segment.mode == "random" and entries[1].settings.script.characters

@@ -24,7 +24,6 @@ from tests.deploy_fixtures import (
     task_states,
     trigger,
     wait_final,
-    wait_worker_done,
 )
 
 UPSTREAM = ("load", "segment", "analyse", "script")
@@ -37,6 +36,72 @@ def run_dir_of(stack, song: Path) -> Path:
 
 def scene_mtimes(run_dir: Path) -> dict[str, int]:
     return {f"render-scene-{p.stem[-3:]}": p.stat().st_mtime_ns for p in (run_dir / "scenes").glob("scene_*.mp4")}
+
+
+# --- docker/: validated without a Docker engine ----------------------------------------------------
+
+
+def compose_cli() -> list[str] | None:
+    """`docker compose` (v2) when this machine has it, else None."""
+    import shutil
+    import subprocess
+
+    for cli in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cli[0]) is None:
+            continue
+        probe = subprocess.run([*cli, "version"], capture_output=True, text=True)
+        if probe.returncode == 0 and "v2." in probe.stdout:
+            return cli
+    return None
+
+
+def test_compose_file_describes_the_production_stack():
+    import os
+    import subprocess
+
+    import yaml
+
+    compose = ROOT / "docker" / "compose.yaml"
+    spec = yaml.safe_load(compose.read_text())
+    services = spec["services"]
+    assert {"postgres", "prefect-server", "deploy", "worker", "vllm", "dask-scheduler", "gpu-worker", "media"} <= set(services)
+    server = services["prefect-server"]["environment"]
+    assert server["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert "PREFECT_SERVER_API_AUTH_STRING" in server and "PREFECT_UI_API_URL" in server
+    worker = services["worker"]
+    assert worker["command"][:3] == ["prefect", "worker", "start"] and "process" in worker["command"]
+    assert worker["environment"]["PREFECT_API_AUTH_STRING"] == server["PREFECT_SERVER_API_AUTH_STRING"]
+    assert worker["environment"] == services["deploy"]["environment"]  # the form's defaults = the worker's
+    assert worker["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+    assert services["vllm"]["image"] == "vllm/vllm-openai:v0.32.0"  # the release the tests run (docker/vllm.md)
+    assert services["dask-scheduler"]["image"] == services["gpu-worker"]["image"]
+    for name, service in services.items():
+        if "build" in service:
+            assert (ROOT / "docker" / service["build"]["context"] / service["build"]["dockerfile"]).is_file(), name
+        for gpu in service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", []):
+            assert gpu["capabilities"] == ["gpu"], name
+
+    cli = compose_cli()
+    if cli is not None:  # the real parser, when this machine has Compose v2
+        env = dict(os.environ, POSTGRES_PASSWORD="x", PREFECT_AUTH="admin:x")
+        checked = subprocess.run([*cli, "-f", str(compose), "config", "-q"], capture_output=True, text=True, env=env)
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_images_install_exactly_as_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    assert "./install.sh && .venv/bin/soundsight render --demo" in readme
+    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
+        text = (ROOT / "docker" / name).read_text()
+        runs = [line for line in text.splitlines() if line.startswith("RUN ")]
+        assert any(line.startswith("RUN ./install.sh") for line in runs), name
+        assert not any("pip install" in line for line in runs), f"{name} installs outside install.sh"
+        copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
+        for folder in ("soundsight", "flows", "tasks", "models", "prompts", "deployments"):
+            assert folder in copied and (ROOT / folder).is_dir(), (name, folder)
+
+
+# --- deployments on the session's server and a real worker -----------------------------------------
 
 
 def test_deployments_offer_the_settings_form_and_a_nightly_schedule(stack):
@@ -109,7 +174,7 @@ def test_failed_scene_retry_runs_only_that_scene(stack):
     assert all(state == "Completed" for name, state in first.items() if name != "render-scene-001"), first
     rendered = scene_mtimes(run_dir_of(stack, song))
 
-    wait_worker_done(run_id)
+    # A failed flow's process exits 0, so its worker sends no late Crashed report to race the retry.
     retried_at = retry_like_the_ui(run_id)
     run = wait_final(run_id, after=retried_at)
     assert run.state.is_completed() and run.run_count == 2, run.state
@@ -132,9 +197,10 @@ def test_killed_worker_run_resumes_on_a_new_worker(stack):
     run = wait_final(run_id)
     assert run.state.is_crashed(), run.state
     stack.worker.kill()
+    # What the server saw before the kill (events still in the killed process never arrive):
     first = task_states(run_id, attempt=1, final=False)
-    done = {name for name, state in first.items() if state == "Completed"}
-    assert set(UPSTREAM) <= done and "render-scene-002" not in done and "assemble" not in first, first
+    done = {name for name, state in first.items() if state == "Completed" and name.startswith("render-scene-")}
+    assert "render-scene-002" not in done and "assemble" not in first, first
     rendered = scene_mtimes(run_dir_of(stack, song))
 
     stack.worker.start()
@@ -144,9 +210,10 @@ def test_killed_worker_run_resumes_on_a_new_worker(stack):
 
     second = task_states(run_id, attempt=2)
     scenes = {name for name in second if name.startswith("render-scene-")}
+    assert all(second[stage] == "Cached" for stage in UPSTREAM), second
     assert all(second[name] == "Cached" for name in done), second
     executed = {name for name, state in second.items() if state != "Cached"}
-    assert executed == (scenes - done) | {"assemble"}, second
-    assert "render-scene-002" in executed
+    assert {"render-scene-002", "assemble"} <= executed <= (scenes - done) | {"assemble"}, second
     after = scene_mtimes(run_dir_of(stack, song))
-    assert all(after[name] == rendered[name] for name in done if name in rendered), "a finished scene was rendered again"
+    cached = {name for name in scenes if second[name] == "Cached"}
+    assert cached and all(after[name] == rendered[name] for name in cached), "a finished scene was rendered again"

@@ -1,0 +1,51 @@
+"""Issue 6 end to end: the real flow renders a 3-scene song with a (tiny, random) Wan pipeline
+through a 2-worker Dask cluster; each worker builds its pipeline once, timing stays exact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from soundsight.media import ffmpeg_exe
+from soundsight.schemas import Manifest, Segmentation
+from tests.test_spine import gray_frames, probe, render
+
+
+@pytest.fixture(scope="module")
+def three_scene_song(music, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("songs") / "celtic_13s.wav"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-ss", "20", "-t", "13", "-i", str(music / "celtic.ogg"), str(out)], check=True)
+    return out
+
+
+def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_song, tmp_path, tiny_wan_dir, ffprobe):
+    groups = {"render": {"backend": "wan", "model": str(tiny_wan_dir), "model_width": 32, "model_height": 32,
+                         "dtype": "float32", "device": "cpu", "steps": 2, "width": 64, "height": 64}}
+    video, states = render(three_scene_song, tmp_path, **groups)
+    run_dir = video.parent
+    segmentation = Segmentation.model_validate_json((run_dir / "segments.json").read_text())
+    assert len(segmentation.segments) == 3
+    assert all(s.duration <= 81 / 16 + 1e-6 for s in segmentation.segments), "planner must respect Wan's 81 frames"
+
+    for scene in sorted((run_dir / "scenes").glob("scene_*.mp4")):
+        facts = probe(ffprobe, scene)["streams"][0]
+        assert int(facts["nb_read_frames"]) in (65, 69, 73, 77, 81), facts  # 4k+1 frames covering the scene at 16 fps
+        assert facts["r_frame_rate"] == "16/1"
+
+    # Each scene task reports the worker process it ran in and how many pipelines that process built.
+    records = sorted((tmp_path / ".cache" / "results").glob("render-v1-*"))
+    clips = [Manifest.model_validate(json.loads(json.loads(r.read_text())["result"])["data"]) for r in records]
+    assert len(clips) == 3
+    assert all(c.info["pipelines_built_in_worker"] == 1 for c in clips), [c.info for c in clips]
+    assert len({c.info["worker_pid"] for c in clips}) >= 1
+
+    # Assembly retimed 16 fps clips onto the 24 fps grid, cut on the boundary frames.
+    info = probe(ffprobe, video)
+    v = next(s for s in info["streams"] if s["codec_type"] == "video")
+    assert int(v["nb_read_frames"]) == round(segmentation.duration * 24)
+    assert all(state == "Completed" for state in states.values()), states
+    frames = gray_frames(video)
+    assert len(frames) == segmentation.segments[-1].end_frame
