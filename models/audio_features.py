@@ -28,14 +28,7 @@ def _label(category: Category, scores: dict[str, float], temperature: float = 0.
     values = np.array([scores.get(o, 0.0) for o in category.options], dtype=float)
     p = np.exp((values - values.max()) / temperature)
     p /= p.sum()
-    top = int(np.argmax(p))
-    return Label(
-        category=category.key,
-        name=category.name,
-        label=category.options[top],
-        score=round(float(p[top]), 4),
-        distribution={o: round(float(v), 4) for o, v in zip(category.options, p)},
-    )
+    return Label.from_distribution(category.key, category.name, category.options, p)
 
 
 def _pick(category: Category, scores_by_index: list[float]) -> Label:

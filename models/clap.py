@@ -662,14 +662,7 @@ def category_distributions(
 def _label(category: Category, p: np.ndarray) -> "Label":
     from soundsight.schemas import Label
 
-    top = int(np.argmax(p))
-    return Label(
-        category=category.key,
-        name=category.name,
-        label=category.options[top],
-        score=round(float(p[top]), 4),
-        distribution={o: round(float(v), 4) for o, v in zip(category.options, p)},
-    )
+    return Label.from_distribution(category.key, category.name, category.options, p)
 
 
 # --------------------------------------------------------------------------------------------

@@ -104,10 +104,8 @@ class StageCachePolicy(CachePolicy):  # type: ignore[misc]
 def _forget_if_files_missing(store, key: str) -> None:
     """Delete a cached record whose manifest points at files that no longer exist."""
     try:
-        if not store.exists(key):
-            return
         value = store.read(key).result
-    except Exception:  # unreadable record: let Prefect decide
+    except Exception:  # no record yet, or an unreadable one: let Prefect decide
         return
     manifests = value if isinstance(value, list) else [value]
     if all(not isinstance(m, Manifest) or m.files_exist() for m in manifests):

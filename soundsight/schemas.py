@@ -7,6 +7,7 @@ task results: paths and content hashes, never media bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -89,6 +90,18 @@ class Label(BaseModel):
 
     def sentence(self) -> str:
         return f"{self.name} is {self.label}"
+
+    @classmethod
+    def from_distribution(cls, category: str, name: str, options: "Sequence[str]", p) -> "Label":
+        """The label for probabilities `p` over `options` (same order): top option and all scores."""
+        top = max(range(len(options)), key=lambda i: p[i])
+        return cls(
+            category=category,
+            name=name,
+            label=options[top],
+            score=round(float(p[top]), 4),
+            distribution={o: round(float(v), 4) for o, v in zip(options, p)},
+        )
 
 
 class SegmentLabels(BaseModel):

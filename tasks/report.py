@@ -24,6 +24,7 @@ import base64
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,13 +88,16 @@ class StageLog:
     def __init__(self, output: OutputSettings):
         self.output = output
         self.runs: list[dict[str, Any]] = []  # appended from task threads: list.append is atomic
+        self._configured: dict[str, Task] = {}  # Task.with_options costs ~8 ms: once per stage, not per scene
 
     def __call__(self, task: Task) -> Task:
-        task = configured(task, self.output)
-        return task.with_options(
-            on_completion=[*task.on_completion_hooks, self._record],
-            on_failure=[*task.on_failure_hooks, self._record],
-        )
+        if task.name not in self._configured:
+            task = configured(task, self.output)
+            self._configured[task.name] = task.with_options(
+                on_completion=[*task.on_completion_hooks, self._record],
+                on_failure=[*task.on_failure_hooks, self._record],
+            )
+        return self._configured[task.name]
 
     def _record(self, task: Task, task_run, state) -> None:
         seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else 0.0
@@ -170,11 +174,14 @@ def track_progress(run: Manifest | str, clips: list[PrefectFuture]) -> None:
         0.0, key=artifact_key(run, "progress"), description=f"Scenes: 0 of {total} finished"
     )
     done = failed = 0
+    last_update = time.monotonic()
     for future in as_completed(clips):
         future.wait()  # sets the future's final state locally (no server round trip)
         done += 1
         failed += 0 if future.state.is_completed() else 1
-        if artifact is not None:
+        # At most two updates a second: cached scenes finish together, and each update is a request.
+        if artifact is not None and (done == total or time.monotonic() - last_update >= 0.5):
+            last_update = time.monotonic()
             note = f"Scenes: {done} of {total} finished" + (f", {failed} failed" if failed else "")
             _safely(update_progress_artifact)(artifact, 100.0 * done / total, description=note)
 
