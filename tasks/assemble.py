@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect import task
 
 from models.animatic import X264_ARGS
-from soundsight.media import atomic_path, ffmpeg_exe, run_ffmpeg, sha256_file
+from soundsight.media import atomic_path, run_ffmpeg, sha256_file
 from soundsight.schemas import Manifest, Segmentation, Song
 from soundsight.settings import RenderSettings
 from tasks.common import stage_options

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port, stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
 MUSIC = ROOT.parent / "shared" / "music"
 _PLUGINS = ["llm_fixtures", "clap_fixtures", "video_fixtures", "deploy_fixtures"]
@@ -25,12 +26,6 @@ pytest_plugins = [f"tests.{name}" for name in _PLUGINS if (Path(__file__).parent
 
 _server: subprocess.Popen | None = None
 _server_home: str | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -71,11 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _server is not None:
-        _server.terminate()
-        try:
-            _server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            _server.kill()
+        stop_process_group(_server, grace=20)
     if _server_home:
         shutil.rmtree(_server_home, ignore_errors=True)
 

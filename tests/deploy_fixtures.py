@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +24,8 @@ from uuid import UUID
 
 import pytest
 
+from tests.support import free_port, stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "soundsight-test"
 RENDER_SONG, NIGHTLY = "render-song/render-song", "render-catalogue/nightly-catalogue"
@@ -35,30 +35,6 @@ SONG_CUTS = {  # name -> (track, start s, seconds): short excerpts keep every ru
     "c": ("celtic.ogg", 40, 20),
     "d": ("digital_pursuit.ogg", 60, 16),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group we started, then SIGKILL what is left of it."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 class Worker:
@@ -101,7 +77,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_process_group(self.proc)
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.logs / f"{self.name}.log"
@@ -143,7 +119,7 @@ def stack(excerpts, tmp_path_factory):
     runs = root / "runs"
     runs.mkdir()
     api = os.environ["PREFECT_API_URL"]
-    port = _free_port()
+    port = free_port()
     media = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(runs)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -168,7 +144,7 @@ def stack(excerpts, tmp_path_factory):
                     media_url=media_url, catalogue=catalogue, worker=worker, songs=excerpts)  # fmt: skip
     finally:
         worker.stop()
-        _stop(media, grace=5)
+        stop_process_group(media, grace=5)
 
 
 # --- reading runs back from the server -------------------------------------------------------------

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -122,12 +122,6 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _models_answer(base_url: str) -> bool:
     try:
         with urllib.request.urlopen(base_url + "/models", timeout=2) as response:
@@ -154,7 +148,7 @@ def vllm_server(request, tmp_path_factory):
         pytest.skip(reason)
     tiny_llm_dir = request.getfixturevalue("tiny_llm_dir")
 
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     env = {
@@ -197,23 +191,6 @@ def vllm_server(request, tmp_path_factory):
             time.sleep(0.5)
         yield base_url
     finally:
-        _stop(process)
+        stop_process_group(process, grace=30)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (API server and engine workers), SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; stop any worker of its group that outlived it.
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return

@@ -16,7 +16,6 @@ def test_ci_runs_the_test_command_written_in_readme():
 def test_documented_flags_exist():
     from flows.cli import main
 
-    import argparse
     import contextlib
     import io
 
