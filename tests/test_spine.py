@@ -177,3 +177,20 @@ def test_bad_inputs_fail_with_one_clear_line(music, tmp_path):
         assert len(errors) == 1, (case, proc.stderr)
         assert str(path) in errors[0] and problem in errors[0], (case, errors[0])
     assert not list(runs.rglob("video.mp4")) and not list(runs.rglob("*.part*"))
+
+
+def test_demo_renders_with_a_temporary_prefect_server(tmp_path, ffprobe):
+    """README's first command, minus the install: no PREFECT_API_URL, so a temporary server."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "render", "--demo", "--output.runs_dir", str(tmp_path / "runs"),
+         "--render.width", "320", "--render.height", "180"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    video = Path(proc.stdout.strip().splitlines()[-1])
+    assert video.is_file() and video.name == "video.mp4"
+    assert "temporary" in proc.stderr or "using the Prefect server" in proc.stderr
+    streams = probe(ffprobe, video)["streams"]
+    assert sorted(s["codec_type"] for s in streams) == ["audio", "video"]
