@@ -8,7 +8,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.render_scenes import render_all
 from soundsight.settings import Settings
-from tasks.analyse import analyse_song
+from tasks.analyse import analyse
 from tasks.assemble import assemble_video
 from tasks.load import load_song
 from tasks.render import plan_scenes, render_scene, renderer_spec
@@ -26,7 +26,7 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
 
     loaded = stage(load_song)(song, str(out.runs_dir), out.run_name, settings.segment.min_seconds)
     segments = stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds)
-    analysis = stage(analyse_song)(loaded, segments, settings.analysis)
+    analysis = analyse(stage, loaded, segments, settings.analysis)  # fans out per batch for CLAP
     script = stage(write_script)(loaded, segments, analysis, settings.script)
     publish_script(script, segments, analysis)
 

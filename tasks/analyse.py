@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from prefect import task
+from prefect import Task, task
 
 from models.audio_features import FeatureAnalyser
 from models.base import Analyser
@@ -60,7 +61,7 @@ def segment_batches(segments: Manifest, settings: AnalysisSettings) -> list[tupl
     return [(first, min(n, first + size)) for first in range(0, n, size)]
 
 
-@task(**stage_options("analyse-batch", 1, identity=analysis_identity))
+@task(**stage_options("analyse-batch", 1, identity=analysis_identity), task_run_name="analyse-batch-{first:03d}")
 def embed_segment_batch(song: Manifest, segments: Manifest, first: int, last: int, settings: AnalysisSettings) -> Manifest:
     """CLAP audio embeddings of segments [first, last) -> analysis/clap_FFF-LLL.json.
 
@@ -108,3 +109,15 @@ def analyse_song(
         hashes={"analysis": sha256_file(path)},
         info={"backend": analysis.backend, "mood": analysis.track["mood"].label},
     )
+
+
+def analyse(stage: Callable[[Task], Task], song: Manifest, segments: Manifest, settings: AnalysisSettings) -> Manifest:
+    """The analyse stage as the flow runs it: one task; with CLAP, first one embedding task per
+    batch of segments (fanned out over the flow's workers, each keeping the model loaded), then
+    one labelling task over all batches. `stage` configures each task for the run."""
+    embeddings = None
+    if resolve_backend(settings) == "clap":
+        batches = [stage(embed_segment_batch).submit(song, segments, first, last, settings)
+                   for first, last in segment_batches(segments, settings)]
+        embeddings = [batch.result() for batch in batches]
+    return stage(analyse_song)(song, segments, settings, embeddings)

@@ -18,7 +18,7 @@ progress = logging.getLogger("soundsight.progress")
 
 def _report(task: Task, task_run, state) -> None:
     """Task state hook: one line per finished stage or scene, 'Cached' or 'Completed'."""
-    progress.info("%s: %s", task_run.name if task.name == "render" else task.name, state.name)
+    progress.info("%s: %s", task_run.name if task.name in ("render", "analyse-batch") else task.name, state.name)
 
 
 def stage_options(

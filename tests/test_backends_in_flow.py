@@ -24,7 +24,7 @@ def excerpt(music, tmp_path_factory) -> Path:
 
 def test_clap_analysis_and_llm_script_through_the_flow(excerpt, tmp_path, tiny_clap_dir, vllm_server):
     groups = {
-        "analysis": {"backend": "clap", "clap_model": str(tiny_clap_dir), "device": "cpu"},
+        "analysis": {"backend": "clap", "clap_model": str(tiny_clap_dir), "device": "cpu", "clap_segments_per_task": 2},
         "script": {"backend": "llm", "llm_base_url": vllm_server, "llm_output": "structured", "max_tokens": 1024},
         "render": {"width": 160, "height": 96},
     }
@@ -38,6 +38,9 @@ def test_clap_analysis_and_llm_script_through_the_flow(excerpt, tmp_path, tiny_c
     assert script.writer == "llm" or script.writer_id.startswith("openai-chat:")
     assert (run_dir / "response.txt").read_text().strip()
     assert all(state == "Completed" for state in states.values()), states
+    n_batches = -(-len(segments) // 2)
+    assert sum(name.startswith("analyse-batch") for name in states) == n_batches, states
+    assert len(list((run_dir / "analysis").glob("clap_*.json"))) == n_batches
 
     # Same settings again: the served model id and prompt hash match, nothing recomputes.
     _, again = render(excerpt, tmp_path, **groups)
