@@ -194,3 +194,6 @@ def test_demo_renders_with_a_temporary_prefect_server(tmp_path, ffprobe):
     assert "temporary" in proc.stderr or "using the Prefect server" in proc.stderr
     streams = probe(ffprobe, video)["streams"]
     assert sorted(s["codec_type"] for s in streams) == ["audio", "video"]
+    # The demo song carries its exact beats beside it, so the run scores its own cuts.
+    metrics = Segmentation.model_validate_json((video.parent / "segments.json").read_text()).metrics
+    assert metrics and metrics["n_cuts"] >= 1 and "cut_error_median_ms" in metrics
