@@ -117,8 +117,7 @@ def _forget_if_files_missing(store, key: str) -> None:
         return
     record = Path(str(basepath)).expanduser() / key
     record.unlink(missing_ok=True)
-    store.cache.pop(str(record), None) if hasattr(store, "cache") else None
-    for cached in list(getattr(store, "cache", {})):
+    for cached in list(getattr(store, "cache", {})):  # the store's in-memory copy, keyed by resolved path
         if str(cached).endswith(key):
             store.cache.pop(cached, None)
     log.info("cached %s pointed at deleted files: recomputing", key)

@@ -10,10 +10,10 @@ from prefect import Task, task
 from models.audio_features import FeatureAnalyser
 from models.base import Analyser
 from prompts import load_vocabulary
-from soundsight.media import sha256_file, write_json_atomic
+from soundsight.media import write_json_atomic
 from soundsight.schemas import Manifest, Segmentation
 from soundsight.settings import AnalysisSettings
-from tasks.common import stage_options
+from tasks.common import stage_options, written
 from tasks.load import read_song
 
 
@@ -75,9 +75,8 @@ def embed_segment_batch(song: Manifest, segments: Manifest, first: int, last: in
     assert isinstance(analyser, ClapAnalyser)
     parts = analyser.embed_segments(pcm, meta.sample_rate, segmentation.segments[first:last])
     rel = f"analysis/clap_{first:03d}-{last:03d}.json"
-    path = write_json_atomic(song.path("song").parent / rel, parts.to_json())
-    return Manifest(stage="analyse-batch", run_dir=song.run_dir, files={"embeddings": rel},
-                    hashes={"embeddings": sha256_file(path)}, info={"first": first, "last": last})
+    write_json_atomic(song.path("song").parent / rel, parts.to_json())
+    return written("analyse-batch", song.run_dir, {"embeddings": rel}, first=first, last=last)
 
 
 @task(**stage_options("analyse", 1, identity=analysis_identity))
@@ -101,14 +100,9 @@ def analyse_song(
         analysis = analyser.label(parts, tempo)
     else:
         analysis = analyser(pcm, meta.sample_rate, segmentation.segments, tempo, segmentation.beats)
-    path = write_json_atomic(song.path("song").parent / "analysis.json", analysis)
-    return Manifest(
-        stage="analyse",
-        run_dir=song.run_dir,
-        files={"analysis": "analysis.json"},
-        hashes={"analysis": sha256_file(path)},
-        info={"backend": analysis.backend, "mood": analysis.track["mood"].label},
-    )
+    write_json_atomic(song.path("song").parent / "analysis.json", analysis)
+    return written("analyse", song.run_dir, {"analysis": "analysis.json"}, backend=analysis.backend,
+                   mood=analysis.track["mood"].label)
 
 
 def analyse(stage: Callable[[Task], Task], song: Manifest, segments: Manifest, settings: AnalysisSettings) -> Manifest:

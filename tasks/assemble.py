@@ -17,10 +17,10 @@ from pathlib import Path
 from prefect import task
 
 from models.animatic import X264_ARGS
-from soundsight.media import atomic_path, run_ffmpeg, sha256_file
+from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Manifest, Segmentation, Song
 from soundsight.settings import RenderSettings
-from tasks.common import stage_options
+from tasks.common import stage_options, written
 
 # The fast AAC coder is 3x quicker than the default two-loop one at 192 kb/s, where the
 # difference is inaudible.
@@ -92,10 +92,5 @@ def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], se
                  "-movflags", "+faststart", "-f", "mp4", str(tmp)],
                 "assembling the video",
             )  # fmt: skip
-    return Manifest(
-        stage="assemble",
-        run_dir=song.run_dir,
-        files={"video": "video.mp4"},
-        hashes={"video": sha256_file(out)},
-        info={"frames": total_frames, "fps": settings.fps, "duration": meta.duration, "scenes": len(parts)},
-    )
+    return written("assemble", song.run_dir, {"video": "video.mp4"}, frames=total_frames, fps=settings.fps,
+                   duration=meta.duration, scenes=len(parts))

@@ -11,6 +11,8 @@ from prefect import Task
 from prefect.cache_policies import CachePolicy
 
 from soundsight.cache import StageCachePolicy
+from soundsight.media import sha256_file
+from soundsight.schemas import Manifest
 from soundsight.settings import OutputSettings
 
 progress = logging.getLogger("soundsight.progress")
@@ -61,3 +63,10 @@ def configured(task: Task, output: OutputSettings) -> Task:
     if task.name in output.force:
         options["refresh_cache"] = True
     return task.with_options(**options)
+
+
+def written(stage: str, run_dir: str, files: dict[str, str], **info: float | int | str) -> Manifest:
+    """The manifest of the files (logical name -> path relative to `run_dir`) that a stage just
+    wrote, with their content hashes."""
+    hashes = {name: sha256_file(Path(run_dir) / rel) for name, rel in files.items()}
+    return Manifest(stage=stage, run_dir=run_dir, files=files, hashes=hashes, info=info)

@@ -19,10 +19,9 @@ from prefect import task
 from pydantic import BaseModel
 
 from models.base import ClipRenderer, RenderSpec, SceneJob
-from soundsight.media import sha256_file
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import RenderSettings
-from tasks.common import stage_options
+from tasks.common import stage_options, written
 
 
 class InjectedFault(RuntimeError):
@@ -174,14 +173,8 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         from models.video_diffusion import construction_counts
 
         builds = sum(construction_counts().values())
-    return Manifest(
-        stage="render",
-        run_dir=scene.run_dir,
-        files={"clip": rel},
-        hashes={"clip": sha256_file(out)},
-        info={"index": scene.index, "frames": clip.frames, "fps": clip.fps, "width": clip.width, "height": clip.height,
-              "worker_pid": os.getpid(), "pipelines_built_in_worker": builds},
-    )
+    return written("render", scene.run_dir, {"clip": rel}, index=scene.index, frames=clip.frames, fps=clip.fps,
+                   width=clip.width, height=clip.height, worker_pid=os.getpid(), pipelines_built_in_worker=builds)
 
 
 # --- fault injection: a process killed mid-render (tests of resuming a crashed run) ----------------

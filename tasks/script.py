@@ -14,10 +14,10 @@ from prefect.concurrency.sync import concurrency
 from models.base import ScriptRequest, ScriptWriter
 from models.script_writer import TemplateScriptWriter
 from prompts import script_prompt, template_hash
-from soundsight.media import sha256_file, write_json_atomic, write_text_atomic
+from soundsight.media import write_json_atomic, write_text_atomic
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import ScriptSettings
-from tasks.common import stage_options
+from tasks.common import stage_options, written
 from tasks.load import read_song
 
 
@@ -87,10 +87,4 @@ def write_script(song: Manifest, segments: Manifest, analysis: Manifest, setting
     write_text_atomic(run_dir / files["response"], result.raw_response or "(written by the embedded template writer: no model response)\n")
     write_json_atomic(run_dir / files["script"], script)
     write_text_atomic(run_dir / files["script_text"], script_text(script))
-    return Manifest(
-        stage="script",
-        run_dir=song.run_dir,
-        files=files,
-        hashes={name: sha256_file(run_dir / rel) for name, rel in files.items()},
-        info={"writer": writer.name, "scenes": len(script.scenes)},
-    )
+    return written("script", song.run_dir, files, writer=writer.name, scenes=len(script.scenes))

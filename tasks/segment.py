@@ -11,7 +11,7 @@ from models.segmenters import plan_segments
 from soundsight.media import sha256_file, write_json_atomic
 from soundsight.schemas import Manifest, Song
 from soundsight.settings import SegmentSettings
-from tasks.common import stage_options
+from tasks.common import stage_options, written
 from tasks.load import read_song
 
 
@@ -36,12 +36,6 @@ def segment_song(song: Manifest, settings: SegmentSettings, fps: int, max_clip_s
         pcm, meta.sample_rate, meta.duration, song_hash=meta.content_hash, fps=fps,
         max_clip_seconds=max_clip_seconds, reference=reference, **settings.model_dump(),
     )  # fmt: skip
-    path = write_json_atomic(song.path("song").parent / "segments.json", segmentation)
-    return Manifest(
-        stage="segment",
-        run_dir=song.run_dir,
-        files={"segments": "segments.json"},
-        hashes={"segments": sha256_file(path)},
-        info={"scenes": len(segmentation.segments), "tempo_bpm": segmentation.tempo_bpm or 0.0,
-              "beat_confidence": segmentation.beat_confidence or 0.0},
-    )
+    write_json_atomic(song.path("song").parent / "segments.json", segmentation)
+    return written("segment", song.run_dir, {"segments": "segments.json"}, scenes=len(segmentation.segments),
+                   tempo_bpm=segmentation.tempo_bpm or 0.0, beat_confidence=segmentation.beat_confidence or 0.0)
