@@ -38,8 +38,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models import clap as C  # noqa: E402  (imports numpy, prompts, soundsight.errors only)
-from prompts import load_vocabulary  # noqa: E402  (stdlib only)
+from soundsight.models import hub  # noqa: E402
+from soundsight.models.analysis import clap as C  # noqa: E402
+from soundsight.models.analysis import clap_model as M  # noqa: E402
+from soundsight.prompts import load_vocabulary  # noqa: E402  (stdlib only)
 
 SONG = REPO.parent / "shared" / "music" / "urban_bolero.ogg"
 PIPELINE_SR = 22050  # Hz: the rate soundsight decodes songs at for analysis
@@ -55,9 +57,16 @@ LARGER_CLAP_MUSIC = {
 }
 # laion/larger_clap_music preprocessor_config.json.
 FEATURE_EXTRACTOR = {
-    "feature_size": 64, "sampling_rate": 48_000, "hop_length": 480, "max_length_s": 10, "fft_window_size": 1024,
-    "frequency_min": 50, "frequency_max": 14_000, "truncation": "rand_trunc", "padding": "repeatpad",
-}  # fmt: skip
+    "feature_size": 64,
+    "sampling_rate": 48_000,
+    "hop_length": 480,
+    "max_length_s": 10,
+    "fft_window_size": 1024,
+    "frequency_min": 50,
+    "frequency_max": 14_000,
+    "truncation": "rand_trunc",
+    "padding": "repeatpad",
+}
 
 
 # ---- inputs -----------------------------------------------------------------------------------
@@ -85,7 +94,7 @@ def load_song(path: Path, sr: int) -> tuple[np.ndarray, str]:
     t = np.arange(int(229 * sr)) / sr
     chords = sum(np.sin(2 * np.pi * f * t) for f in (196.0, 246.9, 293.7)) * 0.1
     kick = np.exp(-((t * 2.0) % 1.0) * 30) * np.sin(2 * np.pi * 60 * t)
-    pcm = (chords * (1 + 0.5 * np.sin(2 * np.pi * t / 30)) + 0.5 * kick + 0.02 * rng.standard_normal(t.size))
+    pcm = chords * (1 + 0.5 * np.sin(2 * np.pi * t / 30)) + 0.5 * kick + 0.02 * rng.standard_normal(t.size)
     return pcm.astype(np.float32), "229 s synthetic (no ffmpeg or song file)"
 
 
@@ -146,9 +155,11 @@ def build_tokenizer(sentences: list[str]):
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=2000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )  # fmt: skip
+        vocab_size=2000,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     raw.train_from_iterator(sentences, trainer=trainer)
     state = json.loads(raw.model.__getstate__())
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
@@ -157,14 +168,14 @@ def build_tokenizer(sentences: list[str]):
     return tokenizer
 
 
-def build_clap(device: str, dtype: torch.dtype, tokenizer) -> C.LoadedClap:
+def build_clap(device: str, dtype: torch.dtype, tokenizer) -> M.LoadedClap:
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
     config = ClapConfig(**LARGER_CLAP_MUSIC)
     torch.manual_seed(0)
     model = ClapModel(config).to(device=device, dtype=dtype).eval()
-    checkpoint = C.ClapCheckpoint("laion/larger_clap_music (shape only)", Path("."), "random-init", "memory")
-    return C.LoadedClap(checkpoint, model, ClapFeatureExtractor(**FEATURE_EXTRACTOR), tokenizer, device, dtype)
+    checkpoint = hub.Checkpoint("laion/larger_clap_music (shape only)", Path("."), "random-init", "memory")
+    return M.LoadedClap(checkpoint, model, ClapFeatureExtractor(**FEATURE_EXTRACTOR), tokenizer, device, dtype)
 
 
 # ---- measurement ------------------------------------------------------------------------------
@@ -189,7 +200,7 @@ def timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def analyse(clap: C.LoadedClap, audio: np.ndarray, spans, text: np.ndarray, rows, batch_size: int):
+def analyse(clap: M.LoadedClap, audio: np.ndarray, spans, text: np.ndarray, rows, batch_size: int):
     """The model part of `ClapAnalyser.__call__` (text embeddings cached): windows -> labels."""
     windows = C.plan_windows(spans, len(audio), clap.sample_rate, clap.window_samples)
     embeddings = C.embed_windows(clap, audio, windows, batch_size)
@@ -208,8 +219,13 @@ def run_device(device, dtype, args, audio48, spans, sentences, rows, tokenizer) 
     build_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in clap.model.parameters())
     reps = args.repeats
-    result = {"device": device, "dtype": str(dtype).removeprefix("torch."), "params_M": round(n_params / 1e6, 1),
-              "build_s": round(build_s, 1), "batch_size": args.batch_size}  # fmt: skip
+    result = {
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "params_M": round(n_params / 1e6, 1),
+        "build_s": round(build_s, 1),
+        "batch_size": args.batch_size,
+    }
     if device.startswith("cuda"):
         result["device_name"] = torch.cuda.get_device_name(device)
 
@@ -242,7 +258,9 @@ def run_device(device, dtype, args, audio48, spans, sentences, rows, tokenizer) 
     n_windows = analyse(clap, audio48, spans, text, rows, args.batch_size)
     result["segments"] = len(spans)
     result["windows"] = n_windows
-    result["song_batched_ms"] = round(timed(lambda: analyse(clap, audio48, spans, text, rows, args.batch_size), device, reps), 1)
+    result["song_batched_ms"] = round(
+        timed(lambda: analyse(clap, audio48, spans, text, rows, args.batch_size), device, reps), 1
+    )
     result["song_one_by_one_ms"] = round(timed(lambda: analyse(clap, audio48, spans, text, rows, 1), device, reps), 1)
     result["ratio_batched_over_one_by_one"] = round(result["song_batched_ms"] / result["song_one_by_one_ms"], 3)
     if device.startswith("cuda"):
@@ -254,8 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: 3 segments, 2 reference windows, 1 repeat")
     parser.add_argument("--devices", default="", help="comma list (default: cuda if present, and cpu)")
-    parser.add_argument("--dtypes", default="auto", help="comma list of auto|float32|float16|bfloat16 (auto: fp16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (analysis.clap_batch_size)")
+    parser.add_argument(
+        "--dtypes", default="auto", help="comma list of auto|float32|float16|bfloat16 (auto: fp16 on CUDA, fp32 on CPU)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="windows per forward pass (analysis.clap_batch_size)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference-windows", type=int, default=32)
     parser.add_argument("--segments", type=int, default=0, help="use only the first N segments (0: all)")
@@ -297,23 +319,27 @@ def main(argv: list[str] | None = None) -> int:
         processor_ms = (time.perf_counter() - t0) * 1e3 / len(sample)
 
     header = {
-        "song": source, "duration_s": round(len(y) / PIPELINE_SR, 1), "segments_total": len(random_spans(len(y) / PIPELINE_SR)),
-        "resample": how, "resample_ms": round(resample_ms, 1),
+        "song": source,
+        "duration_s": round(len(y) / PIPELINE_SR, 1),
+        "segments_total": len(random_spans(len(y) / PIPELINE_SR)),
+        "resample": how,
+        "resample_ms": round(resample_ms, 1),
         "numpy_feature_extractor_ms_per_10s_window": None if processor_ms is None else round(processor_ms, 1),
         "torch": torch.__version__,
-        "transformers": transformers.__version__, "python": platform.python_version(),
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
         "model": "laion/larger_clap_music shape (audio HTSAT-base depths [2,2,12,2], patch_embeds_hidden_size 128, "
-                 "hidden 1024, no fusion; text RoBERTa-base = ClapTextConfig defaults; projection 512), random weights",
+        "hidden 1024, no fusion; text RoBERTa-base = ClapTextConfig defaults; projection 512), random weights",
         "tokenizer": f"byte-level BPE trained on the {len(sentences)} label sentences ({len(tokenizer)} tokens; "
-                     "RoBERTa's real 50265-token BPE gives similar lengths)",
+        "RoBERTa's real 50265-token BPE gives similar lengths)",
         "reference_h100": REFERENCE_H100,
-    }  # fmt: skip
+    }
     print(json.dumps(header, indent=1))
     results = []
     for device in devices:
         for name in args.dtypes.split(","):
-            dtype = C.resolve_dtype(name, device)
+            dtype = hub.torch_dtype(name, device)
             print(f"\n== {device} {dtype} ==", flush=True)
             r = run_device(device, dtype, args, audio48, spans, sentences, rows, tokenizer)
             results.append(r)
@@ -321,16 +347,24 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()  # the model went out of scope with run_device
             print(json.dumps(r, indent=1), flush=True)
 
-    print("\nsummary (ms; song = windows -> labels for every segment, text cached; + resample "
-          f"{resample_ms:.0f} ms once on the CPU)")
-    print(f"{'device':<8}{'dtype':<10}{'song batched':>14}{'one-by-one':>12}{'ratio':>8}"
-          f"{'ref N x 10 s fwd':>18}{'(mel+fwd)':>11}{'text 64':>9}")
+    print(
+        "\nsummary (ms; song = windows -> labels for every segment, text cached; + resample "
+        f"{resample_ms:.0f} ms once on the CPU)"
+    )
+    print(
+        f"{'device':<8}{'dtype':<10}{'song batched':>14}{'one-by-one':>12}{'ratio':>8}"
+        f"{'ref N x 10 s fwd':>18}{'(mel+fwd)':>11}{'text 64':>9}"
+    )
     for r in results:
-        print(f"{r['device']:<8}{r['dtype']:<10}{r['song_batched_ms']:>14.1f}{r['song_one_by_one_ms']:>12.1f}"
-              f"{r['ratio_batched_over_one_by_one']:>8.3f}{r['ref_forward_ms']:>13.2f} (N={r['ref_windows']})"
-              f"{r['ref_mel_plus_forward_ms']:>10.2f}{r['text_64_ms']:>9.2f}")
-    print(f"reference (H100): 32 x 10 s audio embeddings {REFERENCE_H100['audio_32x10s_ms']} ms, "
-          f"64 text labels {REFERENCE_H100['text_64_labels_ms']} ms")
+        print(
+            f"{r['device']:<8}{r['dtype']:<10}{r['song_batched_ms']:>14.1f}{r['song_one_by_one_ms']:>12.1f}"
+            f"{r['ratio_batched_over_one_by_one']:>8.3f}{r['ref_forward_ms']:>13.2f} (N={r['ref_windows']})"
+            f"{r['ref_mel_plus_forward_ms']:>10.2f}{r['text_64_ms']:>9.2f}"
+        )
+    print(
+        f"reference (H100): 32 x 10 s audio embeddings {REFERENCE_H100['audio_32x10s_ms']} ms, "
+        f"64 text labels {REFERENCE_H100['text_64_labels_ms']} ms"
+    )
     if args.json:
         args.json.write_text(json.dumps({"header": header, "results": results}, indent=1) + "\n")
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows.cli import LOCAL_SERVER, server_healthy  # noqa: E402
+from soundsight.flows.cli import LOCAL_SERVER, server_healthy  # noqa: E402
 
 
 def ensure_server() -> subprocess.Popen | None:
@@ -34,8 +34,13 @@ def ensure_server() -> subprocess.Popen | None:
         return None
     print("starting a Prefect server for the benchmark (not timed) ...", file=sys.stderr)
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=tempfile.mkdtemp())
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4200"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4200"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not server_healthy(LOCAL_SERVER):
         if time.monotonic() > deadline:
@@ -46,7 +51,15 @@ def ensure_server() -> subprocess.Popen | None:
 
 
 def timed_render(song: Path, runs: Path, extra: list[str]) -> float:
-    cmd = [str(ROOT / ".venv" / "bin" / "soundsight"), "render", str(song), "--quiet", "--output.runs_dir", str(runs), *extra]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "soundsight"),
+        "render",
+        str(song),
+        "--quiet",
+        "--output.runs_dir",
+        str(runs),
+        *extra,
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0

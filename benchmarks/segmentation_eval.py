@@ -53,8 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models import beats as B  # noqa: E402
-from models.segmenters import plan_segments  # noqa: E402
+from soundsight.models.audio import beats as B  # noqa: E402
+from soundsight.models.audio.segmenters import plan_segments  # noqa: E402
+from soundsight.tasks import reference_beats as R  # noqa: E402
+
 from soundsight.settings import SegmentSettings  # noqa: E402
 
 FPS = 24
@@ -80,11 +82,22 @@ class Spec:
 PIECES = [
     Spec("chorale44", "4/4, pickup, piano+bass", "bach/bwv66.6", programs=(0, 0, 0, 32), lead=0.137),
     Spec("chorale34", "3/4, pickup, winds+strings", "bach/bwv269", programs=(73, 71, 41, 42), lead=0.213),
-    Spec("pastorale128", "12/8, pickup, 8 parts", "bach/bwv248.23-2", programs=(68, 71, 41, 42, 73, 70, 48, 32),
-         lead=0.291),
+    Spec(
+        "pastorale128",
+        "12/8, pickup, 8 parts",
+        "bach/bwv248.23-2",
+        programs=(68, 71, 41, 42, 73, 70, 48, 32),
+        lead=0.291,
+    ),
     Spec("jig68", "6/8, pickup, solo violin", "airdsAirs/book1.abc", 50, (40,), ((0, 100.0),), lead=0.158),
-    Spec("tempo44", "4/4, pickup, 100->76->120 BPM, harpsichord", "bach/bwv48.7", programs=(6, 6, 6, 32),
-         tempi=((0, 100.0), (6, 76.0), (11, 120.0)), lead=0.244),
+    Spec(
+        "tempo44",
+        "4/4, pickup, 100->76->120 BPM, harpsichord",
+        "bach/bwv48.7",
+        programs=(6, 6, 6, 32),
+        tempi=((0, 100.0), (6, 76.0), (11, 120.0)),
+        lead=0.244,
+    ),
 ]
 MEDLEY_LEAD = 0.177
 MEDLEY = [  # name, spec: played back to back
@@ -107,7 +120,7 @@ class Item:
 
 
 def _render(spec: Spec, drums: bool):
-    from models.midi_synth import load_score, render_score, set_tempi
+    from soundsight.flows.demo import load_score, render_score, set_tempi
 
     score = load_score(spec.corpus, spec.number)
     if spec.measures:
@@ -131,8 +144,13 @@ def _cached(cache: Path, key: str, make) -> tuple[np.ndarray, dict]:
         return sf.read(wav, dtype="float32")[0], json.loads(meta.read_text())
     audio, timing = make()
     mono = audio.mean(axis=1).astype(np.float32)
-    info = {"beats": timing.beats.tolist(), "downbeats": timing.downbeats.tolist(), "sections": list(timing.sections),
-            "tempi": timing.tempi, "time_signatures": timing.time_signatures}
+    info = {
+        "beats": timing.beats.tolist(),
+        "downbeats": timing.downbeats.tolist(),
+        "sections": list(timing.sections),
+        "tempi": timing.tempi,
+        "time_signatures": timing.time_signatures,
+    }
     sf.write(wav, mono, SR, subtype="FLOAT")
     meta.write_text(json.dumps(info))
     return mono, info
@@ -140,7 +158,7 @@ def _cached(cache: Path, key: str, make) -> tuple[np.ndarray, dict]:
 
 def build_set(cache: Path, quick: bool = False) -> list[Item]:
     """Render (or reuse) the exact ground-truth set and load the silver one."""
-    from models.midi_synth import medley
+    from soundsight.flows.demo import medley
 
     cache.mkdir(parents=True, exist_ok=True)
     items: list[Item] = []
@@ -148,33 +166,65 @@ def build_set(cache: Path, quick: bool = False) -> list[Item]:
     for drums in (True, False):
         group = "drums" if drums else "no drums"
         for spec in pieces:
-            audio, info = _cached(cache, f"{spec.name}_{int(drums)}", lambda: _render(spec, drums))
-            items.append(Item(f"{spec.name}{'+dr' if drums else ''}", group, spec.label, audio,
-                              np.array(info["beats"]), np.array(info["downbeats"]), []))
+            audio, info = _cached(
+                cache, f"{spec.name}_{int(drums)}", lambda spec=spec, drums=drums: _render(spec, drums)
+            )
+            items.append(
+                Item(
+                    f"{spec.name}{'+dr' if drums else ''}",
+                    group,
+                    spec.label,
+                    audio,
+                    np.array(info["beats"]),
+                    np.array(info["downbeats"]),
+                    [],
+                )
+            )
         if not quick:
-            audio, info = _cached(cache, f"medley_{int(drums)}",
-                                  lambda: _lead(*medley([_render(s, drums) for s in MEDLEY], SR), MEDLEY_LEAD))
-            items.append(Item(f"medley{'+dr' if drums else ''}", group, "4/4 -> 6/8 -> 3/4 medley",
-                              audio, np.array(info["beats"]), np.array(info["downbeats"]), info["sections"]))
+            audio, info = _cached(
+                cache,
+                f"medley_{int(drums)}",
+                lambda drums=drums: _lead(*medley([_render(s, drums) for s in MEDLEY], SR), MEDLEY_LEAD),
+            )
+            items.append(
+                Item(
+                    f"medley{'+dr' if drums else ''}",
+                    group,
+                    "4/4 -> 6/8 -> 3/4 medley",
+                    audio,
+                    np.array(info["beats"]),
+                    np.array(info["downbeats"]),
+                    info["sections"],
+                )
+            )
     song = MUSIC / "war_of_freedom.ogg"
     chart = MUSIC / "war_of_freedom.chart.mid"
     if song.is_file() and chart.is_file() and not quick:
         import librosa
 
         y, _ = librosa.load(str(song), sr=SR, mono=True)
-        beats, downbeats, onsets = B.chart_grid(chart)
-        lag, prominence = B.chart_offset(onsets, y, SR)
+        beats, downbeats, onsets = R.chart_grid(chart)
+        lag, prominence = R.chart_offset(onsets, y, SR)
         beats, downbeats = beats + lag, downbeats + lag
         # Phase check: onset strength on the aligned chart beats vs on the grid half a beat later.
         fine_t, fine = B.fine_onset_envelope(y)
         on = B._grid_salience(beats, fine_t, fine, 0.02) / fine.mean()
         off = B._grid_salience(beats + 0.5 * float(np.median(np.diff(beats))), fine_t, fine, 0.02) / fine.mean()
         dur = len(y) / SR
-        items.append(Item("war_of_freedom", "real", "rock/metal, 140 BPM, real recording", y,
-                          beats[(beats >= 0) & (beats <= dur)], downbeats[(downbeats >= 0) & (downbeats <= dur)], [],
-                          note=f"chart offset {lag * 1e3:+.1f} ms (cross-correlation peak {prominence:.2f}x the "
-                               f"median lag score); onset strength on the aligned beats {on:.2f}x the mean, "
-                               f"half a beat later {off:.2f}x"))
+        items.append(
+            Item(
+                "war_of_freedom",
+                "real",
+                "rock/metal, 140 BPM, real recording",
+                y,
+                beats[(beats >= 0) & (beats <= dur)],
+                downbeats[(downbeats >= 0) & (downbeats <= dur)],
+                [],
+                note=f"chart offset {lag * 1e3:+.1f} ms (cross-correlation peak {prominence:.2f}x the "
+                f"median lag score); onset strength on the aligned beats {on:.2f}x the mean, "
+                f"half a beat later {off:.2f}x",
+            )
+        )
     return items
 
 
@@ -198,10 +248,6 @@ def _nearest(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def evaluate(items: list[Item]) -> dict:
-    settings = SegmentSettings()
-    base = dict(seed=settings.seed, min_seconds=settings.min_seconds, max_seconds=settings.max_seconds,
-                random_max_seconds=settings.random_max_seconds, beats_per_cut=settings.beats_per_cut,
-                novelty_threshold=settings.novelty_threshold, snap_tolerance_seconds=settings.snap_tolerance_seconds)
     tracker_rows, cut_rows = [], {m[0]: [] for m in MODES}
     for it in items:
         duration = len(it.audio) / SR
@@ -211,17 +257,39 @@ def evaluate(items: list[Item]) -> dict:
         bar = grid.period * grid.beats_per_bar if len(grid.beats) > 2 else 2.0
         novelty = B.spectral_novelty(it.audio, SR, context_seconds=float(np.clip(bar, 1.5, 4.0)))
         ref_tempo = 60.0 / float(np.median(np.diff(it.beats)))
-        m = B.reference_metrics([], grid.beats, grid.downbeats, it.beats, it.downbeats, FPS)
-        tracker_rows.append(dict(item=it.name, group=it.group, label=it.label, ref_bpm=ref_tempo, bpm=grid.tempo_bpm,
-                                 level=grid.tempo_level, meter=grid.beats_per_bar, conf=grid.confidence,
-                                 F=m.get("beat_f_measure", np.nan), AMLt=m.get("beat_amlt", np.nan),
-                                 dF=m.get("downbeat_f_measure", np.nan), seconds=t_track, duration=duration,
-                                 note=it.note))
+        m = R.reference_metrics([], grid.beats, grid.downbeats, it.beats, it.downbeats, FPS)
+        tracker_rows.append(
+            dict(
+                item=it.name,
+                group=it.group,
+                label=it.label,
+                ref_bpm=ref_tempo,
+                bpm=grid.tempo_bpm,
+                level=grid.tempo_level,
+                meter=grid.beats_per_bar,
+                conf=grid.confidence,
+                F=m.get("beat_f_measure", np.nan),
+                AMLt=m.get("beat_amlt", np.nan),
+                dF=m.get("downbeat_f_measure", np.nan),
+                seconds=t_track,
+                duration=duration,
+                note=it.note,
+            )
+        )
         for name, kw, seeded in MODES:
             cuts, lengths, reasons, snaps, boundary = [], [], [], [], []
-            for seed in (SEEDS if seeded else [0]):
-                seg = plan_segments(it.audio, SR, duration, song_hash="bench", fps=FPS, grid=grid, novelty_curve=novelty,
-                                    **{**base, "seed": seed, **kw})
+            for seed in SEEDS if seeded else [0]:
+                settings = SegmentSettings(**{"seed": seed, **{k: v for k, v in kw.items() if k != "max_clip_seconds"}})
+                seg = plan_segments(
+                    it.audio,
+                    SR,
+                    settings,
+                    song_hash="bench",
+                    fps=FPS,
+                    grid=grid,
+                    novelty_curve=novelty,
+                    max_clip_seconds=kw.get("max_clip_seconds", float("inf")),
+                )
                 starts = np.array([s.start for s in seg.segments[1:]])
                 cuts.append(starts)
                 lengths += [s.frames / FPS for s in seg.segments]
@@ -234,9 +302,21 @@ def evaluate(items: list[Item]) -> dict:
             c = c[(c >= it.beats[0] - half) & (c <= it.beats[-1] + half)]
             err = _nearest(c, it.beats)
             derr = _nearest(c, it.downbeats)
-            cut_rows[name].append(dict(item=it.name, group=it.group, err=err, derr=derr, lengths=np.array(lengths),
-                                       reasons=reasons, snaps=snaps, boundary=boundary, F=m.get("beat_f_measure", np.nan),
-                                       AMLt=m.get("beat_amlt", np.nan), conf=grid.confidence))
+            cut_rows[name].append(
+                dict(
+                    item=it.name,
+                    group=it.group,
+                    err=err,
+                    derr=derr,
+                    lengths=np.array(lengths),
+                    reasons=reasons,
+                    snaps=snaps,
+                    boundary=boundary,
+                    F=m.get("beat_f_measure", np.nan),
+                    AMLt=m.get("beat_amlt", np.nan),
+                    conf=grid.confidence,
+                )
+            )
     return dict(tracker=tracker_rows, cuts=cut_rows)
 
 
@@ -245,20 +325,26 @@ def _fmt_cut_row(label: str, err: np.ndarray, derr: np.ndarray, lengths: np.ndar
     if len(err) == 0:
         return f"| {label} | 0 | - | - | - | - | {extra} |"
     q = np.percentile(lengths, [5, 50, 95])
-    return (f"| {label} | {len(err)} | {np.median(err) * 1e3:.1f} | {np.percentile(err, 95) * 1e3:.1f} | "
-            f"{np.mean(err <= frame + 1e-9):.0%} | {np.mean(derr <= frame + 1e-9):.0%} | "
-            f"{q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} ({lengths.min():.2f}-{lengths.max():.2f}) |{extra}")
+    return (
+        f"| {label} | {len(err)} | {np.median(err) * 1e3:.1f} | {np.percentile(err, 95) * 1e3:.1f} | "
+        f"{np.mean(err <= frame + 1e-9):.0%} | {np.mean(derr <= frame + 1e-9):.0%} | "
+        f"{q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} ({lengths.min():.2f}-{lengths.max():.2f}) |{extra}"
+    )
 
 
 def report(results: dict) -> str:
     out = []
     out.append("### Beat tracker\n")
-    out.append("| item | group | material | true BPM | est. BPM | octave check | meter | beat F | AMLt | downbeat F | confidence | time (s) for audio (s) |")
+    out.append(
+        "| item | group | material | true BPM | est. BPM | octave check | meter | beat F | AMLt | downbeat F | confidence | time (s) for audio (s) |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["tracker"]:
-        out.append(f"| {r['item']} | {r['group']} | {r['label']} | {r['ref_bpm']:.1f} | {r['bpm']:.1f} | {r['level']} | "
-                   f"{r['meter']} | {r['F']:.2f} | {r['AMLt']:.2f} | {r['dF']:.2f} | {r['conf']:.2f} | "
-                   f"{r['seconds']:.1f} / {r['duration']:.0f} |")
+        out.append(
+            f"| {r['item']} | {r['group']} | {r['label']} | {r['ref_bpm']:.1f} | {r['bpm']:.1f} | {r['level']} | "
+            f"{r['meter']} | {r['F']:.2f} | {r['AMLt']:.2f} | {r['dF']:.2f} | {r['conf']:.2f} | "
+            f"{r['seconds']:.1f} / {r['duration']:.0f} |"
+        )
     notes = [f"{r['item']}: {r['note']}" for r in results["tracker"] if r["note"]]
     rows = results["tracker"]
     if len(rows) > 3:
@@ -272,7 +358,9 @@ def report(results: dict) -> str:
     for name, _, seeded in MODES:
         rows = results["cuts"][name]
         out.append(f"### {name}{' (seeds 0-4 pooled)' if seeded else ''}\n")
-        out.append("| item | cuts | median ms | p95 ms | within 1 frame | on downbeat | length s p5 / p50 / p95 (min-max) | reasons / snapped |")
+        out.append(
+            "| item | cuts | median ms | p95 ms | within 1 frame | on downbeat | length s p5 / p50 / p95 (min-max) | reasons / snapped |"
+        )
         out.append("|---|---|---|---|---|---|---|---|")
         for r in rows:
             reasons = {k: r["reasons"].count(k) for k in sorted(set(r["reasons"]))}
@@ -298,8 +386,10 @@ def report(results: dict) -> str:
     out.append("|---|---|---|---|---|---|---|")
     frame = 1.0 / FPS
     for name, g, err, derr in summary:
-        out.append(f"| {name} | {g} | {len(err)} | {np.median(err) * 1e3:.1f} | {np.percentile(err, 95) * 1e3:.1f} | "
-                   f"{np.mean(err <= frame + 1e-9):.0%} | {np.mean(derr <= frame + 1e-9):.0%} |")
+        out.append(
+            f"| {name} | {g} | {len(err)} | {np.median(err) * 1e3:.1f} | {np.percentile(err, 95) * 1e3:.1f} | "
+            f"{np.mean(err <= frame + 1e-9):.0%} | {np.mean(derr <= frame + 1e-9):.0%} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -315,8 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate(items)
     t2 = time.perf_counter()
     text = report(results)
-    text += (f"\n_{len(items)} items, {sum(len(i.audio) for i in items) / SR:.0f} s of audio; set built in {t1 - t0:.0f} s, "
-             f"evaluated in {t2 - t1:.0f} s on {platform.machine()} Python {platform.python_version()}._\n")
+    text += (
+        f"\n_{len(items)} items, {sum(len(i.audio) for i in items) / SR:.0f} s of audio; set built in {t1 - t0:.0f} s, "
+        f"evaluated in {t2 - t1:.0f} s on {platform.machine()} Python {platform.python_version()}._\n"
+    )
     print(text)
     if args.markdown:
         args.markdown.write_text(text)

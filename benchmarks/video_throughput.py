@@ -8,11 +8,11 @@ Parts (each runs in its own process; `all` runs them in order and prints a summa
             anchor 627.5 ms (one H100, diffusers defaults): attention backends, batched CFG,
             regional torch.compile; caching hooks (First Block Cache, Pyramid Attention
             Broadcast) timed over a whole denoising trajectory, with the change in the latents.
-  naive     (a) the loop that builds the diffusers pipeline for every scene (same loading code).
   oom       a real torch.OutOfMemoryError (GPU 0 capped by set_per_process_memory_fraction):
             the renderer steps down its memory ladder and still delivers the clip.
-  scaling   (a)+(c) our path: models.video_diffusion.render_scenes on a Dask cluster of 1, 2, 4
-            GPUs (one worker per GPU, pipeline cached per worker); scenes per hour.
+
+Whole scenes through the path users run (the CLI: Prefect flow, Dask fan-out, one worker per
+GPU) are measured by benchmarks/gpu_end_to_end.py, not here.
 
 Steps are few (--steps, default 4) so that everything fits in minutes; per-scene times scale
 with steps, the pipeline load does not. --tiny runs the same code on CPU with tiny models.
@@ -23,7 +23,6 @@ with steps, the pipeline load does not. --tiny runs the same code on CPU with ti
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import statistics
@@ -42,18 +41,39 @@ NEGATIVE = "blurry, distorted faces, extra limbs, text, watermark, low quality, 
 
 
 def _settings(args, device: str = "auto"):
-    from benchmarks.gpu.wan_bench_lib import BenchSettings
+    from soundsight.settings import RenderSettings
 
     size = dict(model_width=64, model_height=64) if args.tiny else {}
-    return BenchSettings(backend="wan", model=str(args.dir), dtype="float32" if args.tiny else "bfloat16",
-                         device=device, steps=args.steps, guidance_scale=5.0, negative_prompt=NEGATIVE, **size)
+    return RenderSettings(
+        backend="wan",
+        model=str(args.dir),
+        dtype="float32" if args.tiny else "bfloat16",
+        device=device,
+        steps=args.steps,
+        guidance_scale=5.0,
+        negative_prompt=NEGATIVE,
+        **size,
+    )
 
 
 def _jobs(n: int, seconds: float):
-    from models.base import SceneJob
+    from soundsight.models.base import SceneJob
 
-    return [SceneJob(index=i, prompt=f"{PROMPT}, shot {i}", caption="", negative_prompt=NEGATIVE, seed=1000 + i,
-                     seconds=seconds, frames=int(seconds * 24), fps=24, width=1280, height=720) for i in range(n)]
+    return [
+        SceneJob(
+            index=i,
+            prompt=f"{PROMPT}, shot {i}",
+            caption="",
+            negative_prompt=NEGATIVE,
+            seed=1000 + i,
+            seconds=seconds,
+            frames=int(seconds * 24),
+            fps=24,
+            width=1280,
+            height=720,
+        )
+        for i in range(n)
+    ]
 
 
 def _seconds(args) -> float:
@@ -104,9 +124,18 @@ def cmd_prepare(args) -> dict:
     t1 = time.perf_counter()
     pipe.save_pretrained(args.dir)
     t2 = time.perf_counter()
-    params = {n: sum(p.numel() for p in getattr(pipe, n).parameters()) / 1e9 for n in ("transformer", "text_encoder", "vae")}
-    return {"part": "prepare", "build_s": t1 - t0, "save_s": t2 - t1, "folder_gb": folder_gb(args.dir),
-            "params_billion": params, "text_encoder": "tiny" if args.tiny else args.text_encoder, **_env_info()}
+    params = {
+        n: sum(p.numel() for p in getattr(pipe, n).parameters()) / 1e9 for n in ("transformer", "text_encoder", "vae")
+    }
+    return {
+        "part": "prepare",
+        "build_s": t1 - t0,
+        "save_s": t2 - t1,
+        "folder_gb": folder_gb(args.dir),
+        "params_billion": params,
+        "text_encoder": "tiny" if args.tiny else args.text_encoder,
+        **_env_info(),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,8 +172,7 @@ def _rel(a, b) -> float:
 
 def cmd_forward(args) -> dict:
     import torch
-
-    from models import video_diffusion as vd
+    from soundsight.models.render import diffusion as vd
 
     device = "cpu" if args.tiny else "cuda"
     s = _settings(args, device)
@@ -162,8 +190,14 @@ def cmd_forward(args) -> dict:
     x2, enc2, t2 = torch.cat([x, x]), torch.cat([enc, enc.flip(1)]), t.repeat(2)
     timer = _timer(device)
     warm, reps = (1, 2) if args.tiny else (2, 5)
-    res: dict = {"part": "forward", "latent_shape": list(lat), "tokens": lat[2] * lat[3] * lat[4] // 4,
-                 "anchor_ms": ANCHOR_MS, "rows": [], **_env_info()}
+    res: dict = {
+        "part": "forward",
+        "latent_shape": list(lat),
+        "tokens": lat[2] * lat[3] * lat[4] // 4,
+        "anchor_ms": ANCHOR_MS,
+        "rows": [],
+        **_env_info(),
+    }
 
     def fwd(xx=x, ee=enc, tt=t):
         with torch.no_grad():
@@ -173,8 +207,13 @@ def cmd_forward(args) -> dict:
 
     def row(name, ms_list, per=1, note="", out=None, extra=None):
         med = statistics.median(ms_list) / per
-        d = {"variant": name, "ms_per_forward": round(med, 2), "vs_anchor": round(ANCHOR_MS / med, 3),
-             "spread_ms": [round(min(ms_list) / per, 2), round(max(ms_list) / per, 2)], "note": note}
+        d = {
+            "variant": name,
+            "ms_per_forward": round(med, 2),
+            "vs_anchor": round(ANCHOR_MS / med, 3),
+            "spread_ms": [round(min(ms_list) / per, 2), round(max(ms_list) / per, 2)],
+            "note": note,
+        }
         if out is not None:
             d["rel_diff_vs_default"] = _rel(out, ref)
         if extra:
@@ -191,22 +230,37 @@ def cmd_forward(args) -> dict:
             out = fwd()
             row(f"attention backend {be}", timer(fwd, warm, reps), out=out, note="exact up to rounding")
         except Exception as exc:  # backend not installed / not supported here
-            res["rows"].append({"variant": f"attention backend {be}", "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            res["rows"].append(
+                {"variant": f"attention backend {be}", "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            )
             print(f"[forward] {be}: unavailable ({type(exc).__name__}: {str(exc)[:120]})", flush=True)
         finally:
             tr.set_attention_backend("native")
     out2 = fwd(x2, enc2, t2)
-    row("batched CFG (batch 2, per sample)", timer(lambda: fwd(x2, enc2, t2), warm, reps), per=2, out=out2[:1],
-        note="cond+uncond in one call; needs a custom denoising loop")
+    row(
+        "batched CFG (batch 2, per sample)",
+        timer(lambda: fwd(x2, enc2, t2), warm, reps),
+        per=2,
+        out=out2[:1],
+        note="cond+uncond in one call; needs a custom denoising loop",
+    )
 
     # Caching hooks over a whole trajectory (they skip work between steps).
     steps = args.traj_steps
 
     def traj(n=steps):
         with torch.no_grad():
-            return pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=h, width=w, num_frames=frames,
-                        num_inference_steps=n, guidance_scale=5.0, output_type="latent",
-                        generator=torch.Generator(device="cpu").manual_seed(1)).frames
+            return pipe(
+                prompt=PROMPT,
+                negative_prompt=NEGATIVE,
+                height=h,
+                width=w,
+                num_frames=frames,
+                num_inference_steps=n,
+                guidance_scale=5.0,
+                output_type="latent",
+                generator=torch.Generator(device="cpu").manual_seed(1),
+            ).frames
 
     lat_ref = None
     for name, cfg in [("none", None), ("fbc 0.05", ("fbc", 0.05)), ("fbc 0.10", ("fbc", 0.10)), ("pab", ("pab", 0))]:
@@ -224,15 +278,24 @@ def cmd_forward(args) -> dict:
             nfwd = 2 * steps
             if lat_ref is None:
                 lat_ref = latents
-            d = {"variant": f"trajectory {steps} steps + CFG, cache={name}", "ms_per_forward": round(total / nfwd, 2),
-                 "vs_anchor": round(ANCHOR_MS / (total / nfwd), 3), "trajectory_ms": round(total, 1),
-                 "rel_diff_latents_vs_none": _rel(latents, lat_ref)}
+            d = {
+                "variant": f"trajectory {steps} steps + CFG, cache={name}",
+                "ms_per_forward": round(total / nfwd, 2),
+                "vs_anchor": round(ANCHOR_MS / (total / nfwd), 3),
+                "trajectory_ms": round(total, 1),
+                "rel_diff_latents_vs_none": _rel(latents, lat_ref),
+            }
             res["rows"].append(d)
             _save_partial(args, res)
-            print(f"[forward] trajectory cache={name:9s} {total / nfwd:9.2f} ms/forward  total {total / 1e3:.2f} s  "
-                  f"rel diff {d['rel_diff_latents_vs_none']:.4f}", flush=True)
+            print(
+                f"[forward] trajectory cache={name:9s} {total / nfwd:9.2f} ms/forward  total {total / 1e3:.2f} s  "
+                f"rel diff {d['rel_diff_latents_vs_none']:.4f}",
+                flush=True,
+            )
         except Exception as exc:
-            res["rows"].append({"variant": f"trajectory cache={name}", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            res["rows"].append(
+                {"variant": f"trajectory cache={name}", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            )
             print(f"[forward] trajectory cache={name}: {type(exc).__name__}: {exc}", flush=True)
         finally:
             if tr.is_cache_enabled:
@@ -246,53 +309,17 @@ def cmd_forward(args) -> dict:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             ctime = time.perf_counter() - t0
-            row("regional torch.compile (repeated blocks)", timer(fwd, warm, reps), out=out,
-                note=f"first call incl. compile {ctime:.1f} s", extra={"compile_s": round(ctime, 1)})
+            row(
+                "regional torch.compile (repeated blocks)",
+                timer(fwd, warm, reps),
+                out=out,
+                note=f"first call incl. compile {ctime:.1f} s",
+                extra={"compile_s": round(ctime, 1)},
+            )
         except Exception as exc:
             res["rows"].append({"variant": "torch.compile", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             print(f"[forward] compile failed: {type(exc).__name__}: {exc}", flush=True)
     return res
-
-
-# ------------------------------------------------------------------------------------------------
-
-
-def cmd_naive(args) -> dict:
-    """Build the pipeline for every scene (same `build_pipeline` code, same call), then drop it."""
-    import torch
-
-    from models import video_diffusion as vd
-
-    device = "cpu" if args.tiny else "cuda"
-    s = _settings(args, device)
-    r = vd.make_renderer(s)
-    jobs = _jobs(args.scenes, _seconds(args))
-    out_dir = Path(args.work) / "naive"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    t_all = time.perf_counter()
-    for job in jobs:
-        t0 = time.perf_counter()
-        pipe = vd.build_pipeline(vd.WAN, r.checkpoint, s.dtype, device, vd.MemoryOptions())
-        t1 = time.perf_counter()
-        w, h = r.size_for(job)
-        n = r.spec.frames_for(job.seconds)
-        video = pipe(prompt=job.prompt, negative_prompt=job.negative_prompt, height=h, width=w, num_frames=n,
-                     num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
-                     generator=torch.Generator(device="cpu").manual_seed(job.seed),
-                     max_sequence_length=vd.WAN.max_sequence_length, output_type="np").frames[0]
-        frames = (video.clip(0, 1) * 255 + 0.5).astype("uint8")
-        vd.write_mp4(frames, r.spec.native_fps, out_dir / f"scene_{job.index:03d}.mp4")
-        t2 = time.perf_counter()
-        del pipe, video
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-        rows.append({"index": job.index, "load_s": t1 - t0, "render_write_s": t2 - t1, "total_s": time.perf_counter() - t0})
-        print(f"[naive] scene {job.index}: load {t1 - t0:.2f} s, render+write {t2 - t1:.2f} s", flush=True)
-    wall = time.perf_counter() - t_all
-    return {"part": "naive", "scenes": len(jobs), "steps": s.steps, "wall_s": wall, "scenes_per_hour": 3600 * len(jobs) / wall,
-            "rows": rows, **_env_info()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -304,8 +331,7 @@ def cmd_oom(args) -> dict:
     import logging
 
     import torch
-
-    from models import video_diffusion as vd
+    from soundsight.models.render import diffusion as vd
 
     records: list[str] = []
 
@@ -329,91 +355,21 @@ def cmd_oom(args) -> dict:
         ok = {"frames": info.frames, "size": [info.width, info.height]}
     except Exception as exc:
         ok = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    res = {"part": "oom", "cap_gb": cap_gb, "wall_s": time.perf_counter() - t0, "result": ok,
-           "stats": vd.render_stats(), "log": records, "builds": vd.construction_counts(), **_env_info()}
+    res = {
+        "part": "oom",
+        "cap_gb": cap_gb,
+        "wall_s": time.perf_counter() - t0,
+        "result": ok,
+        "stats": vd.render_stats(),
+        "log": records,
+        "builds": vd.construction_counts(),
+        **_env_info(),
+    }
     if torch.cuda.is_available():
         res["max_allocated_gb"] = torch.cuda.max_memory_allocated(0) / 1e9
     for line in records:
         print(f"[oom] {line}", flush=True)
     return res
-
-
-def _warm_imports():
-    import diffusers  # noqa: F401
-    import torch  # noqa: F401
-
-    import models.video_diffusion  # noqa: F401
-
-    return os.getpid()
-
-
-def cmd_scaling(args) -> dict:
-    from distributed import Client
-
-    from models import gpu_pool
-    from models import video_diffusion as vd
-
-    kind = "cpu" if args.tiny else "cuda"
-    gpus_all = [] if args.tiny else gpu_pool.visible_gpus()
-    s = _settings(args, "auto")
-    out = {"part": "scaling", "steps": s.steps, "scenes_per_gpu": args.scenes_per_gpu, "runs": [], **_env_info()}
-    for n in [int(v) for v in args.gpus.split(",")]:
-        if not args.tiny and n > len(gpus_all):
-            out["runs"].append({"gpus": n, "error": f"only {len(gpus_all)} GPUs visible"})
-            continue
-        jobs = _jobs(n * args.scenes_per_gpu, _seconds(args))
-        out_dir = Path(args.work) / f"scaling-{n}"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = [out_dir / f"scene_{j.index:03d}.mp4" for j in jobs]
-        t_start = time.perf_counter()
-        cluster_impl = "dask_cuda.LocalCUDACluster"
-        try:
-            cluster = gpu_pool.make_cluster(kind=kind, n_workers=n, gpus=None if args.tiny else gpus_all[:n])
-        except Exception as exc:
-            print(f"[scaling] dask-cuda cluster failed ({type(exc).__name__}: {exc}); plain Nanny layout", flush=True)
-            cluster = gpu_pool.make_cluster(kind=kind, n_workers=n, gpus=gpus_all[:n], use_dask_cuda=False)
-            cluster_impl = "distributed.SpecCluster (gpu_pool fallback)"
-        if args.tiny:
-            cluster_impl = "distributed.LocalCluster (cpu)"
-        elif type(cluster).__name__ != "LocalCUDACluster":
-            cluster_impl = f"{type(cluster).__module__}.{type(cluster).__name__}"
-        with cluster, Client(cluster, set_as_default=False) as client:
-            client.wait_for_workers(n, timeout=180)
-            client.run(_warm_imports)
-            t_ready = time.perf_counter()
-            infos = vd.render_scenes(s, jobs, paths, client=client)
-            wall = time.perf_counter() - t_ready
-            stats = client.run(vd.render_stats)
-            built = client.run(vd.construction_counts)
-            envs = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-        per_scene = [st["total_s"] for v in stats.values() for st in v]
-        first = [v[0]["total_s"] for v in stats.values() if v]
-        later = [st["total_s"] for v in stats.values() for st in v[1:]]
-        run = {
-            "gpus": n, "cluster": cluster_impl, "scenes": len(jobs), "cluster_start_s": t_ready - t_start,
-            "wall_s": wall, "scenes_per_hour": 3600 * len(jobs) / wall,
-            "steady_scene_s": statistics.mean(later) if later else None,
-            "first_scene_s_incl_load": statistics.mean(first) if first else None,
-            "scenes_per_worker": {k: len(v) for k, v in stats.items()},
-            "pipelines_built_per_worker": {k: sum(v.values()) for k, v in built.items()},
-            "worker_cuda_visible_devices": envs,
-            "frames": sorted({i.frames for i in infos}), "size": sorted({(i.width, i.height) for i in infos}),
-            "all_scene_s": per_scene,
-        }
-        out["runs"].append(run)
-        print(f"[scaling] {n} GPU(s): {len(jobs)} scenes in {wall:.1f} s = {run['scenes_per_hour']:.0f} scenes/h "
-              f"(cluster start {t_ready - t_start:.1f} s; steady {run['steady_scene_s']}) builds {run['pipelines_built_per_worker']}",
-              flush=True)
-    base = next((r for r in out["runs"] if r.get("gpus") == 1 and "wall_s" in r), None)
-    if base:
-        for r in out["runs"]:
-            if "wall_s" in r:
-                r["speedup_vs_1gpu"] = r["scenes_per_hour"] / base["scenes_per_hour"]
-                r["efficiency"] = r["speedup_vs_1gpu"] / r["gpus"]
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
 
 
 def _child(args, part: str, extra_env: dict | None = None, timeout: float = 600) -> dict | None:
@@ -432,9 +388,20 @@ def _child(args, part: str, extra_env: dict | None = None, timeout: float = 600)
 
 
 def _passthrough(args) -> list[str]:
-    a = ["--dir", str(args.dir), "--work", str(args.work), "--steps", str(args.steps), "--scenes", str(args.scenes),
-         "--scenes-per-gpu", str(args.scenes_per_gpu), "--gpus", args.gpus, "--traj-steps", str(args.traj_steps),
-         "--text-encoder", args.text_encoder, "--mem-fraction", str(args.mem_fraction)]
+    a = [
+        "--dir",
+        str(args.dir),
+        "--work",
+        str(args.work),
+        "--steps",
+        str(args.steps),
+        "--traj-steps",
+        str(args.traj_steps),
+        "--text-encoder",
+        args.text_encoder,
+        "--mem-fraction",
+        str(args.mem_fraction),
+    ]
     if args.tiny:
         a.append("--tiny")
     if args.compile:
@@ -453,7 +420,7 @@ def cmd_all(args) -> dict:
         if left < 20:
             print(f"=== {part}: skipped, budget spent", flush=True)
             continue
-        env = first_gpu if part in ("forward", "naive", "prepare", "oom") else {}
+        env = first_gpu
         results[part] = _child(args, part, env, timeout=left)
     summary(results)
     return results
@@ -465,8 +432,10 @@ def summary(results: dict) -> None:
     print(f"card: {info.get('card', 'cpu')}  torch {info.get('torch')}  diffusers {info.get('diffusers')}")
     if results.get("prepare"):
         p = results["prepare"]
-        print(f"pipeline: {p.get('params_billion', 'reused')} B params, {p['folder_gb']:.2f} GB on disk, "
-              f"text encoder {p.get('text_encoder', '?')}")
+        print(
+            f"pipeline: {p.get('params_billion', 'reused')} B params, {p['folder_gb']:.2f} GB on disk, "
+            f"text encoder {p.get('text_encoder', '?')}"
+        )
     if results.get("forward"):
         for r in results["forward"]["rows"]:
             if "error" in r:
@@ -474,53 +443,37 @@ def summary(results: dict) -> None:
             else:
                 rd = r.get("rel_diff_vs_default", r.get("rel_diff_latents_vs_none"))
                 extra = f" rel.diff {rd:.2e}" if rd is not None else ""
-                print(f"  {r['variant']:55s} {r['ms_per_forward']:9.2f} ms/forward  x{r['vs_anchor']:.2f} vs {ANCHOR_MS} ms{extra}")
+                print(
+                    f"  {r['variant']:55s} {r['ms_per_forward']:9.2f} ms/forward  x{r['vs_anchor']:.2f} vs {ANCHOR_MS} ms{extra}"
+                )
     if results.get("oom"):
         o = results["oom"]
         st = o["stats"][0] if o["stats"] else {}
-        print(f"oom: cap {o['cap_gb']} GB -> {o['result']}; retries {st.get('oom_retries')}, final setting {st.get('memory')}, "
-              f"{o['wall_s']:.1f} s, max allocated {o.get('max_allocated_gb')}")
+        print(
+            f"oom: cap {o['cap_gb']} GB -> {o['result']}; retries {st.get('oom_retries')}, final setting {st.get('memory')}, "
+            f"{o['wall_s']:.1f} s, max allocated {o.get('max_allocated_gb')}"
+        )
         for line in o["log"]:
             print(f"   log: {line[:200]}")
-    nv, sc = results.get("naive"), results.get("scaling")
-    if nv:
-        print(f"naive loop: {nv['scenes']} scenes in {nv['wall_s']:.1f} s ({nv['scenes_per_hour']:.0f} scenes/h), "
-              f"mean load {statistics.mean(r['load_s'] for r in nv['rows']):.1f} s/scene")
-    if sc:
-        for r in sc["runs"]:
-            if "wall_s" in r:
-                print(f"ours, {r['gpus']} GPU(s): {r['scenes']} scenes in {r['wall_s']:.1f} s = {r['scenes_per_hour']:.0f} scenes/h, "
-                      f"speedup {r.get('speedup_vs_1gpu', float('nan')):.2f}, efficiency {r.get('efficiency', float('nan')):.2f} "
-                      f"[{r['cluster']}]")
-            else:
-                print(f"ours, {r['gpus']} GPU(s): {r['error']}")
-        one = next((r for r in sc["runs"] if r.get("gpus") == 1 and "wall_s" in r), None)
-        if nv and one and one["scenes"] == nv["scenes"]:
-            print(f"(a) cached-per-worker vs naive, same {nv['scenes']} scenes on one GPU: "
-                  f"{nv['wall_s']:.1f} s / {one['wall_s']:.1f} s = x{nv['wall_s'] / one['wall_s']:.2f}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["all", "prepare", "forward", "naive", "scaling", "oom"])
+    ap.add_argument("part", choices=["all", "prepare", "forward", "oom"])
     ap.add_argument("--out", default="bench-out", help="folder for the JSON results (all)")
     ap.add_argument("--json", default=None, help="where one part writes its JSON")
     ap.add_argument("--dir", default="/tmp/wan-1.3b-random", help="pipeline folder (prepare writes it)")
     ap.add_argument("--work", default="/tmp/wan-bench-work", help="clips go here")
     ap.add_argument("--steps", type=int, default=4, help="denoising steps per scene (CFG on: 2 forwards a step)")
-    ap.add_argument("--scenes", type=int, default=3, help="scenes for the naive loop")
-    ap.add_argument("--scenes-per-gpu", type=int, default=3)
-    ap.add_argument("--gpus", default="1,2,4")
     ap.add_argument("--traj-steps", type=int, default=8, help="steps of the cache-hook trajectories")
     ap.add_argument("--text-encoder", choices=["small", "xxl"], default="small")
     ap.add_argument("--compile", action="store_true", help="also time regional torch.compile")
     ap.add_argument("--tiny", action="store_true", help="tiny models on CPU (checks the code paths)")
-    ap.add_argument("--parts", default="prepare,forward,naive,scaling")
+    ap.add_argument("--parts", default="prepare,forward")
     ap.add_argument("--budget", type=float, default=560, help="seconds for `all`")
     ap.add_argument("--mem-fraction", type=float, default=0.12, help="oom: share of GPU 0 this process may use")
     args = ap.parse_args(argv)
-    fn = {"all": cmd_all, "prepare": cmd_prepare, "forward": cmd_forward, "naive": cmd_naive, "scaling": cmd_scaling,
-          "oom": cmd_oom}[args.part]
+    fn = {"all": cmd_all, "prepare": cmd_prepare, "forward": cmd_forward, "oom": cmd_oom}[args.part]
     res = fn(args)
     if args.part != "all":
         _dump(Path(args.json) if args.json else None, res)

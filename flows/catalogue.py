@@ -30,11 +30,11 @@ from typing import Any
 from prefect import flow
 from prefect.states import Failed, State
 from pydantic import BaseModel, ValidationError
+from soundsight.flows.music_video import render_song
+from soundsight.tasks.report import publish_catalogue
 
-from flows.music_video import render_song
 from soundsight.schemas import Segmentation
 from soundsight.settings import Settings
-from tasks.report import publish_catalogue
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".mka"}
 MANIFEST_SUFFIXES = {".toml", ".yaml", ".yml", ".json"}
@@ -42,8 +42,11 @@ MANIFEST_SUFFIXES = {".toml", ".yaml", ".yml", ".json"}
 
 @flow(name="render-catalogue", log_prints=True)
 def render_catalogue(catalogue: str, settings: Settings = Settings()) -> list[dict[str, Any]] | State:
-    """Render every song of `catalogue` (a folder of audio files, or a manifest listing songs with
-    per-song overrides of `settings`); ends with a table artifact of what happened to each song."""
+    """Render every song of a catalogue.
+
+    Render every song of `catalogue` (a folder of audio files, or a manifest listing songs with
+    per-song overrides of `settings`); ends with a table artifact of what happened to each song.
+    """
     rows = [render_entry(entry) for entry in discover(catalogue, settings)]
     publish_catalogue(catalogue, rows)
     failed = [row["song"] for row in rows if row["status"] != "Completed"]
@@ -63,8 +66,15 @@ class Entry(BaseModel):
 
 def render_entry(entry: Entry) -> dict[str, Any]:
     """One `render-song` subflow; a failure becomes a row, never an exception."""
-    row: dict[str, Any] = {"song": entry.name, "status": "Failed", "scenes": "", "duration": "", "time spent": "",
-                           "video": "", "message": entry.error}  # fmt: skip
+    row: dict[str, Any] = {
+        "song": entry.name,
+        "status": "Failed",
+        "scenes": "",
+        "duration": "",
+        "time spent": "",
+        "video": "",
+        "message": entry.error,
+    }
     if entry.settings is None:
         return row
     started = time.monotonic()
@@ -76,8 +86,13 @@ def render_entry(entry: Entry) -> dict[str, Any]:
         return row
     video = Path(state.result())
     segmentation = Segmentation.model_validate_json((video.parent / "segments.json").read_text())
-    row.update(status="Completed", scenes=len(segmentation.segments), duration=f"{segmentation.duration:.1f} s",
-               video=str(video), message="")  # fmt: skip
+    row.update(
+        status="Completed",
+        scenes=len(segmentation.segments),
+        duration=f"{segmentation.duration:.1f} s",
+        video=str(video),
+        message="",
+    )
     return row
 
 
@@ -88,15 +103,23 @@ def discover(catalogue: str, settings: Settings) -> list[Entry]:
     """The catalogue's songs, in a stable order, each with its merged settings."""
     path = Path(catalogue).expanduser()
     if path.is_dir():
-        songs = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))  # fmt: skip
+        songs = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix.lower() in AUDIO_SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         return [Entry(song=str(p.resolve()), name=str(p.relative_to(path)), settings=settings) for p in songs]
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         return from_manifest(path, settings)
-    raise FileNotFoundError(f"{catalogue}: not a folder of songs or a manifest ({', '.join(sorted(MANIFEST_SUFFIXES))})")
+    raise FileNotFoundError(
+        f"{catalogue}: not a folder of songs or a manifest ({', '.join(sorted(MANIFEST_SUFFIXES))})"
+    )
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
+    """The manifest's data (TOML, JSON or YAML by suffix)."""
     text = path.read_text()
     if path.suffix.lower() == ".toml":
         return tomllib.loads(text)
@@ -116,6 +139,7 @@ def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_manifest(path: Path, settings: Settings) -> list[Entry]:
+    """The manifest's songs (paths relative to it), each with defaults and its own overrides applied."""
     data = load_manifest(path)
     base = merged(settings.model_dump(mode="json"), data.get("defaults") or {})
     entries = []

@@ -35,8 +35,13 @@ def settings_flags(parser: argparse.ArgumentParser) -> list[str]:
             group = parser.add_argument_group(f"{name} settings")
             for sub, subfield in annotation.model_fields.items():
                 dotted = f"{name}.{sub}"
-                group.add_argument(f"--{dotted}", dest=dotted, metavar="VALUE", default=None,
-                                   help=(subfield.description or "") + f" (default: {subfield.default!r})")
+                group.add_argument(
+                    f"--{dotted}",
+                    dest=dotted,
+                    metavar="VALUE",
+                    default=None,
+                    help=(subfield.description or "") + f" (default: {subfield.default!r})",
+                )
                 names.append(dotted)
         else:
             parser.add_argument(f"--{name}", dest=name, metavar="VALUE", default=None, help=field.description)
@@ -45,6 +50,7 @@ def settings_flags(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def settings_from_args(args: argparse.Namespace, names: list[str]):
+    """`Settings` from environment variables, overridden by the flags given."""
     from soundsight.settings import Settings
 
     values: dict = {}
@@ -70,6 +76,7 @@ def settings_from_args(args: argparse.Namespace, names: list[str]):
 
 
 def server_healthy(api_url: str, timeout: float = 0.5) -> bool:
+    """Whether a Prefect server answers at `api_url` within `timeout` seconds."""
     try:
         with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as r:
             return r.status == 200
@@ -78,6 +85,7 @@ def server_healthy(api_url: str, timeout: float = 0.5) -> bool:
 
 
 def choose_prefect_server(say) -> None:
+    """Use PREFECT_API_URL, else a server on 127.0.0.1:4200, else a temporary one."""
     if os.environ.get("PREFECT_API_URL"):
         return
     if server_healthy(LOCAL_SERVER):
@@ -86,22 +94,28 @@ def choose_prefect_server(say) -> None:
         return
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    say("no Prefect server found: starting a temporary one (about 15 s). "
-        "To skip this on every run, start one once:  prefect server start")
+    say(
+        "no Prefect server found: starting a temporary one (about 15 s). "
+        "To skip this on every run, start one once:  prefect server start"
+    )
 
 
 class ProgressPrinter(logging.Handler):
+    """Prints progress records as one timestamped line each."""
+
     def __init__(self, stream):
         super().__init__()
         self.stream = stream
         self.t0 = time.monotonic()
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Write the record's message with the seconds since the run started."""
         self.stream.write(f"  [{time.monotonic() - self.t0:6.1f}s] {record.getMessage()}\n")
         self.stream.flush()
 
 
 def render_command(args: argparse.Namespace, names: list[str]) -> int:
+    """`soundsight render`: 0 and the video's path on stdout, else one error line and 1 or 2."""
     from soundsight.errors import SoundsightError
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"soundsight: {msg}", file=sys.stderr))
@@ -117,7 +131,7 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
 
     song = args.song
     if args.demo:
-        from models.midi_synth import DEMO_PIECE, demo_song
+        from soundsight.flows.demo import DEMO_PIECE, demo_song
 
         song = str(demo_song(Path(settings.output.runs_dir) / "demo" / "bach-chorale-bwv66.6.wav"))
         say(f"demo song: {DEMO_PIECE} (public domain), synthesised to {song}")
@@ -135,7 +149,7 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
     if not args.quiet:
         progress.addHandler(ProgressPrinter(sys.stderr))
 
-    from flows.music_video import render_song
+    from soundsight.flows.music_video import render_song
 
     try:
         video = render_song(song, settings)
@@ -150,6 +164,7 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `soundsight` command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="soundsight", description="Turn songs into AI-authored music videos.")
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser("render", help="render one song into runs/<song>-<hash>/video.mp4")

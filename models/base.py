@@ -1,6 +1,8 @@
 """The small interfaces every backend implements. No Prefect here.
 
 - `Analyser`: audio + segments -> `Analysis` (the paper's labels).
+- `SegmentEmbedder`: an analyser that works in two steps, so the expensive one fans out:
+  embed batches of segments (anywhere), then label them all at once.
 - `ScriptWriter`: a `ScriptRequest` -> `ScriptResult` (scenes + raw text for the run folder).
 - `ClipRenderer`: a `SceneJob` -> one clip file covering the scene.
 
@@ -20,12 +22,45 @@ from soundsight.schemas import Analysis, Scene, Segment
 
 
 class Analyser(Protocol):
+    """Labels a song's segments in one call."""
+
     name: str
     backend_id: str
 
     def __call__(
         self, y: np.ndarray, sr: int, segments: list[Segment], tempo_bpm: float, beats: list[float]
-    ) -> Analysis: ...
+    ) -> Analysis:
+        """Labels for `segments` of the mono song `y` (float32 at `sr` Hz); beats in seconds."""
+        ...
+
+
+class SegmentEmbeddings(Protocol):
+    """Embeddings of a batch of segments, as JSON for the run folder."""
+
+    indices: list[int]
+
+    def to_json(self) -> dict:
+        """A JSON-able dict that `SegmentEmbedder.embeddings_from_json` reads back."""
+        ...
+
+
+class SegmentEmbedder(Protocol):
+    """Labels a song in two steps, so the expensive one fans out over workers."""
+
+    name: str
+    backend_id: str
+
+    def embed_segments(self, y: np.ndarray, sr: int, segments: list[Segment]) -> SegmentEmbeddings:
+        """Embeddings of some contiguous segments of the mono song `y` (float32 at `sr` Hz)."""
+        ...
+
+    def embeddings_from_json(self, data: dict) -> SegmentEmbeddings:
+        """What `embed_segments` returned, read back from its JSON."""
+        ...
+
+    def label(self, parts: list[SegmentEmbeddings], tempo_bpm: float) -> Analysis:
+        """Labels for every segment and the whole track from all batches' embeddings."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +78,8 @@ class ScriptRequest:
 
 @dataclass
 class ScriptResult:
+    """What a writer wrote: one scene per duration, the cast, the style, and its raw answer."""
+
     scenes: list[Scene]
     characters: str
     style: str
@@ -51,10 +88,14 @@ class ScriptResult:
 
 
 class ScriptWriter(Protocol):
+    """Writes one scene per segment."""
+
     name: str
     writer_id: str
 
-    def __call__(self, request: ScriptRequest) -> ScriptResult: ...
+    def __call__(self, request: ScriptRequest) -> ScriptResult:
+        """One scene per entry of ``request.durations``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -107,6 +148,8 @@ class SceneJob:
 
 @dataclass(frozen=True)
 class ClipInfo:
+    """What a renderer wrote: the clip's path, frame count, frame rate and size in pixels."""
+
     path: Path
     frames: int
     fps: float
@@ -115,8 +158,12 @@ class ClipInfo:
 
 
 class ClipRenderer(Protocol):
+    """Renders one scene into one clip file."""
+
     name: str
     backend_id: str
     spec: RenderSpec
 
-    def __call__(self, job: SceneJob, out_path: Path) -> ClipInfo: ...
+    def __call__(self, job: SceneJob, out_path: Path) -> ClipInfo:
+        """Render `job` into `out_path` (written atomically)."""
+        ...

@@ -18,6 +18,8 @@ SCOPES = ("segment", "track", "visual")
 
 @dataclass(frozen=True)
 class Category:
+    """One label category: its key, scope, human name and options."""
+
     key: str
     scope: str
     name: str
@@ -30,10 +32,13 @@ class Category:
 
 @dataclass(frozen=True)
 class Vocabulary:
+    """The label categories of `vocabulary.toml` and the file's content hash."""
+
     categories: tuple[Category, ...]
     content_hash: str
 
     def scope(self, scope: str) -> list[Category]:
+        """The categories answered at `scope` ('segment', 'track' or 'visual')."""
         return [c for c in self.categories if c.scope == scope]
 
     def __getitem__(self, key: str) -> Category:
@@ -49,6 +54,7 @@ def _read(name: str) -> bytes:
 
 @cache
 def load_vocabulary(name: str = "vocabulary.toml") -> Vocabulary:
+    """The label vocabulary (the paper's categories), checked."""
     raw = _read(name)
     data = tomllib.loads(raw.decode())
     categories = []
@@ -68,10 +74,12 @@ def load_story_elements() -> dict:
 
 
 def template_text(name: str = "script_prompt.txt") -> str:
+    """A prompt template's text."""
     return _read(name).decode()
 
 
 def template_hash(name: str = "script_prompt.txt") -> str:
+    """sha256 of a prompt template: part of the script stage's cache key."""
     return hashlib.sha256(_read(name)).hexdigest()
 
 
@@ -99,8 +107,7 @@ def script_prompt(
         raise ValueError("one list of segment sentences per duration")
     if characters.strip():
         character_instruction = (
-            f"The story should feature {characters.strip()}. "
-            "For consistency, repeat their description in every scene."
+            f"The story should feature {characters.strip()}. For consistency, repeat their description in every scene."
         )
     else:
         character_instruction = (

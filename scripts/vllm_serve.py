@@ -40,6 +40,7 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 
 def main() -> None:
+    """Run vLLM's command line with the version alias in place."""
     from vllm.entrypoints.cli.main import main as vllm_main
 
     # vLLM's parser reads sys.argv; make it look like the `vllm` command was typed.

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ log = logging.getLogger("soundsight.cache")
 
 # Settings fields that steer *how* a stage runs but cannot change what it produces.
 OPERATIONAL_FIELDS = frozenset(
-    {"dask_address", "fail_scene", "device", "timeout_seconds", "llm_api_key", "clap_batch_size", "clap_segments_per_task", "force"}
+    {"dask_address", "device", "timeout_seconds", "llm_api_key", "clap_batch_size", "clap_segments_per_task", "force"}
 )
 # Call parameters that locate outputs rather than describe inputs.
 LOCATION_PARAMETERS = frozenset({"run_dir", "runs_dir", "run_root", "run_name", "song_path"})
@@ -43,7 +43,11 @@ def canonical(value: Any) -> Any:
         return {"manifest": value.stage, "content": value.content_hash()}
     if isinstance(value, BaseModel):
         data = value.model_dump(mode="json")
-        return {k: canonical(v) for k, v in sorted(data.items()) if k not in OPERATIONAL_FIELDS and k not in LOCATION_PARAMETERS}
+        return {
+            k: canonical(v)
+            for k, v in sorted(data.items())
+            if k not in OPERATIONAL_FIELDS and k not in LOCATION_PARAMETERS
+        }
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in sorted(value.items()) if k not in LOCATION_PARAMETERS}
     if isinstance(value, (list, tuple)):
@@ -56,6 +60,7 @@ def canonical(value: Any) -> Any:
 
 
 def stage_key(stage: str, version: int, inputs: dict[str, Any], identity: str = "") -> str:
+    """The cache key of a stage run: ``<stage>-v<version>-<sha256>`` of its canonical inputs."""
     payload = {
         "stage": stage,
         "version": version,
@@ -90,11 +95,10 @@ class StageCachePolicy(CachePolicy):  # type: ignore[misc]
     stage: str = ""
     version: int = 1
     identity: Callable[[dict[str, Any]], str] | None = None
-    ignore: tuple[str, ...] = field(default_factory=tuple)
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
-        used = {k: v for k, v in inputs.items() if k not in self.ignore}
-        key = stage_key(self.stage, self.version, used, self.identity(inputs) if self.identity else "")
+        """Prefect's hook: the key of this task run (see the module docstring)."""
+        key = stage_key(self.stage, self.version, inputs, self.identity(inputs) if self.identity else "")
         store = getattr(task_ctx, "result_store", None)
         if store is not None:
             _forget_if_files_missing(store, key)

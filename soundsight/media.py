@@ -2,8 +2,9 @@
 
 - `atomic_path` / `write_text_atomic`: write to a temporary name beside the target and
   rename only when complete, so a failed or interrupted stage never leaves half a file.
-- `decode_audio`: any format ffmpeg reads -> mono float32 PCM at a chosen rate.
 - `ffmpeg_exe`: the static build inside imageio-ffmpeg, else the ffmpeg on PATH.
+- `H264_ARGS` and `FrameEncoder`: the one H.264 encoder every clip and video goes through, so
+  clips from any renderer can be joined without re-encoding.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -19,14 +19,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
-from soundsight.errors import InputError
-
 
 def ffmpeg_exe() -> str:
-    """imageio-ffmpeg's static build (starts in 40 ms; a distribution's dynamically linked ffmpeg
-    takes ~300 ms, which adds up over one encode per scene), else the ffmpeg on PATH."""
+    """The ffmpeg executable to run.
+
+    imageio-ffmpeg's static build (starts in 40 ms; a distribution's dynamically linked ffmpeg
+    takes ~300 ms, which adds up over one encode per scene), else the ffmpeg on PATH.
+    """
     try:
         import imageio_ffmpeg
 
@@ -34,11 +33,12 @@ def ffmpeg_exe() -> str:
     except (ImportError, RuntimeError):
         found = shutil.which("ffmpeg")
         if found is None:
-            raise RuntimeError("ffmpeg not found: install imageio-ffmpeg or your distribution's ffmpeg")
+            raise RuntimeError("ffmpeg not found: install imageio-ffmpeg or your distribution's ffmpeg") from None
         return found
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -62,12 +62,14 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_json_atomic(path: Path, data) -> Path:
+    """Write a pydantic model or a JSON-able value to `path` atomically, indented."""
     if hasattr(data, "model_dump_json"):
         text = data.model_dump_json(indent=2)
     else:
@@ -75,100 +77,117 @@ def write_json_atomic(path: Path, data) -> Path:
     return write_text_atomic(path, text + "\n")
 
 
-def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode `path` to mono float32 PCM at `sample_rate` Hz.
-
-    Raises `InputError` (naming the file) when the file is missing, empty, not audio or
-    undecodable. Errors ffmpeg reports while still producing audio (a glitch mid-stream, odd
-    timestamps from some muxers) are logged, not fatal; a file cut short is caught by
-    `check_not_truncated`, which compares the decoded length with the container's own.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty")
-    cmd = [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error",
-        "-i", str(path), "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate),
-        "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True)
-    err = proc.stderr.decode(errors="replace").strip()
-    if proc.returncode != 0 or (err and not proc.stdout):
-        if not _has_media_signature(path):
-            raise InputError(path, "not an audio file ffmpeg can read")
-        raise InputError(path, _explain_ffmpeg_error(err))
-    if err:
-        logging.getLogger("soundsight.media").warning("%s: ffmpeg reported while decoding: %s", path, err[-300:])
-    pcm = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-    if pcm.size == 0:
-        raise InputError(path, "contains no decodable audio")
-    return pcm
-
-
-# Leading bytes of the containers songs come in (offset, bytes).
-_SIGNATURES = (
-    (0, b"OggS"), (0, b"RIFF"), (0, b"fLaC"), (0, b"ID3"), (4, b"ftyp"), (0, b"\x1aE\xdf\xa3"),
-    (0, b"FORM"), (0, b"caff"), (0, b"#!AMR"), (0, b"MAC "), (0, b"wvpk"), (0, b"\x30\x26\xb2\x75"),
-)
-
-
-def _has_media_signature(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if any(head[o:o + len(sig)] == sig for o, sig in _SIGNATURES):
-        return True
-    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0  # MPEG/AAC frame sync
-
-
-def _explain_ffmpeg_error(err: str) -> str:
-    low = err.lower()
-    if "matches no streams" in low or "does not contain any stream" in low or "output file #0 does not contain" in low:
-        return "has no audio stream"
-    if "invalid data found" in low or "could not find codec" in low or "unknown format" in low:
-        return "not an audio file ffmpeg can read"
-    if "end of file" in low or "truncat" in low or "partial file" in low:
-        return "damaged or truncated audio"
-    last = err.splitlines()[-1] if err else "ffmpeg failed"
-    return f"cannot decode ({last[:160]})"
-
-
 def run_ffmpeg(args: list[str], what: str) -> None:
+    """Run ffmpeg with `args`; raise RuntimeError naming `what` (and ffmpeg's last words) on failure."""
     proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", *args], capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg failed while {what}: {proc.stderr.decode(errors='replace').strip()[-600:]}")
 
 
-def check_not_truncated(path: Path, decoded_seconds: float) -> None:
-    """Raise `InputError` when the file ends before its own headers say it should.
+# Every clip and every conformed clip is encoded with exactly these settings, so the concat demuxer
+# joins them without re-encoding. CRF 18 is visually lossless for these sizes; "veryfast" keeps the
+# CPU animatic inside its budget.
+H264_ARGS = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-profile:v", "high"]
 
-    ffmpeg decodes a cut-off file without complaint, so we compare with what the container
-    declares: an Ogg/Opus stream must end with an end-of-stream page; WAV, FLAC, MP4/M4A and
-    MP3 files with a VBR header declare their length (read with mutagen), which the decoded
-    audio must reach within 0.5 s.
+
+class FrameEncoder:
+    """RGB frames piped into ffmpeg, out as an H.264 MP4 written atomically (`H264_ARGS`).
+
+    Use as a context manager and `write` exactly `frames` frames::
+
+        with FrameEncoder(out, width=w, height=h, fps=24, frames=n) as enc:
+            for frame in frames:          # (h, w, 3) uint8
+                enc.write(frame)
+
+    Parameters
+    ----------
+    out_path : pathlib.Path
+        The MP4; replaced only when ffmpeg succeeded.
+    width, height : int
+        Size of the frames written, pixels (the output size too unless `filter_complex` scales).
+    fps : float
+        Frames per second of input and output.
+    frames : int
+        Frames to keep (``-frames:v``).
+    inputs : list of pathlib.Path
+        Extra inputs (e.g. an overlay image), numbered from 1 in `filter_complex`.
+    filter_complex : str, optional
+        An ffmpeg filter graph from ``[0:v]`` (the frames) and the extra inputs.
     """
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if head == b"OggS":
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 65536))
-            tail = f.read()
-            last = tail.rfind(b"OggS")
-            if last < 0 or len(tail) < last + 6 or not tail[last + 5] & 0x04:
-                raise InputError(path, "damaged or truncated audio (the Ogg stream has no end-of-stream page)")
-            return
-    try:
-        import mutagen
 
-        info = mutagen.File(path)
-    except Exception:
-        return
-    declared = float(getattr(getattr(info, "info", None), "length", 0.0) or 0.0)
-    if declared > 0 and declared - decoded_seconds > 0.5:
-        raise InputError(
-            path, f"damaged or truncated audio (decodes to {decoded_seconds:.1f} s, its header says {declared:.1f} s)"
-        )
+    def __init__(
+        self,
+        out_path: Path,
+        *,
+        width: int,
+        height: int,
+        fps: float,
+        frames: int,
+        inputs: tuple[Path, ...] = (),
+        filter_complex: str = "",
+    ):
+        self.out_path = Path(out_path)
+        self.size, self.fps, self.frames = (width, height), fps, frames
+        self.inputs, self.filter_complex = inputs, filter_complex
+
+    def __enter__(self) -> FrameEncoder:
+        self._atomic = atomic_path(self.out_path)
+        tmp = self._atomic.__enter__()
+        w, h = self.size
+        cmd = [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-hide_banner",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w}x{h}",
+            "-framerate",
+            f"{self.fps:g}",
+            "-i",
+            "pipe:0",
+        ]
+        for extra in self.inputs:
+            cmd += ["-i", str(extra)]
+        if self.filter_complex:
+            cmd += ["-filter_complex", self.filter_complex]
+        cmd += [
+            *H264_ARGS,
+            "-r",
+            f"{self.fps:g}",
+            "-frames:v",
+            str(self.frames),
+            "-an",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(tmp),
+        ]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self
+
+    def write(self, frame) -> None:
+        """One (height, width, 3) uint8 RGB frame."""
+        try:
+            self._proc.stdin.write(memoryview(frame).cast("B") if frame.flags.c_contiguous else frame.tobytes())
+        except BrokenPipeError:  # ffmpeg died: its message is reported on exit
+            pass
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = self._proc.stderr.read().decode(errors="replace")
+        code = self._proc.wait()
+        if exc_type is None and code != 0:
+            exc = RuntimeError(f"ffmpeg failed writing {self.out_path.name}: {err.strip()[-400:]}")
+            self._atomic.__exit__(RuntimeError, exc, None)
+            raise exc
+        self._atomic.__exit__(exc_type, exc, tb)

@@ -41,17 +41,20 @@ class Segment(BaseModel):
     reason: CutReason = Field(description="Why the cut at `end` was made.")
     beats: list[float] = Field(default_factory=list, description="Beat times inside the segment, seconds.")
     snapped_to: Literal["", "downbeat", "beat"] = Field(
-        "", description="beat_snap: what the cut at `end` was moved onto ('' = not moved: snapping off, "
-        "no beat within reach, or the song's end)."
+        "",
+        description="beat_snap: what the cut at `end` was moved onto ('' = not moved: snapping off, "
+        "no beat within reach, or the song's end).",
     )
     snap_shift: float = Field(0.0, description="beat_snap: how far the cut at `end` moved, seconds (signed).")
 
     @property
     def duration(self) -> float:
+        """Seconds."""
         return self.end - self.start
 
     @property
     def frames(self) -> int:
+        """Output frames."""
         return self.end_frame - self.start_frame
 
 
@@ -69,13 +72,16 @@ class Segmentation(BaseModel):
     downbeats: list[float] = Field(default_factory=list, description="Downbeat times, seconds.")
     segments: list[Segment]
     metrics: dict[str, float] | None = Field(None, description="Against a reference beats file, when present.")
-    beats_per_bar: int | None = Field(None, description="Estimated meter: 3, or 4 (duple and compound bars count as 4).")
+    beats_per_bar: int | None = Field(
+        None, description="Estimated meter: 3, or 4 (duple and compound bars count as 4)."
+    )
     tempo_level: str | None = Field(
         None, description="Tempo-octave check's decision: as_tracked, half, third or double (of the tracker's tempo)."
     )
     min_seconds: float | None = Field(None, description="Shortest segment length actually enforced, seconds.")
     max_seconds: float | None = Field(
-        None, description="Longest segment length actually enforced (mode maximum capped by the video model's clip), seconds."
+        None,
+        description="Longest segment length actually enforced (mode maximum capped by the video model's clip), seconds.",
     )
 
 
@@ -89,10 +95,11 @@ class Label(BaseModel):
     distribution: dict[str, float]
 
     def sentence(self) -> str:
+        """``<name> is <label>``: how prompts state a label."""
         return f"{self.name} is {self.label}"
 
     @classmethod
-    def from_distribution(cls, category: str, name: str, options: "Sequence[str]", p) -> "Label":
+    def from_distribution(cls, category: str, name: str, options: Sequence[str], p) -> Label:
         """The label for probabilities `p` over `options` (same order): top option and all scores."""
         top = max(range(len(options)), key=lambda i: p[i])
         return cls(
@@ -105,6 +112,8 @@ class Label(BaseModel):
 
 
 class SegmentLabels(BaseModel):
+    """One segment's labels, by category key."""
+
     index: int
     labels: dict[str, Label]
 
@@ -123,6 +132,8 @@ class Analysis(BaseModel):
 
 
 class Scene(BaseModel):
+    """One scene of the script."""
+
     index: int = Field(description="0-based; the paper's SCENE numbers are index + 1.")
     description: str
     duration: float = Field(description="Seconds.")
@@ -150,6 +161,7 @@ class Manifest(BaseModel):
     info: dict[str, float | int | str] = Field(default_factory=dict)
 
     def path(self, name: str) -> Path:
+        """Absolute path of output `name`."""
         return Path(self.run_dir) / self.files[name]
 
     def content_hash(self) -> str:
@@ -162,4 +174,5 @@ class Manifest(BaseModel):
         return h.hexdigest()
 
     def files_exist(self) -> bool:
+        """Whether every file of the manifest is still there."""
         return all(self.path(name).is_file() for name in self.files)

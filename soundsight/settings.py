@@ -43,12 +43,13 @@ class SegmentSettings(BaseModel):
         "exceeds this (0 = any change, 1 = only the song's largest change).",
     )
     snap_tolerance_seconds: float = Field(
-        0.35, ge=0.0, description="beat_snap: furthest a cut may move to reach a beat, seconds "
-        "(or one beat, whichever is larger)."
+        0.35,
+        ge=0.0,
+        description="beat_snap: furthest a cut may move to reach a beat, seconds (or one beat, whichever is larger).",
     )
 
     @model_validator(mode="after")
-    def _bounds(self) -> "SegmentSettings":
+    def _bounds(self) -> SegmentSettings:
         if self.min_seconds >= self.max_seconds:
             raise ValueError(f"min_seconds ({self.min_seconds}) must be below max_seconds ({self.max_seconds})")
         if self.min_seconds >= self.random_max_seconds:
@@ -60,13 +61,16 @@ class AnalysisSettings(BaseModel):
     """Which backend labels the audio with the paper's vocabulary."""
 
     backend: Literal["auto", "features", "clap"] = Field(
-        "auto", description="features: librosa descriptors (no weights); clap: LAION-CLAP zero-shot; "
-        "auto: clap when its checkpoint is available locally, else features."
+        "auto",
+        description="features: librosa descriptors (no weights); clap: LAION-CLAP zero-shot; "
+        "auto: clap when its checkpoint is available locally, else features.",
     )
     clap_model: str = Field("laion/larger_clap_music", description="CLAP checkpoint: hub id or local directory.")
     clap_batch_size: int = Field(16, ge=1, description="Audio windows per CLAP forward pass.")
     clap_segments_per_task: int = Field(
-        32, ge=1, description="CLAP: segments per analysis task; tasks fan out across workers that keep the model loaded."
+        32,
+        ge=1,
+        description="CLAP: segments per analysis task; tasks fan out across workers that keep the model loaded.",
     )
     clap_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="CLAP weights' dtype; auto: float16 on CUDA, float32 on CPU."
@@ -120,19 +124,22 @@ class RenderSettings(BaseModel):
     device: str = Field("auto")
     cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
     vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
-    model_width: int = Field(0, ge=0, description="Size the diffusion model renders at, pixels; 0: the backend's default.")
-    model_height: int = Field(0, ge=0, description="Size the diffusion model renders at, pixels; 0: the backend's default.")
+    model_width: int = Field(
+        0, ge=0, description="Size the diffusion model renders at, pixels; 0: the backend's default."
+    )
+    model_height: int = Field(
+        0, ge=0, description="Size the diffusion model renders at, pixels; 0: the backend's default."
+    )
     attention_backend: str = Field("", description="diffusers attention backend (e.g. 'flash'); empty: default SDPA.")
     transformer_cache: Literal["", "fbc", "pab"] = Field(
-        "", description="diffusers caching hook: fbc = First Block Cache, pab = Pyramid Attention Broadcast (faster, lossy)."
+        "",
+        description="diffusers caching hook: fbc = First Block Cache, pab = Pyramid Attention Broadcast (faster, lossy).",
     )
     cache_threshold: float = Field(0.05, ge=0.0, description="First Block Cache threshold.")
     compile: bool = Field(False, description="torch.compile the transformer's blocks (about 13 s once per worker).")
     dask_address: str = Field(
-        "", description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU."
-    )
-    fail_scene: int = Field(
-        -1, description="Fault injection for tests: this scene index fails its first attempt (-1: off)."
+        "",
+        description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",
     )
 
 
@@ -152,8 +159,9 @@ class Settings(BaseSettings):
     )
 
     pipeline: Literal["clap"] = Field(
-        "clap", description="clap: labels -> script (the paper's pipeline 1). Pipeline 2 (an audio-language "
-        "model writes the story from the raw audio) is not implemented yet."
+        "clap",
+        description="clap: labels -> script (the paper's pipeline 1). Pipeline 2 (an audio-language "
+        "model writes the story from the raw audio) is not implemented yet.",
     )
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)

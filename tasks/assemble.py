@@ -15,12 +15,11 @@ import tempfile
 from pathlib import Path
 
 from prefect import task
+from soundsight.tasks.common import stage_options, written
 
-from models.animatic import X264_ARGS
-from soundsight.media import atomic_path, run_ffmpeg
+from soundsight.media import H264_ARGS, atomic_path, run_ffmpeg
 from soundsight.schemas import Manifest, Segmentation, Song
 from soundsight.settings import RenderSettings
-from tasks.common import stage_options, written
 
 # The fast AAC coder is 3x quicker than the default two-loop one at 192 kb/s, where the
 # difference is inaudible.
@@ -43,20 +42,29 @@ def probe_clip(path: Path) -> dict:
         return {}
     stream = json.loads(out.stdout)["streams"][0]
     num, den = stream["r_frame_rate"].split("/")
-    return {"fps": float(num) / float(den), "frames": int(stream["nb_read_packets"]),
-            "width": stream["width"], "height": stream["height"]}
+    return {
+        "fps": float(num) / float(den),
+        "frames": int(stream["nb_read_packets"]),
+        "width": stream["width"],
+        "height": stream["height"],
+    }
 
 
 def conform_clip(src: Path, dst: Path, frames: int, settings: RenderSettings) -> None:
     """Re-time `src` onto the output grid: exactly `frames` frames at settings.fps and size."""
-    vf = (f"fps={settings.fps},scale={settings.width}:{settings.height}:force_original_aspect_ratio=increase,"
-          f"crop={settings.width}:{settings.height},setsar=1,tpad=stop_mode=clone:stop=-1")
-    run_ffmpeg(["-i", str(src), "-vf", vf, "-frames:v", str(frames), *X264_ARGS, "-r", str(settings.fps), "-an", str(dst)],
-               f"conforming {src.name}")
+    vf = (
+        f"fps={settings.fps},scale={settings.width}:{settings.height}:force_original_aspect_ratio=increase,"
+        f"crop={settings.width}:{settings.height},setsar=1,tpad=stop_mode=clone:stop=-1"
+    )
+    run_ffmpeg(
+        ["-i", str(src), "-vf", vf, "-frames:v", str(frames), *H264_ARGS, "-r", str(settings.fps), "-an", str(dst)],
+        f"conforming {src.name}",
+    )
 
 
 @task(**stage_options("assemble", 1))
 def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], settings: RenderSettings) -> Manifest:
+    """The clips in order under the original audio -> video.mp4."""
     meta = Song.model_validate_json(song.path("song").read_text())
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     if len(clips) != len(segmentation.segments):
@@ -72,8 +80,12 @@ def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], se
         for seg, clip in zip(segmentation.segments, sorted(clips, key=lambda c: int(c.info["index"]))):
             path = clip.path("clip")
             facts = clip.info if "frames" in clip.info else probe_clip(path)  # renderers report what they wrote
-            on_grid = (facts.get("frames") == seg.frames and abs(facts.get("fps", 0) - settings.fps) < 1e-6
-                       and facts.get("width") == settings.width and facts.get("height") == settings.height)
+            on_grid = (
+                facts.get("frames") == seg.frames
+                and abs(facts.get("fps", 0) - settings.fps) < 1e-6
+                and facts.get("width") == settings.width
+                and facts.get("height") == settings.height
+            )
             if not on_grid:
                 conformed = Path(scratch) / f"conformed_{seg.index:03d}.mp4"
                 conform_clip(path, conformed, seg.frames, settings)
@@ -92,5 +104,12 @@ def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], se
                  "-movflags", "+faststart", "-f", "mp4", str(tmp)],
                 "assembling the video",
             )  # fmt: skip
-    return written("assemble", song.run_dir, {"video": "video.mp4"}, frames=total_frames, fps=settings.fps,
-                   duration=meta.duration, scenes=len(parts))
+    return written(
+        "assemble",
+        song.run_dir,
+        {"video": "video.mp4"},
+        frames=total_frames,
+        fps=settings.fps,
+        duration=meta.duration,
+        scenes=len(parts),
+    )

@@ -9,18 +9,19 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from prefect import task
+from soundsight.tasks.common import stage_options
 
 from soundsight.cache import file_identity
 from soundsight.errors import InputError
 from soundsight.media import atomic_path, sha256_file, write_json_atomic
 from soundsight.schemas import Manifest, Song
-from tasks.common import stage_options
 
 ANALYSIS_RATE = 22050  # Hz: every analysis backend resamples from here
 SILENCE_DBFS = -60.0  # a song whose loudest 100 ms stays below this is treated as silent
 
 
 def slugify(text: str) -> str:
+    """A file-name-safe slug of `text`, at most 48 characters."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:48] or "song"
 
@@ -43,6 +44,7 @@ def read_tags(path: Path) -> tuple[str, str, str, int]:
 
 
 def check_audible(path: Path, pcm: np.ndarray, sr: int, min_seconds: float) -> None:
+    """Raise `InputError` for a song shorter than `min_seconds` or silent."""
     duration = len(pcm) / sr
     if duration < min_seconds:
         raise InputError(path, f"song is {duration:.2f} s long, shorter than one segment ({min_seconds:g} s)")
@@ -61,7 +63,7 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
     PCM (mono float32, 22 050 Hz): the same music in another container or path maps to the same
     fingerprint. Writes `song.json` and `audio.wav` (the analysis audio, float32).
     """
-    from soundsight.media import check_not_truncated, decode_audio
+    from soundsight.models.audio.decode import check_not_truncated, decode_audio
 
     path = Path(song_path).expanduser()
     pcm = decode_audio(path, ANALYSIS_RATE)
@@ -74,9 +76,16 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
     run_dir.mkdir(parents=True, exist_ok=True)
 
     song = Song(
-        source=str(path.resolve()), content_hash=content_hash, duration=len(pcm) / ANALYSIS_RATE,
-        sample_rate=ANALYSIS_RATE, channels_in_source=channels, codec=codec, title=title, artist=artist, slug=slug,
-    )  # fmt: skip
+        source=str(path.resolve()),
+        content_hash=content_hash,
+        duration=len(pcm) / ANALYSIS_RATE,
+        sample_rate=ANALYSIS_RATE,
+        channels_in_source=channels,
+        codec=codec,
+        title=title,
+        artist=artist,
+        slug=slug,
+    )
     write_json_atomic(run_dir / "song.json", song)
     with atomic_path(run_dir / "audio.wav") as tmp:
         sf.write(tmp, pcm, ANALYSIS_RATE, subtype="FLOAT", format="WAV")

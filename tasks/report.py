@@ -32,19 +32,19 @@ from uuid import UUID
 
 from prefect import Task
 from prefect.artifacts import (
+    create_image_artifact,
     create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
-    create_image_artifact,
 )
 from prefect.futures import PrefectFuture, as_completed
+from soundsight.tasks.common import configured
 
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import STAGES, OutputSettings
-from tasks.common import configured
 
 log = logging.getLogger("soundsight.report")
 MEDIA_URL_ENV = "SOUNDSIGHT_MEDIA_URL"
@@ -52,8 +52,11 @@ PREVIEW_FRAMES, PREVIEW_WIDTH, PREVIEW_FPS = 16, 192, 2
 
 
 def artifact_key(run: Manifest | str, what: str) -> str:
-    """`<run folder>-<what>`, in the characters Prefect allows in keys (a-z, 0-9, -); `run` is a
-    stage's manifest or the run folder's path."""
+    """The artifact key for `what` of one song's run.
+
+    `<run folder>-<what>`, in the characters Prefect allows in keys (a-z, 0-9, -); `run` is a
+    stage's manifest or the run folder's path.
+    """
     run_dir = run.run_dir if isinstance(run, Manifest) else run
     name = re.sub(r"[^a-z0-9]+", "-", Path(run_dir).name.lower()).strip("-") or "song"
     return f"{name}-{what}"
@@ -79,10 +82,10 @@ def _safely(fn):
 class StageLog:
     """`configured()` for each stage task, plus a record of every task run's final state and time.
 
-        stage = StageLog(settings.output)
-        loaded = stage(load_song)(song, ...)
-        ...
-        publish_timings(video, stage)
+    stage = StageLog(settings.output)
+    loaded = stage(load_song)(song, ...)
+    ...
+    publish_timings(video, stage)
     """
 
     def __init__(self, output: OutputSettings):
@@ -91,6 +94,7 @@ class StageLog:
         self._configured: dict[str, Task] = {}  # Task.with_options costs ~8 ms: once per stage, not per scene
 
     def __call__(self, task: Task) -> Task:
+        """The stage's task configured for this run, recording its runs."""
         if task.name not in self._configured:
             task = configured(task, self.output)
             self._configured[task.name] = task.with_options(
@@ -112,21 +116,33 @@ class StageLog:
             states: dict[str, int] = {}
             for r in runs:
                 states[r["state"]] = states.get(r["state"], 0) + 1
-            rows.append({
-                "stage": stage,
-                "task runs": len(runs),
-                "states": ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
-                "seconds": round(sum(r["seconds"] for r in runs), 2),
-            })  # fmt: skip
-        rows.append({"stage": "total", "task runs": len(self.runs), "states": "",
-                     "seconds": round(sum(r["seconds"] for r in self.runs), 2)})  # fmt: skip
+            rows.append(
+                {
+                    "stage": stage,
+                    "task runs": len(runs),
+                    "states": ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
+                    "seconds": round(sum(r["seconds"] for r in runs), 2),
+                }
+            )
+        rows.append(
+            {
+                "stage": "total",
+                "task runs": len(self.runs),
+                "states": "",
+                "seconds": round(sum(r["seconds"] for r in self.runs), 2),
+            }
+        )
         return rows
 
 
 @_safely
 def publish_timings(run: Manifest, stages: StageLog) -> None:
-    create_table_artifact(stages.table(), key=artifact_key(run, "timings"),
-                          description="Per stage: task runs, their final states, seconds spent running.")
+    """The timings table artifact."""
+    create_table_artifact(
+        stages.table(),
+        key=artifact_key(run, "timings"),
+        description="Per stage: task runs, their final states, seconds spent running.",
+    )
 
 
 # --- script and segments ---------------------------------------------------------------------------
@@ -143,32 +159,52 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> 
     cut = Segmentation.model_validate_json(segments.path("segments").read_text())
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
 
-    lines = [f"# {written.title or 'Script'}", "",
-             f"**Writer:** {written.writer} · **Scenes:** {len(written.scenes)} · "
-             f"**Tempo:** {cut.tempo_bpm or 0:.0f} BPM · **Mood:** {labels.track['mood'].label if 'mood' in labels.track else '—'}",
-             "", f"**Characters:** {written.characters or '—'}", "", f"**Style:** {written.style or '—'}", ""]  # fmt: skip
+    lines = [
+        f"# {written.title or 'Script'}",
+        "",
+        f"**Writer:** {written.writer} · **Scenes:** {len(written.scenes)} · "
+        f"**Tempo:** {cut.tempo_bpm or 0:.0f} BPM · **Mood:** {labels.track['mood'].label if 'mood' in labels.track else '—'}",
+        "",
+        f"**Characters:** {written.characters or '—'}",
+        "",
+        f"**Style:** {written.style or '—'}",
+        "",
+    ]
     for scene, seg in zip(written.scenes, cut.segments):
         lines += [f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}", "", scene.description, ""]
-    create_markdown_artifact("\n".join(lines), key=artifact_key(script, "script"),
-                             description=f"script.txt of {Path(script.run_dir).name}")
+    create_markdown_artifact(
+        "\n".join(lines), key=artifact_key(script, "script"), description=f"script.txt of {Path(script.run_dir).name}"
+    )
 
     rows = []
     for seg, seg_labels in zip(cut.segments, labels.segments):
-        row: dict[str, Any] = {"scene": seg.index + 1, "start": round(seg.start, 2), "end": round(seg.end, 2),
-                               "seconds": round(seg.duration, 2), "frames": seg.frames, "cut": seg.reason}  # fmt: skip
+        row: dict[str, Any] = {
+            "scene": seg.index + 1,
+            "start": round(seg.start, 2),
+            "end": round(seg.end, 2),
+            "seconds": round(seg.duration, 2),
+            "frames": seg.frames,
+            "cut": seg.reason,
+        }
         row.update({label.name: f"{label.label} ({label.score:.2f})" for label in seg_labels.labels.values()})
         rows.append(row)
-    create_table_artifact(rows, key=artifact_key(segments, "segments"),
-                          description=f"segments.json + analysis.json ({labels.backend}) of {Path(segments.run_dir).name}")
+    create_table_artifact(
+        rows,
+        key=artifact_key(segments, "segments"),
+        description=f"segments.json + analysis.json ({labels.backend}) of {Path(segments.run_dir).name}",
+    )
 
 
 # --- progress --------------------------------------------------------------------------------------
 
 
 def track_progress(run: Manifest | str, clips: list[PrefectFuture]) -> None:
-    """A progress artifact updated as each scene finishes; returns once every scene has finished
+    """Wait for every scene, updating a progress artifact.
+
+    A progress artifact updated as each scene finishes; returns once every scene has finished
     (or failed), so a retry finds every good scene cached. A drop-in for `prefect.futures.wait`
-    wherever scenes are submitted (`run`: a manifest or the run folder)."""
+    wherever scenes are submitted (`run`: a manifest or the run folder).
+    """
     total = len(clips)
     artifact: UUID | None = _safely(create_progress_artifact)(
         0.0, key=artifact_key(run, "progress"), description=f"Scenes: 0 of {total} finished"
@@ -199,13 +235,18 @@ def media_url(path: Path, runs_dir: Path) -> str | None:
 
 
 def make_preview(video: Path, duration: float, out: Path) -> Path:
-    """An animated GIF of PREVIEW_FRAMES frames sampled evenly across `video`, small enough to
-    embed (~100 kB)."""
+    """An animated GIF sampled across `video`.
+
+    An animated GIF of PREVIEW_FRAMES frames sampled evenly across `video`, small enough to
+    embed (~100 kB).
+    """
     if out.is_file() and out.stat().st_mtime >= video.stat().st_mtime:
         return out  # made from this very video already: decoding it all again costs seconds per run
     rate = PREVIEW_FRAMES / max(duration, 1e-3)
-    vf = (f"fps={rate:.6f},setpts=N/{PREVIEW_FPS}/TB,scale={PREVIEW_WIDTH}:-2:flags=lanczos,split[a][b];"
-          "[a]palettegen=max_colors=64:stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3")
+    vf = (
+        f"fps={rate:.6f},setpts=N/{PREVIEW_FPS}/TB,scale={PREVIEW_WIDTH}:-2:flags=lanczos,split[a][b];"
+        "[a]palettegen=max_colors=64:stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3"
+    )
     with atomic_path(out) as tmp:
         run_ffmpeg(["-i", str(video), "-vf", vf, "-r", str(PREVIEW_FPS), "-frames:v", str(PREVIEW_FRAMES),
                     "-loop", "0", "-f", "gif", str(tmp)], "making the preview GIF")  # fmt: skip
@@ -218,10 +259,15 @@ def publish_video(video: Manifest, output: OutputSettings) -> None:
     mp4 = video.path("video")
     gif = make_preview(mp4, float(video.info.get("duration", 0.0)), mp4.with_name("preview.gif"))
     image = media_url(gif, output.runs_dir) or "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
-    create_image_artifact(image, key=artifact_key(video, "preview"),
-                          description=f"{PREVIEW_FRAMES} frames sampled across video.mp4")
-    create_link_artifact(media_url(mp4, output.runs_dir) or mp4.resolve().as_uri(), link_text=str(mp4),
-                         key=artifact_key(video, "video"), description="The rendered music video (MP4)")
+    create_image_artifact(
+        image, key=artifact_key(video, "preview"), description=f"{PREVIEW_FRAMES} frames sampled across video.mp4"
+    )
+    create_link_artifact(
+        media_url(mp4, output.runs_dir) or mp4.resolve().as_uri(),
+        link_text=str(mp4),
+        key=artifact_key(video, "video"),
+        description="The rendered music video (MP4)",
+    )
 
 
 # --- catalogue -------------------------------------------------------------------------------------
@@ -233,5 +279,8 @@ def publish_catalogue(catalogue: str, rows: Iterable[dict[str, Any]]) -> None:
     rows = list(rows)
     failed = sum(1 for r in rows if r["status"] != "Completed")
     name = re.sub(r"[^a-z0-9]+", "-", Path(catalogue).stem.lower()).strip("-") or "songs"
-    create_table_artifact(rows or [{"song": "(no songs found)"}], key=f"catalogue-{name}",
-                          description=f"{catalogue}: {len(rows)} songs, {failed} failed")
+    create_table_artifact(
+        rows or [{"song": "(no songs found)"}],
+        key=f"catalogue-{name}",
+        description=f"{catalogue}: {len(rows)} songs, {failed} failed",
+    )

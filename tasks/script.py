@@ -10,29 +10,30 @@ from typing import Any
 
 from prefect import task
 from prefect.concurrency.sync import concurrency
+from soundsight.models.base import ScriptRequest, ScriptWriter
+from soundsight.models.script.template import TemplateScriptWriter
+from soundsight.prompts import script_prompt, template_hash
+from soundsight.tasks.common import stage_options, written
+from soundsight.tasks.load import read_song
 
-from models.base import ScriptRequest, ScriptWriter
-from models.script_writer import TemplateScriptWriter
-from prompts import script_prompt, template_hash
 from soundsight.media import write_json_atomic, write_text_atomic
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import ScriptSettings
-from tasks.common import stage_options, written
-from tasks.load import read_song
-
 
 LLM_CONCURRENCY_LIMIT = "vllm"
 
 
 def make_writer(settings: ScriptSettings) -> ScriptWriter:
+    """The writer `settings.backend` names (the LLM falls back on the template writer)."""
     if settings.backend == "llm":
-        from models.llm import LLMScriptWriter
+        from soundsight.models.script.llm import LLMScriptWriter
 
         return LLMScriptWriter(settings, fallback=TemplateScriptWriter())
     return TemplateScriptWriter()
 
 
 def script_identity(inputs: dict[str, Any]) -> str:
+    """Writer id and prompt template hash: what the script cache key depends on."""
     settings: ScriptSettings = inputs["settings"]
     if settings.backend == "llm":
         return f"{make_writer(settings).writer_id}|template={template_hash()}"
@@ -40,6 +41,7 @@ def script_identity(inputs: dict[str, Any]) -> str:
 
 
 def build_prompt(analysis: Analysis, durations: list[float], settings: ScriptSettings) -> str:
+    """The paper's Block 1 prompt filled with this run's labels and durations."""
     return script_prompt(
         track_sentences=[label.sentence() for label in analysis.track.values()],
         segment_sentences=[[label.sentence() for label in seg.labels.values()] for seg in analysis.segments],
@@ -60,6 +62,7 @@ def script_text(script: SceneScript) -> str:
 
 @task(**stage_options("script", 1, identity=script_identity, retries=2, retry_delay_seconds=5))
 def write_script(song: Manifest, segments: Manifest, analysis: Manifest, settings: ScriptSettings) -> Manifest:
+    """prompt.txt, response.txt, script.json and script.txt."""
     meta, _ = read_song(song)
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
@@ -67,8 +70,15 @@ def write_script(song: Manifest, segments: Manifest, analysis: Manifest, setting
     prompt = build_prompt(labels, durations, settings)
 
     writer = make_writer(settings)
-    request = ScriptRequest(prompt=prompt, analysis=labels, durations=durations, characters=settings.characters,
-                            story_cues=settings.story_cues, song_hash=meta.content_hash, title=meta.title)
+    request = ScriptRequest(
+        prompt=prompt,
+        analysis=labels,
+        durations=durations,
+        characters=settings.characters,
+        story_cues=settings.story_cues,
+        song_hash=meta.content_hash,
+        title=meta.title,
+    )
     if settings.backend == "llm":
         # The global concurrency limit "vllm" (create it with `prefect gcl create vllm --limit N`)
         # caps parallel requests across every run and worker; without it, requests are not capped.
@@ -78,13 +88,22 @@ def write_script(song: Manifest, segments: Manifest, analysis: Manifest, setting
         result = writer(request)
     if len(result.scenes) != len(durations):
         raise RuntimeError(f"{writer.name} wrote {len(result.scenes)} scenes for {len(durations)} segments")
-    script = SceneScript(writer=writer.name, writer_id=writer.writer_id, title=meta.title or meta.slug,
-                         characters=result.characters, style=result.style, scenes=result.scenes)
+    script = SceneScript(
+        writer=writer.name,
+        writer_id=writer.writer_id,
+        title=meta.title or meta.slug,
+        characters=result.characters,
+        style=result.style,
+        scenes=result.scenes,
+    )
 
     run_dir = song.path("song").parent
     files = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
     write_text_atomic(run_dir / files["prompt"], prompt + "\n")
-    write_text_atomic(run_dir / files["response"], result.raw_response or "(written by the embedded template writer: no model response)\n")
+    write_text_atomic(
+        run_dir / files["response"],
+        result.raw_response or "(written by the embedded template writer: no model response)\n",
+    )
     write_json_atomic(run_dir / files["script"], script)
     write_text_atomic(run_dir / files["script_text"], script_text(script))
     return written("script", song.run_dir, files, writer=writer.name, scenes=len(script.scenes))

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from soundsight.models.audio.segmenters import plan_segments
+from soundsight.tasks.common import stage_options, written
+from soundsight.tasks.load import read_song
+from soundsight.tasks.reference_beats import load_reference_beats, reference_file, reference_metrics
 
-from models.beats import load_reference_beats, reference_file
-from models.segmenters import plan_segments
 from soundsight.media import sha256_file, write_json_atomic
 from soundsight.schemas import Manifest, Song
 from soundsight.settings import SegmentSettings
-from tasks.common import stage_options, written
-from tasks.load import read_song
 
 
 def reference_identity(inputs: dict[str, Any]) -> str:
@@ -31,11 +31,21 @@ def segment_song(song: Manifest, settings: SegmentSettings, fps: int, max_clip_s
     cut accuracy against it is written into segments.json as `metrics`.
     """
     meta, pcm = read_song(song)
-    reference = load_reference_beats(meta.source, pcm, meta.sample_rate) if reference_file(meta.source) else None
     segmentation = plan_segments(
-        pcm, meta.sample_rate, meta.duration, song_hash=meta.content_hash, fps=fps,
-        max_clip_seconds=max_clip_seconds, reference=reference, **settings.model_dump(),
-    )  # fmt: skip
+        pcm, meta.sample_rate, settings, song_hash=meta.content_hash, fps=fps, max_clip_seconds=max_clip_seconds
+    )
+    reference = load_reference_beats(meta.source, pcm, meta.sample_rate) if reference_file(meta.source) else None
+    if reference is not None:
+        cuts = [s.start for s in segmentation.segments[1:]]
+        segmentation.metrics = reference_metrics(
+            cuts, segmentation.beats, segmentation.downbeats, reference[0], reference[1], fps
+        )
     write_json_atomic(song.path("song").parent / "segments.json", segmentation)
-    return written("segment", song.run_dir, {"segments": "segments.json"}, scenes=len(segmentation.segments),
-                   tempo_bpm=segmentation.tempo_bpm or 0.0, beat_confidence=segmentation.beat_confidence or 0.0)
+    return written(
+        "segment",
+        song.run_dir,
+        {"segments": "segments.json"},
+        scenes=len(segmentation.segments),
+        tempo_bpm=segmentation.tempo_bpm or 0.0,
+        beat_confidence=segmentation.beat_confidence or 0.0,
+    )

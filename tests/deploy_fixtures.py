@@ -2,7 +2,7 @@
 real process worker (`prefect worker start --pool ... --type process`), plus a static web server
 for the runs folder (SOUNDSIGHT_MEDIA_URL) so preview images and video links resolve.
 
-Everything is deployed the way README says (`python -m flows.deploy`), with the workers' env
+Everything is deployed the way README says (`python -m soundsight.flows.deploy`), with the workers' env
 (small renders, the session's runs folder) so the UI form's defaults match what workers use.
 Helpers below read states, task runs and artifacts back from the server, polling until final.
 """
@@ -53,12 +53,27 @@ class Worker:
         from prefect.client.orchestration import get_client
 
         self.started += 1
-        log = open(self.logs / f"{self.name}.log", "w")
+        log = open(self.logs / f"{self.name}.log", "w")  # noqa: SIM115 - the worker owns it while it runs
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", self.pool, "--type", "process",
-             "--name", self.name],
-            env=self.env, cwd=self.logs, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                self.pool,
+                "--type",
+                "process",
+                "--name",
+                self.name,
+            ],
+            env=self.env,
+            cwd=self.logs,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:
@@ -114,7 +129,7 @@ def excerpts(music, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def stack(excerpts, tmp_path_factory):
+def stack(prefect_server, excerpts, tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     runs = root / "runs"
     runs.mkdir()
@@ -122,26 +137,53 @@ def stack(excerpts, tmp_path_factory):
     port = free_port()
     media = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(runs)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     media_url = f"http://127.0.0.1:{port}"
     env = dict(
         os.environ,
-        SOUNDSIGHT_OUTPUT__RUNS_DIR=str(runs), SOUNDSIGHT_RENDER__WIDTH="320", SOUNDSIGHT_RENDER__HEIGHT="180",
-        SOUNDSIGHT_MEDIA_URL=media_url, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5",
-    )  # fmt: skip
+        SOUNDSIGHT_OUTPUT__RUNS_DIR=str(runs),
+        SOUNDSIGHT_RENDER__WIDTH="320",
+        SOUNDSIGHT_RENDER__HEIGHT="180",
+        SOUNDSIGHT_MEDIA_URL=media_url,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="5",
+    )
     worker = Worker(POOL, env, root)
     try:
         catalogue = root / "catalogue.toml"
         deployed = subprocess.run(
-            [sys.executable, "-m", "flows.deploy", "--pool", POOL, "--catalogue", str(catalogue),
-             "--timezone", "Europe/Paris"],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "soundsight.flows.deploy",
+                "--pool",
+                POOL,
+                "--catalogue",
+                str(catalogue),
+                "--timezone",
+                "Europe/Paris",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         worker.start()
-        yield Stack(api_url=api, ui_url=api.removesuffix("/").removesuffix("/api"), pool=POOL, runs=runs,
-                    media_url=media_url, catalogue=catalogue, worker=worker, songs=excerpts)  # fmt: skip
+        yield Stack(
+            api_url=api,
+            ui_url=api.removesuffix("/").removesuffix("/api"),
+            pool=POOL,
+            runs=runs,
+            media_url=media_url,
+            catalogue=catalogue,
+            worker=worker,
+            songs=excerpts,
+        )
     finally:
         worker.stop()
         stop_process_group(media, grace=5)
@@ -154,6 +196,11 @@ def client():
     from prefect.client.orchestration import get_client
 
     return get_client(sync_client=True)
+
+
+def fault(spec: str) -> dict[str, Any]:
+    """Job variables that inject a fault into the flow-run process (tests/faults/sitecustomize.py)."""
+    return {"env": {"SOUNDSIGHT_TEST_FAULT": spec, "PYTHONPATH": str(ROOT / "tests" / "faults")}}
 
 
 def trigger(deployment: str, parameters: dict[str, Any] | None = None, job_variables: dict | None = None) -> UUID:
@@ -173,7 +220,9 @@ def wait_final(flow_run_id: UUID, after: datetime | None = None, timeout: float 
             if state and state.is_final() and (after is None or state.timestamp > after):
                 return run
             if time.monotonic() > deadline:
-                raise TimeoutError(f"flow run {flow_run_id} still {state.name if state else None} after {timeout:.0f} s")
+                raise TimeoutError(
+                    f"flow run {flow_run_id} still {state.name if state else None} after {timeout:.0f} s"
+                )
             time.sleep(1.0)
 
 
@@ -227,7 +276,9 @@ def child_runs(flow_run_id: UUID) -> dict[str, Any]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with client() as c:
-        runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        runs = c.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
     return {r.name: r for r in runs}
 
 
@@ -237,7 +288,9 @@ def artifacts(flow_run_id: UUID) -> dict[str, Any]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with client() as c:
-        found = c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = c.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     out: dict[str, Any] = {}
     for artifact in sorted(found, key=lambda a: a.created):
         if artifact.key:  # (results Prefect records itself have none)

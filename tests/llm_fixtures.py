@@ -164,18 +164,24 @@ def vllm_server(request, tmp_path_factory):
         str(VLLM_LAUNCHER),
         "serve",
         str(tiny_llm_dir),
-        "--served-model-name", SERVED_MODEL_NAME,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--max-model-len", str(MAX_MODEL_LEN),
+        "--served-model-name",
+        SERVED_MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
         "--enforce-eager",
         # One process fewer (the worker runs inside the engine process): with one CPU "device"
         # there is nothing to distribute, and each vLLM process spends ~25 s importing.
-        "--distributed-executor-backend", "uni",
+        "--distributed-executor-backend",
+        "uni",
         # guidance keeps bounded strings valid JSON; without disable_any_whitespace a random
         # model fills the space between JSON tokens with whitespace until max_tokens.
-        "--structured-outputs-config", json.dumps({"backend": "guidance", "disable_any_whitespace": True}),
-    ]  # fmt: skip
+        "--structured-outputs-config",
+        json.dumps({"backend": "guidance", "disable_any_whitespace": True}),
+    ]
     with open(log_path, "wb") as log:
         # A new session makes the server the leader of its own process group, so teardown can
         # stop the engine worker processes it spawned along with it.
@@ -187,10 +193,10 @@ def vllm_server(request, tmp_path_factory):
             if process.poll() is not None:
                 pytest.fail(f"vLLM exited with code {process.returncode} while starting:\n{_log_tail(log_path)}")
             if time.monotonic() > deadline:
-                pytest.fail(f"vLLM did not answer {base_url}/models within {SERVER_START_TIMEOUT_S} s:\n{_log_tail(log_path)}")
+                pytest.fail(
+                    f"vLLM did not answer {base_url}/models within {SERVER_START_TIMEOUT_S} s:\n{_log_tail(log_path)}"
+                )
             time.sleep(0.5)
         yield base_url
     finally:
         stop_process_group(process, grace=30)
-
-

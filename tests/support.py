@@ -1,11 +1,18 @@
-"""Helpers the test fixtures share for the real servers they start."""
+"""Helpers the tests share: the real servers they start, and reading media back."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
 
 
 def free_port() -> int:
@@ -32,3 +39,120 @@ def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it answers 200; fail early when `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
+
+
+def start_prefect_server(home: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """A real Prefect server (SQLite in `home`) on a free port; returns the process and its API URL."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_SERVER_LEVEL="WARNING",
+        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
+        **(extra_env or {}),
+    )
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")  # noqa: SIM115 - the server owns it for its lifetime
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    wait_healthy(api + "/health", 180, proc)
+    return proc, api
+
+
+def probe(ffprobe: str, path: Path) -> dict:
+    """ffprobe's streams (with decoded frame counts) and format of a media file."""
+    out = subprocess.run(
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,codec_name,nb_read_frames,duration,r_frame_rate:format=duration",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def gray_frames(path: Path, w: int = 32, h: int = 18) -> np.ndarray:
+    """Every frame of a video as a small grayscale array (frames, h, w), int16."""
+    from soundsight.media import ffmpeg_exe
+
+    raw = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-vf",
+            f"scale={w}:{h}",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w).astype(np.int16)
+
+
+def task_states(flow_run_id, timeout: float = 60.0) -> dict[str, str]:
+    """Task-run name -> final state name for one flow run, read back from the Prefect server.
+
+    The server records task states from events asynchronously, so poll until all are final.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            states = {run.name: run.state.name for run in runs if run.state}
+            if runs and all(run.state and run.state.is_final() for run in runs) or time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)
+
+
+def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:
+    from soundsight.flows.music_video import render_song
+
+    from soundsight.settings import Settings
+
+    settings = Settings.model_validate({"output": {"runs_dir": str(runs_dir)}, **groups})
+    state = render_song(str(song), settings, return_state=True)
+    assert state.is_completed(), state
+    return Path(state.result()), task_states(state.state_details.flow_run_id)

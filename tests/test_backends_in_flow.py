@@ -10,15 +10,19 @@ import pytest
 
 from soundsight.media import ffmpeg_exe
 from soundsight.schemas import Analysis, SceneScript
-from tests.test_spine import render
+from tests.support import render
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.fixture(scope="module")
 def excerpt(music, tmp_path_factory) -> Path:
     """20 s of a real song: short enough to keep model backends on the CPU quick."""
     out = tmp_path_factory.mktemp("songs") / "war_of_freedom_excerpt.flac"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-ss", "30", "-t", "20", "-i", str(music / "war_of_freedom.ogg"), str(out)],
-                   check=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-ss", "30", "-t", "20", "-i", str(music / "war_of_freedom.ogg"), str(out)],
+        check=True,
+    )
     return out
 
 

@@ -17,8 +17,14 @@ from tests.deploy_fixtures import client, save_test_artifact
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def test_render_song_from_the_ui_form(stack, tmp_path):
@@ -42,7 +48,9 @@ def test_render_song_from_the_ui_form(stack, tmp_path):
             if ui_settings["api_url"].rstrip("/") != stack.api_url.rstrip("/"):
                 # `prefect server start --port P` still tells the UI to call :4200 unless
                 # PREFECT_UI_API_URL is set; point this browser at the session's server.
-                page.route("**/ui-settings", lambda route: route.fulfill(json={**ui_settings, "api_url": stack.api_url}))
+                page.route(
+                    "**/ui-settings", lambda route: route.fulfill(json={**ui_settings, "api_url": stack.api_url})
+                )
 
             page.goto(stack.ui_url + "/")
             page.get_by_role("link", name="Deployments").first.click()

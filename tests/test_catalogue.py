@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flows.catalogue import discover
+from soundsight.flows.catalogue import discover
+
 from soundsight.settings import Settings
 from tests.deploy_fixtures import NIGHTLY, artifacts, child_runs, task_states, trigger, wait_final
 
@@ -76,7 +77,9 @@ def test_nightly_catalogue_renders_each_song_and_only_what_changed(stack):
         assert row["status"] == "Completed" and row["scenes"] >= 2 and Path(row["video"]).is_file(), row
         assert row["duration"].endswith(" s") and row["time spent"].endswith(" s")
     assert table["missing.wav"]["status"] == "Failed" and "not found" in table["missing.wav"]["message"]
-    assert table[str(stack.songs["b"])]["status"] == "Failed" and "render.width" in table[str(stack.songs["b"])]["message"]
+    assert (
+        table[str(stack.songs["b"])]["status"] == "Failed" and "render.width" in table[str(stack.songs["b"])]["message"]
+    )
     assert set(child_runs(run_id)) >= {a.stem, d.stem, "missing"}
 
     # Change one song's settings: that song re-renders its scenes, the other recomputes nothing.

@@ -17,11 +17,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from models import clap as C  # noqa: E402
-from models.segmenters import Cuts, segment_random, segments_from_cuts  # noqa: E402
-from prompts import load_vocabulary  # noqa: E402
+from soundsight.models import hub  # noqa: E402
+from soundsight.models.analysis import clap as C  # noqa: E402
+from soundsight.models.analysis import clap_model as M  # noqa: E402
+from soundsight.models.analysis import embedding_cache as E  # noqa: E402
+from soundsight.models.audio.decode import decode_audio  # noqa: E402
+from soundsight.models.audio.segmenters import Cuts, segment_random, segments_from_cuts  # noqa: E402
+from soundsight.prompts import load_vocabulary  # noqa: E402
+
 from soundsight.errors import MissingCheckpointError, SoundsightError  # noqa: E402
-from soundsight.media import decode_audio  # noqa: E402
 from soundsight.schemas import Analysis, Segment  # noqa: E402
 
 SR = 22050
@@ -51,7 +55,7 @@ def cache_dir(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_counters():
-    C.reset_clap_stats()  # models stay loaded across tests, as in a worker
+    M.reset_clap_stats()  # models stay loaded across tests, as in a worker
     yield
 
 
@@ -68,7 +72,7 @@ def _distributions(analysis: Analysis) -> np.ndarray:
 
 
 def test_fixture_tokenizer_is_real(tiny_clap_dir):
-    clap = C.load_clap(str(tiny_clap_dir))
+    clap = M.load_clap(str(tiny_clap_dir))
     assert len(clap.tokenizer) == clap.model.config.text_config.vocab_size == 600
     assert clap.tokenizer("Mood is Calm and peaceful")["input_ids"][0] == 0  # <s>
 
@@ -79,7 +83,7 @@ def test_schema_and_exact_vocabulary(tiny_clap_dir, song, segments, cache_dir):
     Analysis.model_validate_json(analysis.model_dump_json())  # round-trips as analysis.json
     assert analysis.backend == "clap"
     assert analysis.vocabulary_hash == vocab.content_hash
-    assert analysis.backend_id.startswith("clap-v1:tiny-clap@local-") and analysis.backend_id.endswith(":float32")
+    assert analysis.backend_id.startswith("clap-v2:tiny-clap@sha256:") and analysis.backend_id.endswith(":float32")
     assert list(analysis.track) == [c.key for c in vocab.scope("track")]
     assert list(analysis.visual) == [c.key for c in vocab.scope("visual")]
     assert len(analysis.segments) == len(segments)
@@ -99,59 +103,59 @@ def test_schema_and_exact_vocabulary(tiny_clap_dir, song, segments, cache_dir):
 
 
 def test_deterministic_and_model_loaded_once(tiny_clap_dir, song, segments, cache_dir):
-    C.clear_clap_cache()
+    M.clear_clap_cache()
     first = _analyse(tiny_clap_dir, song, segments, cache_dir)
     second = _analyse(tiny_clap_dir, song, segments, cache_dir)
     assert first.model_dump() == second.model_dump()
-    assert C.clap_stats()["loads"] == 1
+    assert M.clap_stats()["loads"] == 1
 
 
 def test_batching_equals_one_by_one(tiny_clap_dir, song, segments, cache_dir):
     one = _analyse(tiny_clap_dir, song, segments, cache_dir, batch_size=1)
-    audio_forwards_one = C.clap_stats()["audio_forward"]
+    audio_forwards_one = M.clap_stats()["audio_forward"]
     four = _analyse(tiny_clap_dir, song, segments, cache_dir, batch_size=4)
     assert audio_forwards_one == len(segments)  # every segment <= 8 s: one window each
-    assert C.clap_stats()["audio_forward"] - audio_forwards_one == -(-len(segments) // 4)
+    assert M.clap_stats()["audio_forward"] - audio_forwards_one == -(-len(segments) // 4)
     assert len(segments) > 4
     np.testing.assert_allclose(_distributions(one), _distributions(four), atol=2e-4)
 
 
 def test_text_embeddings_cached_on_disk(tiny_clap_dir, song, segments, cache_dir):
-    C.clear_clap_cache()  # a fresh worker: nothing in memory
+    M.clear_clap_cache()  # a fresh worker: nothing in memory
     first = _analyse(tiny_clap_dir, song, segments, cache_dir)
-    stats = C.clap_stats()
+    stats = M.clap_stats()
     n_sentences = sum(len(c.options) for c in load_vocabulary().categories)
     assert stats["text_forward"] == -(-n_sentences // C.TEXT_BATCH)
     files = list((cache_dir / "clap-text").glob("*.npy"))
     assert len(files) == 1 and np.load(files[0]).shape == (n_sentences, 16)
 
-    C.clear_clap_cache()  # a new worker process: nothing in memory, the file is still there
+    M.clear_clap_cache()  # a new worker process: nothing in memory, the file is still there
     second = _analyse(tiny_clap_dir, song, segments, cache_dir)
-    assert C.clap_stats().get("text_forward", 0) == 0
-    assert C.clap_stats()["text_cache_hits"] == 1
+    assert M.clap_stats().get("text_forward", 0) == 0
+    assert M.clap_stats()["text_cache_hits"] == 1
     assert first.model_dump() == second.model_dump()
 
     third = _analyse(tiny_clap_dir, song, segments, cache_dir)  # same process: from memory
-    assert C.clap_stats().get("text_forward", 0) == 0 and C.clap_stats()["text_cache_hits"] == 2
+    assert M.clap_stats().get("text_forward", 0) == 0 and M.clap_stats()["text_cache_hits"] == 2
     assert third.model_dump() == first.model_dump()
 
 
 def test_cache_dir_from_environment(monkeypatch, tmp_path, tiny_clap_dir):
     monkeypatch.setenv("SOUNDSIGHT_CACHE_DIR", str(tmp_path / "env-cache"))
-    clap = C.load_clap(str(tiny_clap_dir))
-    path = C.text_cache_path(clap, load_vocabulary())
+    clap = M.load_clap(str(tiny_clap_dir))
+    path = E.embedding_cache_path("clap-text", clap.backend_id, C.vocabulary_sentences(load_vocabulary())[0])
     assert path.parent == tmp_path / "env-cache" / "clap-text"
 
 
 def test_corrupt_text_cache_is_recomputed(tiny_clap_dir, cache_dir):
-    C.clear_clap_cache()
-    clap = C.load_clap(str(tiny_clap_dir))
+    M.clear_clap_cache()
+    clap = M.load_clap(str(tiny_clap_dir))
     vocab = load_vocabulary()
     good = C.text_embeddings(clap, vocab, cache_dir)
-    path = C.text_cache_path(clap, vocab, cache_dir)
+    path = E.embedding_cache_path("clap-text", clap.backend_id, C.vocabulary_sentences(vocab)[0], cache_dir)
     path.write_bytes(b"not a numpy file")
-    C.clear_clap_cache()
-    clap = C.load_clap(str(tiny_clap_dir))
+    M.clear_clap_cache()
+    clap = M.load_clap(str(tiny_clap_dir))
     np.testing.assert_allclose(C.text_embeddings(clap, vocab, cache_dir), good, atol=1e-6)
     assert np.load(path).shape == good.shape
 
@@ -164,9 +168,11 @@ def test_long_segments_are_windowed(tiny_clap_dir, song, cache_dir):
     analysis = analyser(song, SR, long_segments, 120.0, [])
     assert [d["clap_windows"] for d in analysis.segment_descriptors] == [2.0, 1.0, 1.0]
 
-    clap = C.load_clap(str(tiny_clap_dir))
+    clap = M.load_clap(str(tiny_clap_dir))
     audio = C.resample(song, SR, clap.sample_rate)
-    windows = C.plan_windows([(s.start, s.end) for s in long_segments], len(audio), clap.sample_rate, clap.window_samples)
+    windows = C.plan_windows(
+        [(s.start, s.end) for s in long_segments], len(audio), clap.sample_rate, clap.window_samples
+    )
     assert [w.owner for w in windows] == [0, 0, 1, 2]
     assert all(w.length <= clap.window_samples for w in windows)
     assert windows[0].start == 0 and all(a.end == b.start for a, b in zip(windows, windows[1:]))
@@ -200,10 +206,10 @@ def test_log_mel_matches_feature_extractor(fused):
     from transformers import ClapFeatureExtractor
 
     fe = ClapFeatureExtractor(truncation="fusion" if fused else "rand_trunc")  # the real 64-bin, 10 s setup
-    clap = C.LoadedClap(C.ClapCheckpoint("x", Path("."), "r", "local"), None, fe, None, "cpu", torch.float32)
+    clap = M.LoadedClap(hub.Checkpoint("x", Path("."), "r", "local"), None, fe, None, "cpu", torch.float32)
     rng = np.random.default_rng(1)
     t = np.arange(480_000) / 48_000
-    music = (0.4 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.02 * rng.standard_normal(t.size))
+    music = 0.4 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.02 * rng.standard_normal(t.size)
     for length in (480_000, 7 * 48_000 + 123):
         x = music[:length].astype(np.float32)
         reference = fe(x, sampling_rate=48_000, return_tensors="np")["input_features"][0]
@@ -224,22 +230,22 @@ def test_fused_checkpoint_is_batch_independent(tiny_fused_clap_dir, song, segmen
 
 def test_missing_hub_checkpoint_message():
     model_id = "soundsight-tests/no-such-clap"
-    assert C.clap_available(model_id) is False
+    assert M.clap_available(model_id) is False
     with pytest.raises(MissingCheckpointError) as err:
         C.ClapAnalyser(load_vocabulary(), model_id)
     message = str(err.value)
     assert model_id in message and f"hf download {model_id}" in message and "local directory" in message
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no hub stack trace
     with pytest.raises(MissingCheckpointError, match="soundsight-tests/no-such-clap"):
-        C.load_clap(model_id)
-    assert C.clap_stats().get("loads", 0) == 0
+        M.load_clap(model_id)
+    assert M.clap_stats().get("loads", 0) == 0
 
 
 def test_missing_local_directory_message(tmp_path):
     missing = str(tmp_path / "nowhere" / "clap")
     with pytest.raises(MissingCheckpointError, match="--local-dir"):
-        C.resolve_clap_checkpoint(missing)
-    assert not C.clap_available(missing)
+        M.resolve_clap_checkpoint(missing)
+    assert not M.clap_available(missing)
 
 
 def test_incomplete_checkpoint_is_missing(tiny_clap_dir, tmp_path):
@@ -247,7 +253,7 @@ def test_incomplete_checkpoint_is_missing(tiny_clap_dir, tmp_path):
     partial.mkdir()
     shutil.copy(tiny_clap_dir / "config.json", partial)
     with pytest.raises(MissingCheckpointError, match="incomplete: missing weights"):
-        C.resolve_clap_checkpoint(str(partial))
+        M.resolve_clap_checkpoint(str(partial))
 
 
 def test_original_pt_checkpoint_message(tmp_path):
@@ -257,13 +263,13 @@ def test_original_pt_checkpoint_message(tmp_path):
     folder.mkdir()
     shutil.copy(pt, folder)
     for target in (pt, folder, tmp_path / "absent.ckpt"):
-        with pytest.raises(C.ClapCheckpointFormatError) as err:
+        with pytest.raises(M.ClapCheckpointFormatError) as err:
             C.ClapAnalyser(load_vocabulary(), str(target))
         message = str(err.value)
         assert "original LAION-CLAP checkpoint" in message
         assert "laion/larger_clap_music" in message and "hf download" in message
         assert isinstance(err.value, SoundsightError)
-        assert not C.clap_available(str(target))
+        assert not M.clap_available(str(target))
 
 
 def test_hub_cache_snapshot_revision(tiny_clap_dir, tmp_path, monkeypatch):
@@ -277,38 +283,38 @@ def test_hub_cache_snapshot_revision(tiny_clap_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
-    assert C.clap_available("laion/larger_clap_music")
-    checkpoint = C.resolve_clap_checkpoint("laion/larger_clap_music")
+    assert M.clap_available("laion/larger_clap_music")
+    checkpoint = M.resolve_clap_checkpoint("laion/larger_clap_music")
     assert checkpoint.source == "hub-cache" and checkpoint.revision == commit
     analyser = C.ClapAnalyser(load_vocabulary(), "laion/larger_clap_music", device="cpu")
-    assert analyser.backend_id == f"clap-v1:laion/larger_clap_music@{commit}:float32"
-    assert C.load_clap("laion/larger_clap_music", "cpu").backend_id == analyser.backend_id
-    assert C.clap_backend_id("laion/larger_clap_music", device="cpu") == analyser.backend_id
+    assert analyser.backend_id == f"clap-v2:laion/larger_clap_music@{commit}:float32"
+    assert M.load_clap("laion/larger_clap_music", "cpu").backend_id == analyser.backend_id
+    assert M.clap_backend_id("laion/larger_clap_music", device="cpu") == analyser.backend_id
 
 
 def test_local_revision_is_a_content_hash(tiny_clap_dir, tmp_path):
     copy = shutil.copytree(tiny_clap_dir, tmp_path / "tiny-clap")
-    original = C.resolve_clap_checkpoint(str(tiny_clap_dir))
-    assert original.revision.startswith("local-")
-    assert C.resolve_clap_checkpoint(str(copy)).revision == original.revision
+    original = M.resolve_clap_checkpoint(str(tiny_clap_dir))
+    assert original.revision.startswith("sha256:")
+    assert M.resolve_clap_checkpoint(str(copy)).revision == original.revision
     config = copy / "config.json"
     config.write_text(config.read_text().replace('"logit_scale_init_value"', '"logit_scale_init_value" ', 1))
-    assert C.resolve_clap_checkpoint(str(copy)).revision != original.revision
+    assert M.resolve_clap_checkpoint(str(copy)).revision != original.revision
 
 
 def test_device_and_dtype_resolution():
-    assert C.resolve_device("cpu") == "cpu"
-    assert C.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert C.resolve_dtype(None, "cpu") == torch.float32
-    assert C.resolve_dtype("auto", "cuda") == torch.float16
-    assert C.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert hub.resolve_device("cpu") == "cpu"
+    assert hub.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert hub.torch_dtype(None, "cpu") == torch.float32
+    assert hub.torch_dtype("auto", "cuda") == torch.float16
+    assert hub.torch_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError):
-        C.resolve_dtype("float8", "cpu")
+        hub.torch_dtype("float8", "cpu")
 
 
 def test_fanned_out_batches_equal_one_call(tiny_clap_dir, song, segments, cache_dir):
     """The analysis stage's fan-out (embed batches on workers, label once) changes no number."""
-    from models.clap import ClapAnalyser, SegmentEmbeddings
+    from soundsight.models.analysis.clap import ClapAnalyser, SegmentEmbeddings
 
     analyser = ClapAnalyser(load_vocabulary(), str(tiny_clap_dir), device="cpu", cache_dir=cache_dir, batch_size=4)
     whole = analyser(song, SR, segments, 120.0, [])

@@ -19,6 +19,7 @@ from tests.deploy_fixtures import (
     ROOT,
     artifacts,
     client,
+    fault,
     fetch,
     retry_like_the_ui,
     task_states,
@@ -64,7 +65,9 @@ def test_compose_file_describes_the_production_stack():
     compose = ROOT / "docker" / "compose.yaml"
     spec = yaml.safe_load(compose.read_text())
     services = spec["services"]
-    assert {"postgres", "prefect-server", "deploy", "worker", "vllm", "dask-scheduler", "gpu-worker", "media"} <= set(services)
+    assert {"postgres", "prefect-server", "deploy", "worker", "vllm", "dask-scheduler", "gpu-worker", "media"} <= set(
+        services
+    )
     server = services["prefect-server"]["environment"]
     assert server["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
     assert "PREFECT_SERVER_API_AUTH_STRING" in server and "PREFECT_UI_API_URL" in server
@@ -126,12 +129,16 @@ def test_deployments_offer_the_settings_form_and_a_nightly_schedule(stack):
         assert schema["properties"]["settings"]["default"]["render"]["width"] == 320
 
         (schedule,) = nightly.schedules
-        assert schedule.active and schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "Europe/Paris"
+        assert (
+            schedule.active and schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "Europe/Paris"
+        )
         assert nightly.parameters == {"catalogue": str(stack.catalogue)}
 
         # the server validates parameters against the form's schema: a bad value never reaches a worker
         with pytest.raises(PrefectHTTPStatusError, match="409|422"):
-            c.create_flow_run_from_deployment(song.id, parameters={"song": "x.ogg", "settings": {"render": {"width": 3}}})
+            c.create_flow_run_from_deployment(
+                song.id, parameters={"song": "x.ogg", "settings": {"render": {"width": 3}}}
+            )
 
 
 def test_render_song_run_publishes_its_artifacts(stack):
@@ -166,7 +173,7 @@ def test_render_song_run_publishes_its_artifacts(stack):
 
 def test_failed_scene_retry_runs_only_that_scene(stack):
     song = stack.songs["b"]
-    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings(fail_scene=1)})
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()}, job_variables=fault("fail:1"))
     run = wait_final(run_id)
     assert run.state.is_failed() and "scene 1" in run.state.message, run.state
     first = task_states(run_id, attempt=1)
@@ -189,11 +196,10 @@ def test_failed_scene_retry_runs_only_that_scene(stack):
 
 
 def test_killed_worker_run_resumes_on_a_new_worker(stack):
-    """SOUNDSIGHT_FAULT_KILL_SCENE SIGKILLs the flow-run process mid-render (as the OOM killer
-    would); the worker that ran it is then SIGKILLed too and a fresh worker resumes the run."""
+    """The flow-run process is SIGKILLed mid-render (as the OOM killer would); the worker that ran
+    it is then SIGKILLed too and a fresh worker resumes the run."""
     song = stack.songs["c"]
-    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()},
-                     job_variables={"env": {"SOUNDSIGHT_FAULT_KILL_SCENE": "2"}})  # fmt: skip
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()}, job_variables=fault("kill:2"))
     run = wait_final(run_id)
     assert run.state.is_crashed(), run.state
     stack.worker.kill()

@@ -1,4 +1,4 @@
-"""The LLM script writer (models/llm.py).
+"""The LLM script writer (models/script/: the chat client, answer parsing, the writer).
 
 Two kinds of tests:
 - the parser on recorded and hand-written answers (tests/data/, see llm_README.md there): the
@@ -19,14 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
-
-from models.base import ScriptRequest, ScriptResult
-from models.llm import (
-    LLMRequestError,
-    LLMScriptWriter,
-    LLMUnavailableError,
-    Reply,
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from soundsight.models.base import ScriptRequest, ScriptResult
+from soundsight.models.script.answers import (
     format_attempt,
     merge_scenes,
     parse_free_text,
@@ -35,7 +32,12 @@ from models.llm import (
     script_json_schema,
     split_reasoning,
 )
-from prompts import load_vocabulary, script_prompt
+from soundsight.models.script.chat import LLMRequestError, LLMUnavailableError, Reply
+from soundsight.models.script.llm import LLMScriptWriter
+from soundsight.models.script.style import style_sentence
+from soundsight.models.script.template import TemplateScriptWriter
+from soundsight.prompts import load_vocabulary, script_prompt
+
 from soundsight.errors import SoundsightError
 from soundsight.schemas import Analysis, Label, Scene, SegmentLabels
 from soundsight.settings import ScriptSettings
@@ -191,7 +193,10 @@ def test_free_text_variants(answer, scenes, problems):
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("SCENE BEGIN SCRIPT END 0123:-*#\n<think>/ab.")), max_size=300), st.integers(1, 9))
+@given(
+    st.text(alphabet=st.sampled_from(list("SCENE BEGIN SCRIPT END 0123:-*#\n<think>/ab.")), max_size=300),
+    st.integers(1, 9),
+)
 def test_free_text_parser_never_fails_and_stays_in_range(text, n):
     reasoning, answer = split_reasoning(text)
     parsed = parse_free_text(answer, n)
@@ -202,7 +207,10 @@ def test_free_text_parser_never_fails_and_stays_in_range(text, n):
 
 
 def test_structured_parsing():
-    ok = parse_structured('```json\n{"characters": "a fox", "scenes": [{"description": "A fox."}, {"description": " A\\nhare. "}]}\n```', 2)
+    ok = parse_structured(
+        '```json\n{"characters": "a fox", "scenes": [{"description": "A fox."}, {"description": " A\\nhare. "}]}\n```',
+        2,
+    )
     assert ok.problems == [] and ok.scenes == {0: "A fox.", 1: "A hare."} and ok.characters == "a fox"
 
     short = parse_structured('{"characters": "", "scenes": [{"description": "A fox."}]}', 2)
@@ -233,7 +241,9 @@ def test_schema_pins_the_scene_count_and_bounds_strings():
 def test_missing_scenes_are_filled_from_the_fallback_only():
     # Block 3 without its SCENE 3 and SCENE 6 lines: five usable scenes, two to fill.
     text = "\n".join(
-        line for line in read_data("deepseek_r1_block3.txt").splitlines() if not line.startswith(("- SCENE 3:", "- SCENE 6:"))
+        line
+        for line in read_data("deepseek_r1_block3.txt").splitlines()
+        if not line.startswith(("- SCENE 3:", "- SCENE 6:"))
     )
     _, answer = split_reasoning(text)
     parsed = parse_free_text(answer, 7)
@@ -250,7 +260,9 @@ def test_missing_scenes_are_filled_from_the_fallback_only():
 def test_transcript_keeps_reasoning_from_either_place():
     reasoning, answer = split_reasoning(read_data("deepseek_r1_block3.txt"))
     # A server with a reasoning parser sends the reasoning beside the content ...
-    split = Reply(content=answer, reasoning=reasoning, finish_reason="stop", model="r1", prompt_tokens=900, completion_tokens=700)
+    split = Reply(
+        content=answer, reasoning=reasoning, finish_reason="stop", model="r1", prompt_tokens=900, completion_tokens=700
+    )
     _, parsed = read_reply(split, 7, "free_text")
     entry = format_attempt(1, 3, "free_text", split, parsed)
     assert "Okay, so I'm trying" in entry and "SCENE 7:" in entry and "tokens 900 prompt + 700 completion" in entry
@@ -301,7 +313,7 @@ def _settings(base_url: str, **overrides) -> ScriptSettings:
 def test_model_id_comes_from_the_server(vllm_server):
     writer = LLMScriptWriter(_settings(vllm_server))
     assert writer.served_model_id() == SERVED_MODEL_NAME
-    assert writer.writer_id == f"openai-chat:{SERVED_MODEL_NAME}:structured:parser-1"
+    assert writer.writer_id == f"openai-chat:{SERVED_MODEL_NAME}:structured:parser-2"
     assert LLMScriptWriter(_settings(vllm_server, llm_model="pinned")).served_model_id() == "pinned"
 
 
@@ -346,7 +358,8 @@ def test_structured_random_model_gives_exactly_n_scenes(vllm_server):
         max_scene_chars=100,
         max_character_chars=40,
     )
-    result = writer(make_request(n))
+    request = make_request(n)
+    result = writer(request)
 
     assert [s.index for s in result.scenes] == list(range(n))
     assert all(s.source == "llm" for s in result.scenes), result.notes
@@ -354,7 +367,8 @@ def test_structured_random_model_gives_exactly_n_scenes(vllm_server):
     assert len(result.characters) <= 40
     assert fallback.calls == 0
     assert "===== attempt 1 of 3" in result.raw_response and '"scenes"' in result.raw_response
-    assert result.style.startswith(next(iter(make_request(n).analysis.visual.values())).name)
+    # The same style sentence whichever writer ran: video prompts must not depend on it.
+    assert result.style == style_sentence(request.analysis) == TemplateScriptWriter()(request).style
 
 
 @pytest.mark.vllm
@@ -504,7 +518,9 @@ def test_retries_until_a_stopped_server_is_back(relay):
 @pytest.mark.vllm
 def test_retries_on_503_and_timeouts(relay):
     writer = LLMScriptWriter(
-        _settings(relay.base_url, llm_model=SERVED_MODEL_NAME, llm_output="structured", max_tokens=512, timeout_seconds=3),
+        _settings(
+            relay.base_url, llm_model=SERVED_MODEL_NAME, llm_output="structured", max_tokens=512, timeout_seconds=3
+        ),
         LabelEchoWriter(),
         retries=3,
         backoff_seconds=0.1,

@@ -14,10 +14,10 @@ def test_ci_runs_the_test_command_written_in_readme():
 
 
 def test_documented_flags_exist():
-    from flows.cli import main
-
     import contextlib
     import io
+
+    from soundsight.flows.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):

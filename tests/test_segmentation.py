@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from soundsight.models.audio.beats import BeatGrid
+from soundsight.models.audio.segmenters import (
+    BeatSnap,
+    plan_segments,
+    segment_random,
+    segment_rule_based,
+    segments_from_cuts,
+)
+from soundsight.tasks.reference_beats import load_reference_beats, reference_metrics
 
-from models.beats import BeatGrid, load_reference_beats, reference_metrics
-from models.segmenters import BeatSnap, plan_segments, segment_random, segment_rule_based, segments_from_cuts
+from soundsight.settings import SegmentSettings
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -44,16 +52,18 @@ def _check_bounds(segments, duration: float, fps: int, lo: float, hi: float) -> 
         assert min(frames) >= mn, (frames, mn, mx)  # no cut closer than the minimum to the previous one
 
 
-song = st.fixed_dictionaries({
-    "duration": st.floats(0.5, 240.0),
-    "bpm": st.floats(50.0, 200.0),
-    "phase": st.floats(0.0, 1.0),
-    "fps": st.sampled_from([16, 24, 25, 30]),
-    "min_s": st.floats(1.0, 5.0),
-    "extra": st.floats(0.3, 5.0),
-    "seed": st.integers(0, 2**31 - 1),
-    "snap": st.booleans(),
-})
+song = st.fixed_dictionaries(
+    {
+        "duration": st.floats(0.5, 240.0),
+        "bpm": st.floats(50.0, 200.0),
+        "phase": st.floats(0.0, 1.0),
+        "fps": st.sampled_from([16, 24, 25, 30]),
+        "min_s": st.floats(1.0, 5.0),
+        "extra": st.floats(0.3, 5.0),
+        "seed": st.integers(0, 2**31 - 1),
+        "snap": st.booleans(),
+    }
+)
 
 
 @PROPS
@@ -80,9 +90,18 @@ def test_rule_based_mode_tiles_and_respects_bounds(p, threshold, beats_per_cut):
     nov_t = np.arange(0.0, p["duration"], 0.093)
     nov = rng.random(len(nov_t))
     snap = BeatSnap(beats, downbeats) if p["snap"] else None
-    cuts = segment_rule_based(p["duration"], beats=beats, novelty_times=nov_t, novelty=nov, min_seconds=lo,
-                              max_seconds=hi, beats_per_cut=beats_per_cut, novelty_threshold=threshold,
-                              fps=p["fps"], snap=snap)
+    cuts = segment_rule_based(
+        p["duration"],
+        beats=beats,
+        novelty_times=nov_t,
+        novelty=nov,
+        min_seconds=lo,
+        max_seconds=hi,
+        beats_per_cut=beats_per_cut,
+        novelty_threshold=threshold,
+        fps=p["fps"],
+        snap=snap,
+    )
     segments = segments_from_cuts(cuts, p["duration"], p["fps"], beats)
     _check_tiling(segments, p["duration"], p["fps"])
     _check_bounds(segments, p["duration"], p["fps"], lo, hi)
@@ -95,15 +114,23 @@ def test_plan_segments_caps_at_the_video_models_clip(p, mode, clip):
     beats, downbeats = _grid(p["duration"], p["bpm"], p["phase"])
     grid = BeatGrid(p["bpm"], beats, downbeats, 0.9, strength=np.ones(len(beats)))
     nov_t = np.arange(0.0, p["duration"], 0.093)
+    sr = 1000  # the grid and novelty are given: the audio only sets the duration
+    y = np.zeros(int(round(p["duration"] * sr)), np.float32)
+    duration = len(y) / sr
+    settings = SegmentSettings(mode=mode, beat_snap=p["snap"], seed=p["seed"] % 1000)
     seg = plan_segments(
-        np.zeros(16, np.float32), 22050, p["duration"], song_hash="h", fps=p["fps"], mode=mode, beat_snap=p["snap"],
-        seed=p["seed"] % 1000, min_seconds=4.0, max_seconds=7.0, random_max_seconds=8.0, beats_per_cut=12,
-        novelty_threshold=0.3, snap_tolerance_seconds=0.35, max_clip_seconds=clip, grid=grid,
+        y,
+        sr,
+        settings,
+        song_hash="h",
+        fps=p["fps"],
+        max_clip_seconds=clip,
+        grid=grid,
         novelty_curve=(nov_t, np.zeros(len(nov_t))),
     )
-    _check_tiling(seg.segments, p["duration"], p["fps"])
+    _check_tiling(seg.segments, duration, p["fps"])
     assert max(s.frames for s in seg.segments) <= max(1, math.floor(clip * p["fps"] + 1e-6)) or len(seg.segments) == 1
-    _check_bounds(seg.segments, p["duration"], p["fps"], seg.min_seconds, seg.max_seconds)
+    _check_bounds(seg.segments, duration, p["fps"], seg.min_seconds, seg.max_seconds)
     for s in seg.segments[:-1]:  # a snapped cut sits on a beat (up to frame rounding)
         if s.snapped_to:
             assert np.min(np.abs(beats - s.end)) <= 0.5 / p["fps"] + 1e-6
@@ -132,7 +159,7 @@ def test_reference_metrics_on_known_cuts():
 
 
 def test_score_beats_follow_pickups_and_compound_meter():
-    from models.midi_synth import load_score, score_beat_offsets
+    from soundsight.flows.demo import load_score, score_beat_offsets
 
     beats, downbeats, _ = score_beat_offsets(load_score("bach/bwv66.6"))  # 4/4, one-beat pickup
     assert beats[:3] == [0, 1, 2] and downbeats[:2] == [1, 5]
@@ -149,8 +176,7 @@ LEAD = 0.137  # keeps the true beats off the 24 fps grid
 @pytest.fixture(scope="module")
 def drummed_chorale(tmp_path_factory):
     import soundfile as sf
-
-    from models.midi_synth import load_score, render_score, write_beats_file
+    from soundsight.flows.demo import load_score, render_score, write_beats_file
 
     audio, timing = render_score(load_score("bach/bwv66.6"), (0, 0, 0, 32), drums=True, sample_rate=22050)
     pad = np.zeros((int(round(LEAD * 22050)), 2), np.float32)
@@ -163,7 +189,7 @@ def drummed_chorale(tmp_path_factory):
 
 
 def test_rendered_fixture_snapped_cuts_land_on_true_beats(drummed_chorale):
-    from models.beats import track_beats
+    from soundsight.models.audio.beats import track_beats
 
     y, timing, path = drummed_chorale
     duration = len(y) / 22050
@@ -173,22 +199,26 @@ def test_rendered_fixture_snapped_cuts_land_on_true_beats(drummed_chorale):
     assert reference is not None
     np.testing.assert_allclose(reference[0], timing.beats, atol=1e-5)
     np.testing.assert_allclose(reference[1], timing.downbeats, atol=1e-5)
-    common = dict(song_hash="x", fps=24, seed=0, min_seconds=4.0, max_seconds=7.0, random_max_seconds=8.0,
-                  beats_per_cut=12, novelty_threshold=0.3, snap_tolerance_seconds=0.35, grid=grid, reference=reference)
     cuts = []
-    for mode, seed, clip in [("random", 0, math.inf), ("random", 1, math.inf), ("rule_based", 0, math.inf),
-                             ("rule_based", 0, 81 / 16)]:
-        seg = plan_segments(y, 22050, duration, mode=mode, beat_snap=True, max_clip_seconds=clip, **{**common, "seed": seed})
+    for mode, seed, clip in [
+        ("random", 0, math.inf),
+        ("random", 1, math.inf),
+        ("rule_based", 0, math.inf),
+        ("rule_based", 0, 81 / 16),
+    ]:
+        settings = SegmentSettings(mode=mode, seed=seed)
+        seg = plan_segments(y, 22050, settings, song_hash="x", fps=24, max_clip_seconds=clip, grid=grid)
         _check_tiling(seg.segments, duration, 24)
-        assert seg.metrics["beat_f_measure"] > 0.9
-        assert seg.metrics["cuts_within_frame"] == 1.0, seg.metrics
+        metrics = reference_metrics([s.start for s in seg.segments[1:]], grid.beats, grid.downbeats, *reference, fps=24)
+        assert metrics["beat_f_measure"] > 0.9
+        assert metrics["cuts_within_frame"] == 1.0, metrics
         cuts += [s.start for s in seg.segments[1:]]
     err = np.array([np.min(np.abs(timing.beats - c)) for c in cuts])
     assert len(err) >= 10 and err.max() <= 1 / 24, err
 
 
 def test_demo_song_writes_its_beats(tmp_path):
-    from models.midi_synth import demo_song
+    from soundsight.flows.demo import demo_song
 
     path = demo_song(tmp_path / "demo.wav", repeats=1)
     beats, downbeats = load_reference_beats(path)
@@ -198,7 +228,7 @@ def test_demo_song_writes_its_beats(tmp_path):
 
 @pytest.mark.parametrize("tracked_bpm, expected", [(240.0, "half"), (60.0, "double"), (120.0, "as_tracked")])
 def test_tempo_octave_check_recovers_the_pulse(tracked_bpm, expected):
-    from models.beats import _tempo_level
+    from soundsight.models.audio.beats import _tempo_level
 
     times = np.arange(0.0, 30.0, 0.0029)
     env = np.zeros_like(times)

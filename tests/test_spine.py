@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,57 +11,11 @@ import numpy as np
 import pytest
 
 from soundsight.schemas import Segmentation
-from soundsight.settings import Settings
+from tests.support import gray_frames, probe, render
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def task_states(flow_run_id, timeout: float = 60.0) -> dict[str, str]:
-    """Task-run name -> final state name for one flow run, read back from the Prefect server.
-
-    The server records task states from events asynchronously, so poll until all are final.
-    """
-    import time
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            states = {run.name: run.state.name for run in runs if run.state}
-            if runs and all(run.state and run.state.is_final() for run in runs) or time.monotonic() > deadline:
-                return states
-            time.sleep(0.5)
-
-
-def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:
-    from flows.music_video import render_song
-
-    settings = Settings.model_validate({"output": {"runs_dir": str(runs_dir)}, **groups})
-    state = render_song(str(song), settings, return_state=True)
-    assert state.is_completed(), state
-    return Path(state.result()), task_states(state.state_details.flow_run_id)
-
-
-def probe(ffprobe: str, path: Path) -> dict:
-    out = subprocess.run(
-        [ffprobe, "-v", "error", "-count_frames", "-show_entries",
-         "stream=codec_type,codec_name,nb_read_frames,duration,r_frame_rate:format=duration", "-of", "json", str(path)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return json.loads(out.stdout)
-
-
-def gray_frames(path: Path, w: int = 32, h: int = 18) -> np.ndarray:
-    from soundsight.media import ffmpeg_exe
-
-    raw = subprocess.run(
-        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-vf", f"scale={w}:{h}", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-        capture_output=True, check=True,
-    ).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, h, w).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +28,15 @@ def celtic_run(music, tmp_path_factory):
 def test_render_writes_every_intermediate_file(celtic_run):
     _, video, _ = celtic_run
     run_dir = video.parent
-    for name in ("song.json", "segments.json", "analysis.json", "prompt.txt", "script.json", "script.txt", "response.txt"):
+    for name in (
+        "song.json",
+        "segments.json",
+        "analysis.json",
+        "prompt.txt",
+        "script.json",
+        "script.txt",
+        "response.txt",
+    ):
         assert (run_dir / name).is_file(), name
     script = (run_dir / "script.txt").read_text()
     assert script.startswith("BEGIN SCRIPT") and "SCENE 1:" in script
@@ -136,10 +97,13 @@ def test_deleted_clip_is_rendered_again(celtic_run, music):
     _, states = render(music / "celtic.ogg", runs)
     assert states["render-scene-002"] == "Completed"
     assert (video.parent / "scenes" / "scene_002.mp4").is_file()
-    assert all(state == "Cached" for name, state in states.items() if name.startswith(("load", "segment", "render-scene-001")))
+    assert all(
+        state == "Cached" for name, state in states.items() if name.startswith(("load", "segment", "render-scene-001"))
+    )
 
 
 # --- bad input: one line naming the file and the problem, non-zero exit, no video ------------------
+
 
 def make_bad_inputs(music: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
     from soundsight.media import ffmpeg_exe
@@ -152,7 +116,10 @@ def make_bad_inputs(music: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
     not_audio.write_text("these are my notes, not a song\n" * 50)
     silent = tmp / "silent.wav"
     short = tmp / "short.flac"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "10", str(silent)], check=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "10", str(silent)],
+        check=True,
+    )
     subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(music / "celtic.ogg"), "-t", "2.5", str(short)], check=True)
     return {
         "missing": (tmp / "no-such-song.mp3", "not found"),
@@ -164,27 +131,36 @@ def make_bad_inputs(music: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-def test_bad_inputs_fail_with_one_clear_line(music, tmp_path):
+@pytest.fixture(scope="module")
+def bad_inputs(music, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    return make_bad_inputs(music, tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "not audio", "silent", "too short"])
+def test_bad_input_fails_with_one_clear_line(case, bad_inputs, tmp_path):
+    path, problem = bad_inputs[case]
     runs = tmp_path / "runs"
-    env = dict(os.environ)
-    for case, (path, problem) in make_bad_inputs(music, tmp_path).items():
-        proc = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "render", str(path), "--output.runs_dir", str(runs)],
-            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-        )
-        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-        assert proc.returncode != 0, case
-        assert len(errors) == 1, (case, proc.stderr)
-        assert str(path) in errors[0] and problem in errors[0], (case, errors[0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "soundsight.flows.cli", "render", str(path), "--output.runs_dir", str(runs)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+        timeout=300,
+    )
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(errors) == 1, proc.stderr
+    assert str(path) in errors[0] and problem in errors[0], errors[0]
     assert not list(runs.rglob("video.mp4")) and not list(runs.rglob("*.part*"))
 
 
 def test_demo_renders_with_a_temporary_prefect_server(tmp_path, ffprobe):
     """README's first command, minus the install: no PREFECT_API_URL, so a temporary server."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "render", "--demo", "--output.runs_dir", str(tmp_path / "runs"),
+        [sys.executable, "-m", "soundsight.flows.cli", "render", "--demo", "--output.runs_dir", str(tmp_path / "runs"),
          "--render.width", "320", "--render.height", "180"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
     )  # fmt: skip

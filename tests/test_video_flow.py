@@ -11,19 +11,34 @@ import pytest
 
 from soundsight.media import ffmpeg_exe
 from soundsight.schemas import Manifest, Segmentation
-from tests.test_spine import gray_frames, probe, render
+from tests.support import gray_frames, probe, render
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.fixture(scope="module")
 def three_scene_song(music, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("songs") / "celtic_13s.wav"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-ss", "20", "-t", "13", "-i", str(music / "celtic.ogg"), str(out)], check=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-ss", "20", "-t", "13", "-i", str(music / "celtic.ogg"), str(out)], check=True
+    )
     return out
 
 
 def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_song, tmp_path, tiny_wan_dir, ffprobe):
-    groups = {"render": {"backend": "wan", "model": str(tiny_wan_dir), "model_width": 32, "model_height": 32,
-                         "dtype": "float32", "device": "cpu", "steps": 2, "width": 64, "height": 64}}
+    groups = {
+        "render": {
+            "backend": "wan",
+            "model": str(tiny_wan_dir),
+            "model_width": 32,
+            "model_height": 32,
+            "dtype": "float32",
+            "device": "cpu",
+            "steps": 2,
+            "width": 64,
+            "height": 64,
+        }
+    }
     video, states = render(three_scene_song, tmp_path, **groups)
     run_dir = video.parent
     segmentation = Segmentation.model_validate_json((run_dir / "segments.json").read_text())
@@ -40,7 +55,8 @@ def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_so
     clips = [Manifest.model_validate(json.loads(json.loads(r.read_text())["result"])["data"]) for r in records]
     assert len(clips) == 3
     assert all(c.info["pipelines_built_in_worker"] == 1 for c in clips), [c.info for c in clips]
-    assert len({c.info["worker_pid"] for c in clips}) >= 1
+    # Two single-threaded CPU workers and three scenes: both workers render, each builds once.
+    assert len({c.info["worker_pid"] for c in clips}) == 2, [c.info for c in clips]
 
     # Assembly retimed 16 fps clips onto the 24 fps grid, cut on the boundary frames.
     info = probe(ffprobe, video)

@@ -15,15 +15,112 @@ from pathlib import Path
 
 import pytest
 
-_WORDS = (
-    "a the of and in on with under over through into neon city night rain street light dark "
-    "glow river forest mountain ocean wave fire smoke dust sky cloud sun moon star storm wind "
-    "red blue green gold silver purple white black warm cold slow fast calm wild soft loud "
-    "fox wolf bird girl boy dancer singer crowd car train boat window door mirror road bridge "
-    "runs walks dances flies falls rises turns spins drifts shines burns breaks opens closes "
-    "camera pan zoom close up wide shot cinematic film grain watercolor painting style dream "
-    "blurry distorted faces extra limbs text watermark low quality flicker"
-).split()
+_WORDS = [
+    "a",
+    "the",
+    "of",
+    "and",
+    "in",
+    "on",
+    "with",
+    "under",
+    "over",
+    "through",
+    "into",
+    "neon",
+    "city",
+    "night",
+    "rain",
+    "street",
+    "light",
+    "dark",
+    "glow",
+    "river",
+    "forest",
+    "mountain",
+    "ocean",
+    "wave",
+    "fire",
+    "smoke",
+    "dust",
+    "sky",
+    "cloud",
+    "sun",
+    "moon",
+    "star",
+    "storm",
+    "wind",
+    "red",
+    "blue",
+    "green",
+    "gold",
+    "silver",
+    "purple",
+    "white",
+    "black",
+    "warm",
+    "cold",
+    "slow",
+    "fast",
+    "calm",
+    "wild",
+    "soft",
+    "loud",
+    "fox",
+    "wolf",
+    "bird",
+    "girl",
+    "boy",
+    "dancer",
+    "singer",
+    "crowd",
+    "car",
+    "train",
+    "boat",
+    "window",
+    "door",
+    "mirror",
+    "road",
+    "bridge",
+    "runs",
+    "walks",
+    "dances",
+    "flies",
+    "falls",
+    "rises",
+    "turns",
+    "spins",
+    "drifts",
+    "shines",
+    "burns",
+    "breaks",
+    "opens",
+    "closes",
+    "camera",
+    "pan",
+    "zoom",
+    "close",
+    "up",
+    "wide",
+    "shot",
+    "cinematic",
+    "film",
+    "grain",
+    "watercolor",
+    "painting",
+    "style",
+    "dream",
+    "blurry",
+    "distorted",
+    "faces",
+    "extra",
+    "limbs",
+    "text",
+    "watermark",
+    "low",
+    "quality",
+    "flicker",
+]
 
 
 def t5_corpus(n: int = 400, seed: int = 0) -> list[str]:
@@ -51,7 +148,10 @@ def build_t5_tokenizer(vocab_size: int = 160, model_max_length: int = 512):
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
         model_max_length=model_max_length,
     )
     # transformers 5 can hand back a near-empty tokenizer instead of failing: check it is ours.
@@ -62,9 +162,17 @@ def build_t5_tokenizer(vocab_size: int = 160, model_max_length: int = 512):
 
 def _t5_config_kwargs(tokenizer, d_model: int) -> dict:
     return dict(
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -78,16 +186,31 @@ def build_tiny_wan():
     torch.manual_seed(0)
     text_encoder = UMT5EncoderModel(UMT5Config(**_t5_config_kwargs(tokenizer, 32))).eval()
     torch.manual_seed(0)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     )
-    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                       scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
+    return WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+    )
 
 
 def build_tiny_mochi():
@@ -101,15 +224,34 @@ def build_tiny_mochi():
     text_encoder = T5EncoderModel(T5Config(**_t5_config_kwargs(tokenizer, 32))).eval()
     torch.manual_seed(0)
     transformer = MochiTransformer3DModel(
-        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
-        in_channels=12, out_channels=None, qk_norm="rms_norm", text_embed_dim=32, time_embed_dim=4,
-        activation_fn="swiglu", max_sequence_length=16,
+        patch_size=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=2,
+        pooled_projection_dim=16,
+        in_channels=12,
+        out_channels=None,
+        qk_norm="rms_norm",
+        text_embed_dim=32,
+        time_embed_dim=4,
+        activation_fn="swiglu",
+        max_sequence_length=16,
     )
     torch.manual_seed(0)
-    vae = AutoencoderKLMochi(latent_channels=12, out_channels=3, encoder_block_out_channels=(32, 32, 32, 32),
-                             decoder_block_out_channels=(32, 32, 32, 32), layers_per_block=(1, 1, 1, 1, 1))
-    return MochiPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                         scheduler=FlowMatchEulerDiscreteScheduler())
+    vae = AutoencoderKLMochi(
+        latent_channels=12,
+        out_channels=3,
+        encoder_block_out_channels=(32, 32, 32, 32),
+        decoder_block_out_channels=(32, 32, 32, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+    )
+    return MochiPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
 
 
 def _save(pipe, folder: Path) -> Path:

@@ -1,34 +1,50 @@
 """Pieces of benchmarks/video_throughput.py that Dask workers must import by name.
 
 Real-size Wan2.1-T2V-1.3B component configs (random weights: no checkpoint can be downloaded
-here), the settings class the benchmark renders with, and the pipeline builder.
+here) and the pipeline builder.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from soundsight.settings import RenderSettings
-
 # Wan2.1-T2V-1.3B transformer (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json).
 WAN_1_3B_TRANSFORMER = dict(
-    patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-    text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+    patch_size=(1, 2, 2),
+    num_attention_heads=12,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=8960,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
 )
 # UMT5-XXL encoder as Wan ships it (5.7B parameters, 11.4 GB in bf16).
-UMT5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, vocab_size=256384,
-                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)
+UMT5_XXL = dict(
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    vocab_size=256384,
+    feed_forward_proj="gated-gelu",
+    relative_attention_num_buckets=32,
+)
 # The stand-in used unless --text-encoder xxl: same width (text_dim 4096), 2 layers, small vocab.
-UMT5_SMALL = dict(d_model=4096, d_kv=128, d_ff=10240, num_layers=2, num_heads=32,
-                  feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)
-
-
-class BenchSettings(RenderSettings):
-    """RenderSettings plus the model-resolution override (0: the family default, 832x480)."""
-
-    model_width: int = 0
-    model_height: int = 0
+UMT5_SMALL = dict(
+    d_model=4096,
+    d_kv=128,
+    d_ff=10240,
+    num_layers=2,
+    num_heads=32,
+    feed_forward_proj="gated-gelu",
+    relative_attention_num_buckets=32,
+)
 
 
 def build_wan_pipeline(tiny: bool, text_encoder: str = "small", device: str = "cpu"):
@@ -44,17 +60,23 @@ def build_wan_pipeline(tiny: bool, text_encoder: str = "small", device: str = "c
     tokenizer = build_t5_tokenizer()
     te_cfg = dict(UMT5_XXL if text_encoder == "xxl" else UMT5_SMALL)
     te_cfg.setdefault("vocab_size", len(tokenizer))
-    te_cfg.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                  decoder_start_token_id=tokenizer.pad_token_id, dropout_rate=0.0)
+    te_cfg.update(
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        dropout_rate=0.0,
+    )
     torch.manual_seed(0)
     with torch.device(device):
         text_encoder_m = UMT5EncoderModel(UMT5Config(**te_cfg)).to(torch.bfloat16).eval()
         transformer = WanTransformer3DModel(**WAN_1_3B_TRANSFORMER).to(torch.bfloat16)
         vae = AutoencoderKLWan()  # the default config is Wan 2.1's VAE
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                        num_train_timesteps=1000, flow_shift=3.0)
-    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder_m, vae=vae, transformer=transformer,
-                       scheduler=scheduler)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=3.0
+    )
+    return WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder_m, vae=vae, transformer=transformer, scheduler=scheduler
+    )
 
 
 def folder_gb(folder: Path) -> float:

@@ -13,18 +13,19 @@ Frames are drawn with numpy on precomputed maps and piped to ffmpeg (libx264), e
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
 
-from models.base import ClipInfo, RenderSpec, SceneJob
-from soundsight.media import atomic_path, ffmpeg_exe
+from soundsight.media import FrameEncoder
 
-RENDERER_ID = "animatic-v1"
+__all__ = ["RENDERER_ID", "AnimaticRenderer", "audio_envelopes"]
+
+RENDERER_ID = "animatic-v2"
 BANDS = 24
 # (top colour, bottom colour, accent) per visual-style option of vocabulary.toml, RGB 0..1.
 PALETTES = {
@@ -36,11 +37,11 @@ PALETTES = {
     "Warm golden tones": ((0.98, 0.70, 0.30), (0.35, 0.15, 0.05), (1.00, 0.95, 0.70)),
 }
 DEFAULT_PALETTE = PALETTES["Vibrant and colorful"]
-# x264 settings shared by every clip, so the concat demuxer can join them without re-encoding.
-X264_ARGS = ["-c:v", "libx264", "-preset", "superfast", "-crf", "23", "-pix_fmt", "yuv420p", "-profile:v", "high"]
 
 
-def audio_envelopes(audio: np.ndarray, sample_rate: int, frames: int, fps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def audio_envelopes(
+    audio: np.ndarray, sample_rate: int, frames: int, fps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per output frame: RMS level (0..1), onset strength (0..1) and a BANDS-band spectrum (0..1).
 
     Each frame looks at a 2048-sample window centred on the frame's time (92.9 ms at 22.05 kHz).
@@ -56,7 +57,7 @@ def audio_envelopes(audio: np.ndarray, sample_rate: int, frames: int, fps: int) 
     onset = np.clip(np.diff(level, prepend=level[:1]) * 6.0, 0.0, 1.0)
     spectrum = np.abs(np.fft.rfft(windows, axis=1))[:, 1:]
     edges = np.geomspace(1, spectrum.shape[1], BANDS + 1).astype(int)
-    bands = np.stack([spectrum[:, a:max(b, a + 1)].mean(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
+    bands = np.stack([spectrum[:, a : max(b, a + 1)].mean(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
     bands = np.clip((20 * np.log10(bands + 1e-6) + 10.0) / 50.0, 0.0, 1.0)
     return level, onset, bands
 
@@ -74,6 +75,7 @@ class AnimaticRenderer:
     def __call__(self, job: SceneJob, out_path: Path) -> ClipInfo:
         # The moving picture is drawn at half resolution (4x fewer pixels to compute) and scaled
         # up by ffmpeg; the caption is overlaid by ffmpeg at full resolution so text stays sharp.
+        """Render `job` into the MP4 `out_path` (written atomically)."""
         W, H, n = job.width, job.height, job.frames
         w, h = max(8, W // 2), max(8, H // 2)
         top, bottom, accent = (np.array(c, np.float32) for c in PALETTES.get(job.palette_hint, DEFAULT_PALETTE))
@@ -93,18 +95,13 @@ class AnimaticRenderer:
 
         # 3. Draw each frame and stream it to ffmpeg, which scales, captions and encodes.
         base_r, ring_r = 0.10 * h, 0.0
-        with atomic_path(out_path) as tmp, tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch:
             caption = Path(scratch) / "caption.png"
             self._caption(job, W, H).save(caption, format="PNG")
-            cmd = [
-                ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
-                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(job.fps), "-i", "pipe:0",
-                "-i", str(caption),
-                "-filter_complex", f"[0:v]format=yuv420p,scale={W}:{H}:flags=bilinear[bg];[bg][1:v]overlay=0:0:format=yuv420",
-                *X264_ARGS, "-r", str(job.fps), "-frames:v", str(n), "-movflags", "+faststart", "-f", "mp4", str(tmp),
-            ]  # fmt: skip
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-            try:
+            graph = f"[0:v]format=yuv420p,scale={W}:{H}:flags=bilinear[bg];[bg][1:v]overlay=0:0:format=yuv420"
+            with FrameEncoder(
+                out_path, width=w, height=h, fps=job.fps, frames=n, inputs=(caption,), filter_complex=graph
+            ) as encoder:
                 for i in range(n):
                     ring_r = ring_r + 0.04 * h if onset[i] < 0.15 else base_r
                     disc = np.clip(base_r * (0.8 + 1.2 * level[i]) - radius_map, 0.0, 1.0)
@@ -112,14 +109,8 @@ class AnimaticRenderer:
                     glow = np.maximum(disc * (0.6 + 0.4 * level[i]), ring)[..., None]
                     frame = background * ((0.55 + 0.45 * level[i]) * (1 - glow)) + accent * glow
                     bars = (rows < (bands[i][band_of_x] * bar_zone)[None, :])[..., None] * np.float32(0.5)
-                    frame[h - bar_zone:] = frame[h - bar_zone:] * (1 - bars) + accent * bars
-                    proc.stdin.write((frame * 255).astype(np.uint8).tobytes())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            err = proc.stderr.read().decode(errors="replace")
-            if proc.wait() != 0:
-                raise RuntimeError(f"ffmpeg failed writing scene {job.index}: {err.strip()[-400:]}")
+                    frame[h - bar_zone :] = frame[h - bar_zone :] * (1 - bars) + accent * bars
+                    encoder.write((frame * 255).astype(np.uint8))
         return ClipInfo(out_path, n, float(job.fps), W, H)
 
     @staticmethod

@@ -27,12 +27,13 @@ DEMO_PROGRAMS = (73, 71, 41, 42)
 
 
 def soundfont_path() -> Path:
+    """The General MIDI soundfont that ships with pretty_midi."""
     import pretty_midi
 
     return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
 
 
-def score_to_midi(score, programs: tuple[int, ...] = ()) -> "pretty_midi.PrettyMIDI":  # noqa: F821
+def score_to_midi(score, programs: tuple[int, ...] = ()) -> pretty_midi.PrettyMIDI:  # noqa: F821
     """A music21 score as a PrettyMIDI object; `programs` assigns GM programs to parts in order."""
     import pretty_midi
 
@@ -93,10 +94,14 @@ class ScoreTiming:
     tempi: list[tuple[float, float]] = field(default_factory=list)  # (time, quarter notes per minute)
     sections: list[float] = field(default_factory=list)  # interior section boundaries (medleys)
 
-    def shifted(self, dt: float) -> "ScoreTiming":
+    def shifted(self, dt: float) -> ScoreTiming:
+        """The same timing `dt` seconds later."""
         return ScoreTiming(
-            self.beats + dt, self.downbeats + dt, self.end + dt,
-            [(t + dt, s) for t, s in self.time_signatures], [(t + dt, q) for t, q in self.tempi],
+            self.beats + dt,
+            self.downbeats + dt,
+            self.end + dt,
+            [(t + dt, s) for t, s in self.time_signatures],
+            [(t + dt, q) for t, q in self.tempi],
             [t + dt for t in self.sections],
         )
 
@@ -222,8 +227,9 @@ def add_drum_track(pm, timing: ScoreTiming, velocity: int = 100) -> None:
     pm.instruments.append(drums)
 
 
-def render_score(score, programs: tuple[int, ...] = (), *, drums: bool = False, sample_rate: int = 44100,
-                 tail_seconds: float = 1.0) -> tuple[np.ndarray, ScoreTiming]:
+def render_score(
+    score, programs: tuple[int, ...] = (), *, drums: bool = False, sample_rate: int = 44100, tail_seconds: float = 1.0
+) -> tuple[np.ndarray, ScoreTiming]:
     """Render a score (optionally with a drum track on its beats); audio runs to the last bar's end + tail."""
     pm = score_to_midi(score, programs)
     timing = score_timing(score, pm)
@@ -296,7 +302,8 @@ def demo_song(out_path: Path, repeats: int = 2, sample_rate: int = 44100, write_
     if write_beats:
         period = (len(once) + len(gap)) / sample_rate
         parts = [timing.shifted(k * period) for k in range(repeats)]
-        whole = ScoreTiming(np.concatenate([p.beats for p in parts]), np.concatenate([p.downbeats for p in parts]),
-                            parts[-1].end)
+        whole = ScoreTiming(
+            np.concatenate([p.beats for p in parts]), np.concatenate([p.downbeats for p in parts]), parts[-1].end
+        )
         write_beats_file(out_path.with_name(out_path.stem + ".beats.txt"), whole)
     return out_path

@@ -4,11 +4,9 @@
   each pinned by CUDA_VISIBLE_DEVICES) or, where dask-cuda is not installed, the same layout
   built from plain `distributed` Nannies; without GPUs, a `LocalCluster` of CPU workers (2 by
   default, 1 thread each). GPU workers advertise the resource ``{"GPU": 1}``.
-- `client_for(settings)`: a client to ``settings.dask_address`` (a running `dask scheduler` with
-  `dask cuda worker`s, possibly on other hosts) or to a fresh local cluster.
-- `task_resources(client)`: ``{"GPU": 1}`` when the cluster's workers advertise GPUs, so that a
-  worker never runs two scenes at once even when started with several threads.
-- `task_runner_kwargs(settings)`: keyword arguments for prefect-dask's `DaskTaskRunner`.
+- `task_runner_kwargs(settings)`: keyword arguments for prefect-dask's `DaskTaskRunner`: the
+  scheduler at ``settings.dask_address`` (a running `dask scheduler` with `dask cuda worker`s,
+  possibly on other hosts), or a local cluster from `make_cluster`.
 
 Worker processes keep their module-level pipeline cache for their whole life, so each loads its
 model once; host memory limits are off on GPU workers (the model's host copy under CPU offload
@@ -17,10 +15,12 @@ is not Dask's data, and a Nanny that restarts a worker over it would reload the 
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import Any
+
+from soundsight.settings import RenderSettings
+
+__all__ = ["make_cluster", "task_runner_kwargs", "visible_gpus"]
 
 
 def visible_gpus() -> list[str]:
@@ -41,15 +41,20 @@ def visible_gpus() -> list[str]:
 
 
 def _gpu_spec_cluster(gpus: list[str], threads_per_worker: int, dashboard_address: str | None, **kwargs: Any):
-    """LocalCUDACluster's layout without dask-cuda: one Nanny per GPU with its own
-    CUDA_VISIBLE_DEVICES (the chosen GPU first, as dask-cuda orders it)."""
+    """One Dask worker per GPU without dask-cuda.
+
+    LocalCUDACluster's layout without dask-cuda: one Nanny per GPU with its own
+    CUDA_VISIBLE_DEVICES (the chosen GPU first, as dask-cuda orders it).
+    """
     from distributed import Nanny, Scheduler, SpecCluster
 
     memory_limit = kwargs.pop("memory_limit", 0)
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address,
-                                               "dashboard": dashboard_address is not None}}
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"dashboard_address": dashboard_address, "dashboard": dashboard_address is not None},
+    }
     workers = {}
-    for i, gpu in enumerate(gpus):
+    for gpu in gpus:
         order = [gpu] + [g for g in gpus if g != gpu]
         workers[f"gpu-{gpu}"] = {
             "cls": Nanny,
@@ -118,47 +123,12 @@ def make_cluster(
     )
 
 
-@contextlib.contextmanager
-def client_for(settings: Any = None, client: Any = None, **cluster_kwargs: Any) -> Iterator[Any]:
-    """Yield a Dask client: `client` as given (left open), else one to
-    ``settings.dask_address``, else one to a new local cluster (both closed on exit)."""
-    if client is not None:
-        yield client
-        return
-    from distributed import Client
+def task_runner_kwargs(settings: RenderSettings, **cluster_kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments for prefect-dask's `DaskTaskRunner`.
 
-    address = getattr(settings, "dask_address", "") if settings is not None else ""
-    if address:
-        with Client(address, set_as_default=False) as c:
-            yield c
-        return
-    with make_cluster(**cluster_kwargs) as cluster, Client(cluster, set_as_default=False) as c:
-        yield c
-
-
-def task_resources(client: Any) -> dict[str, float] | None:
-    """``{"GPU": 1}`` when any worker advertises a GPU resource, else None (CPU workers are
-    single-threaded, which gives the same one-scene-at-a-time guard)."""
-    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _accepts_n_workers(client) else \
-        client.scheduler_info().get("workers", {})
-    if any("GPU" in (w.get("resources") or {}) for w in workers.values()):
-        return {"GPU": 1}
-    return None
-
-
-def _accepts_n_workers(client: Any) -> bool:
-    import inspect
-
-    try:
-        return "n_workers" in inspect.signature(client.scheduler_info).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def task_runner_kwargs(settings: Any, **cluster_kwargs: Any) -> dict[str, Any]:
-    """Keyword arguments for ``prefect_dask.DaskTaskRunner``: the scheduler address when
-    ``settings.dask_address`` is set, else `make_cluster` with `cluster_kwargs`."""
-    address = getattr(settings, "dask_address", "") if settings is not None else ""
-    if address:
-        return {"address": address}
+    Keyword arguments for ``prefect_dask.DaskTaskRunner``: the scheduler address when
+    ``settings.dask_address`` is set, else `make_cluster` with `cluster_kwargs`.
+    """
+    if settings.dask_address:
+        return {"address": settings.dask_address}
     return {"cluster_class": make_cluster, "cluster_kwargs": dict(cluster_kwargs)}

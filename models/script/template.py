@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from soundsight.models.base import ScriptRequest, ScriptResult
+from soundsight.models.script.style import style_sentence
+from soundsight.prompts import load_story_elements
 
-from models.base import ScriptRequest, ScriptResult
-from prompts import load_story_elements
 from soundsight.schemas import Analysis, Scene
+
+__all__ = ["TemplateScriptWriter", "acts_from_energy"]
 
 WRITER_ID = "template-writer-v1"
 INTENSITY_LEVEL = {
@@ -43,7 +46,7 @@ def acts_from_energy(levels: list[float]) -> list[str]:
     width = max(1, n // 2)
     start = max(
         range(1, n - width),
-        key=lambda s: (float(np.mean(levels[s:s + width])), -abs(s - (n - width) / 2)),
+        key=lambda s: (float(np.mean(levels[s : s + width])), -abs(s - (n - width) / 2)),
     )
     return ["beginning" if i < start else "middle" if i < start + width else "end" for i in range(n)]
 
@@ -55,14 +58,17 @@ class TemplateScriptWriter:
     writer_id = WRITER_ID
 
     def __call__(self, request: ScriptRequest) -> ScriptResult:
+        """One scene per entry of ``request.durations``, deterministic per song."""
         analysis = request.analysis
         elements = load_story_elements()
         seed = request.song_hash or "soundsight"
 
         # 1. The cast and the look, fixed for the whole video.
         mood = analysis.track["mood"].label
-        character = request.characters.strip() or _choose(elements["characters"].get(mood, ["a small fox"]), seed, "character")
-        style = self.style_sentence(analysis)
+        character = request.characters.strip() or _choose(
+            elements["characters"].get(mood, ["a small fox"]), seed, "character"
+        )
+        style = style_sentence(analysis)
         setting = analysis.visual["visual_setting"].label
         location = analysis.visual["location"].label
         places = elements["places"].get(f"{setting}.{location}") or elements["places"]["Natural.exterior"]
@@ -88,14 +94,5 @@ class TemplateScriptWriter:
 
     @staticmethod
     def look(analysis: Analysis) -> str:
+        """The lighting and look words for the run's visual style."""
         return load_story_elements()["styles"].get(analysis.visual["visual_style"].label, "cinematic light")
-
-    @staticmethod
-    def style_sentence(analysis: Analysis) -> str:
-        """The run's overall visual guidelines, appended to every scene's video prompt."""
-        v = analysis.visual
-        return (
-            f"{v['location'].label.capitalize()} scene, {v['visual_setting'].label.lower()} setting, "
-            f"{v['visual_style'].label.lower()}, focus on {v['visual_focus'].label.lower()}, "
-            f"{analysis.track['mood'].label.lower()} mood"
-        )

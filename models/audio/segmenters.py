@@ -29,8 +29,20 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from soundsight.models.audio.beats import BeatGrid, spectral_novelty, track_beats
 
 from soundsight.schemas import Segment, Segmentation
+from soundsight.settings import SegmentSettings
+
+__all__ = [
+    "BeatSnap",
+    "Cuts",
+    "effective_bounds",
+    "plan_segments",
+    "segment_random",
+    "segment_rule_based",
+    "segments_from_cuts",
+]
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,7 @@ class BeatSnap:
     strength_bonus: float = 0.25
 
     def __call__(self, grid: _Grid, raw: int, allowed: list[tuple[int, int]]) -> tuple[int, str, float]:
+        """(tick, 'downbeat' | 'beat' | '', shift in seconds) for a cut proposed at tick `raw`."""
         beats = np.asarray(self.beats, dtype=float)
         if len(beats) == 0:
             return raw, "", 0.0
@@ -305,7 +318,9 @@ def segments_from_cuts(cuts: Cuts, duration: float, fps: int, beats: np.ndarray 
     return segments
 
 
-def effective_bounds(min_seconds: float, max_seconds: float, max_clip_seconds: float = float("inf")) -> tuple[float, float]:
+def effective_bounds(
+    min_seconds: float, max_seconds: float, max_clip_seconds: float = float("inf")
+) -> tuple[float, float]:
     """(min, max) segment length actually used: max capped by the clip limit; min yields only above it."""
     cap = min(max_seconds, max_clip_seconds)
     return (min_seconds if min_seconds < cap else cap / 2.0), cap
@@ -314,82 +329,100 @@ def effective_bounds(min_seconds: float, max_seconds: float, max_clip_seconds: f
 def plan_segments(
     y: np.ndarray,
     sr: int,
-    duration: float,
+    settings: SegmentSettings,
     *,
     song_hash: str,
     fps: int,
-    mode: str,
-    beat_snap: bool,
-    seed: int,
-    min_seconds: float,
-    max_seconds: float,
-    random_max_seconds: float,
-    beats_per_cut: int,
-    novelty_threshold: float,
-    snap_tolerance_seconds: float,
     max_clip_seconds: float = float("inf"),
-    grid=None,
+    grid: BeatGrid | None = None,
     novelty_curve: tuple[np.ndarray, np.ndarray] | None = None,
-    reference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Segmentation:
     """The segment stage's algorithm, top to bottom: beats -> cuts (snapped as made) -> frame grid.
 
+    Parameters
+    ----------
+    y : numpy.ndarray
+        The song, mono float32.
+    sr : int
+        Its sampling rate, Hz. The song lasts ``len(y) / sr`` seconds.
+    settings : SegmentSettings
+        Mode and thresholds, in musical units (see below).
+    song_hash : str
+        Recorded in the result.
+    fps : int
+        Output frame rate: every cut lands on an output frame.
+    max_clip_seconds : float
+        The active video backend's longest clip, seconds; caps the maximum segment length so no
+        segment needs a longer clip than the model renders (Wan 2.1: 81 frames / 16 fps = 5.06 s).
+    grid, novelty_curve : optional
+        A `BeatGrid` and a novelty curve (times, values) for callers that already have them (the
+        benchmark); computed from `y` otherwise.
+
+    Returns
+    -------
+    Segmentation
+        Segments that tile ``[0, duration]`` exactly, each cut on an output frame.
+
+    Raises
+    ------
+    ValueError
+        `fps` below 1, or `y` empty.
+
+    Notes
+    -----
     Thresholds in musical units:
 
-    - `min_seconds` / `max_seconds` (random mode: `random_max_seconds`): segment length bounds;
-      `max_clip_seconds`, the active video backend's longest clip, caps the maximum so no
-      segment needs a longer clip than the model renders (Wan 2.1: 81 frames / 16 fps = 5.06 s).
-      Bounds are checked in whole output frames.
-    - `beats_per_cut`: beats between cuts for the beat-count rule (12 = three bars of 4/4).
-    - `novelty_threshold`: share of the song's largest timbre/harmony change (0..1) a change
+    - ``min_seconds`` / ``max_seconds`` (random mode: ``random_max_seconds``): segment length
+      bounds, checked in whole output frames.
+    - ``beats_per_cut``: beats between cuts for the beat-count rule (12 = three bars of 4/4).
+    - ``novelty_threshold``: share of the song's largest timbre/harmony change (0..1) a change
       must exceed to cut; novelty compares the bar before with the bar after each point.
-    - `snap_tolerance_seconds`: how far a cut may move to reach a beat - or one beat, whichever
+    - ``snap_tolerance_seconds``: how far a cut may move to reach a beat - or one beat, whichever
       is more; downbeats and strong onsets are preferred (`BeatSnap`).
-
-    Optional inputs for callers that already have them (the benchmark): `grid` (a
-    `models.beats.BeatGrid`), `novelty_curve` (times, values) and `reference` (beats, downbeats)
-    - with a reference, `Segmentation.metrics` is filled by `models.beats.reference_metrics`.
     """
-    from models.beats import reference_metrics, spectral_novelty, track_beats
-
+    if fps < 1:
+        raise ValueError(f"fps must be at least 1, not {fps}")
+    if len(y) == 0:
+        raise ValueError("y is empty: no audio to segment")
+    duration = len(y) / sr
     if grid is None:
         grid = track_beats(y, sr)
-    top = random_max_seconds if mode == "random" else max_seconds
-    lo, cap = effective_bounds(min_seconds, top, max_clip_seconds)
+    top = settings.random_max_seconds if settings.mode == "random" else settings.max_seconds
+    lo, cap = effective_bounds(settings.min_seconds, top, max_clip_seconds)
     snap = None
-    if beat_snap and len(grid.beats):
-        snap = BeatSnap(grid.beats, grid.downbeats, grid.strength, tolerance=snap_tolerance_seconds)
-    if mode == "random":
-        cuts = segment_random(duration, seed=seed, min_seconds=lo, max_seconds=cap, fps=fps, snap=snap)
-    elif mode == "rule_based":
+    if settings.beat_snap and len(grid.beats):
+        snap = BeatSnap(grid.beats, grid.downbeats, grid.strength, tolerance=settings.snap_tolerance_seconds)
+    if settings.mode == "random":
+        cuts = segment_random(duration, seed=settings.seed, min_seconds=lo, max_seconds=cap, fps=fps, snap=snap)
+    else:
         if novelty_curve is None:
             bar = grid.period * grid.beats_per_bar if len(grid.beats) > 2 else 2.0
             novelty_curve = spectral_novelty(y, sr, context_seconds=float(np.clip(bar, 1.5, 4.0)))
         nov_t, nov = novelty_curve
         cuts = segment_rule_based(
-            duration, beats=grid.beats, novelty_times=nov_t, novelty=nov, min_seconds=lo, max_seconds=cap,
-            beats_per_cut=beats_per_cut, novelty_threshold=novelty_threshold, fps=fps, snap=snap,
+            duration,
+            beats=grid.beats,
+            novelty_times=nov_t,
+            novelty=nov,
+            min_seconds=lo,
+            max_seconds=cap,
+            beats_per_cut=settings.beats_per_cut,
+            novelty_threshold=settings.novelty_threshold,
+            fps=fps,
+            snap=snap,
         )
-    else:
-        raise ValueError(f"unknown segmentation mode {mode!r}")
     segments = segments_from_cuts(cuts, duration, fps, grid.beats)
-    metrics = None
-    if reference is not None:
-        metrics = reference_metrics(
-            [s.start for s in segments[1:]], grid.beats, grid.downbeats, reference[0], reference[1], fps
-        )
     return Segmentation(
         song_hash=song_hash,
         duration=duration,
         fps=fps,
-        mode=mode,
-        beat_snap=beat_snap,
+        mode=settings.mode,
+        beat_snap=settings.beat_snap,
         tempo_bpm=round(grid.tempo_bpm, 3),
         beat_confidence=round(grid.confidence, 4),
         beats=[round(float(b), 4) for b in grid.beats],
         downbeats=[round(float(b), 4) for b in grid.downbeats],
         segments=segments,
-        metrics=metrics,
         beats_per_bar=grid.beats_per_bar if len(grid.beats) else None,
         tempo_level=grid.tempo_level if len(grid.beats) else None,
         min_seconds=round(lo, 6),

@@ -1,0 +1,85 @@
+"""The music-video flow's two fan-outs: CLAP embedding batches, and scenes.
+
+Both submit one task per unit of work to a task runner and wait for all of them, so a retried run
+finds every finished unit cached and redoes only the rest. This is the one path the CLI,
+deployments, tests and benchmarks take.
+
+Scenes render where the backend needs them: the CPU animatic on threads; diffusion models on a
+Dask cluster - a local one with one single-threaded worker per GPU (two CPU workers without
+GPUs), or the scheduler at ``render.dask_address`` - where each worker keeps its pipeline loaded
+and every scene claims one GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from prefect import Task
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
+from soundsight.tasks.render import SceneInput, render_scene
+from soundsight.tasks.report import track_progress
+
+from soundsight.schemas import Manifest
+from soundsight.settings import AnalysisSettings, RenderSettings
+
+Stage = Callable[[Task], Task]  # configures a stage's task for this run (`tasks.report.StageLog`)
+
+
+def analyse(stage: Stage, song: Manifest, segments: Manifest, settings: AnalysisSettings) -> Manifest:
+    """The analyse stage, fanned out per batch of segments for CLAP.
+
+    The analyse stage: one task; with CLAP, first one embedding task per batch of segments
+    (on the flow's workers, each keeping the model loaded), then one labelling task.
+    """
+    embeddings = None
+    if fans_out(settings):
+        batches = [
+            stage(embed_segment_batch).submit(song, segments, first, last, settings)
+            for first, last in segment_batches(segments, settings)
+        ]
+        embeddings = [batch.result() for batch in batches]
+    return stage(analyse_song)(song, segments, settings, embeddings)
+
+
+def scene_task_runner(settings: RenderSettings) -> TaskRunner:
+    """Threads for the CPU animatic; Dask for diffusion models (see the module docstring)."""
+    if settings.backend == "animatic":
+        return ThreadPoolTaskRunner(max_workers=2)
+    from prefect_dask import DaskTaskRunner
+    from soundsight.models.render import gpu_pool
+
+    return DaskTaskRunner(**gpu_pool.task_runner_kwargs(settings))
+
+
+def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextManager:
+    """Claim one GPU per scene where the workers have GPUs.
+
+    A context in which submitted scenes each claim one GPU worker resource (none on CPU
+    clusters, where a GPU claim could never be met).
+    """
+    if settings.backend == "animatic":
+        return contextlib.nullcontext()
+    from soundsight.models.render import gpu_pool
+
+    if not (settings.dask_address or gpu_pool.visible_gpus()):
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources={"GPU": 1})
+
+
+def render(stage: Stage, song: Manifest, scenes: list[SceneInput], settings: RenderSettings) -> list[Manifest]:
+    """The render stage: one task per scene, fanned out.
+
+    The render stage: one `render_scene` task per scene on `scene_task_runner`, with a progress
+    artifact; returns the clips in scene order once every scene has finished (or raises the
+    first failure).
+    """
+    task = stage(render_scene)
+    with scene_task_runner(settings) as runner:
+        with one_scene_per_gpu(settings):
+            futures = [runner.submit(task, {"scene": scene, "settings": settings}) for scene in scenes]
+        track_progress(song, futures)
+        return [future.result() for future in futures]

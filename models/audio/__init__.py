@@ -1,0 +1,18 @@
+"""Audio algorithms of the load and segment stages: decoding, beats, cuts. Times are seconds."""
+
+from soundsight.models.audio.beats import BeatGrid, spectral_novelty, track_beats
+from soundsight.models.audio.decode import check_not_truncated, decode_audio
+from soundsight.models.audio.segmenters import BeatSnap, Cuts, plan_segments, segment_random, segment_rule_based
+
+__all__ = [
+    "BeatGrid",
+    "BeatSnap",
+    "Cuts",
+    "check_not_truncated",
+    "decode_audio",
+    "plan_segments",
+    "segment_random",
+    "segment_rule_based",
+    "spectral_novelty",
+    "track_beats",
+]

@@ -1,0 +1,191 @@
+"""An OpenAI-compatible chat endpoint (vLLM, SGLang, TGI, llama.cpp, OpenAI itself), with bounded retries.
+
+Used by every writer that talks to a served model: the LLM script writer (pipeline 1) and the
+audio-language model (pipeline 2). No Prefect here.
+
+Transport failures - connection errors, timeouts, 408/409/429 and 5xx answers - are retried with
+exponential backoff a bounded number of times; a server that stays down raises
+`LLMUnavailableError`, whose message names the URL. Other 4xx answers mean the request itself is
+wrong (unknown model, prompt longer than the context) and raise `LLMRequestError` at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import openai
+
+from soundsight.errors import SoundsightError
+
+__all__ = ["ChatClient", "LLMRequestError", "LLMUnavailableError", "Reply"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class LLMUnavailableError(SoundsightError):
+    """The endpoint did not answer (connection refused, timeouts, 5xx) after every retry."""
+
+    def __init__(self, base_url: str, attempts: int, last_error: BaseException):
+        self.base_url = base_url
+        self.attempts = attempts
+        self.last_error = last_error
+        super().__init__(
+            f"the LLM endpoint {base_url} did not answer after {attempts} attempts "
+            f"(last error: {_describe_error(last_error)}). Start the server (for example "
+            f"`vllm serve deepseek-ai/DeepSeek-R1-Distill-Llama-8B`) or point script.llm_base_url "
+            f"at a running one."
+        )
+
+
+class LLMRequestError(SoundsightError):
+    """The endpoint answered, but refused the request (a 4xx other than 408/429)."""
+
+    def __init__(self, base_url: str, error: openai.APIStatusError):
+        self.base_url = base_url
+        self.status_code = error.status_code
+        super().__init__(f"the LLM endpoint {base_url} refused the request: {_describe_error(error)}")
+
+
+class LLMScriptError(SoundsightError):
+    """No usable script and no fallback writer to fill the gaps."""
+
+
+def _describe_error(error: BaseException) -> str:
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}: {error.message}"
+    cause = error.__cause__ or error.__context__
+    text = f"{type(error).__name__}: {error}"
+    return f"{text} ({type(cause).__name__}: {cause})" if cause else text
+
+
+@dataclass
+class Reply:
+    """One chat completion, as received."""
+
+    content: str  # message.content; may still contain <think> blocks
+    reasoning: str = ""  # the separate reasoning field, when the server splits it off
+    finish_reason: str = ""
+    model: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ChatClient:
+    """One OpenAI-compatible endpoint.
+
+    Parameters
+    ----------
+    base_url : str
+        The endpoint, e.g. ``http://127.0.0.1:8000/v1``.
+    api_key : str
+        Sent as the bearer token (vLLM accepts any).
+    timeout_seconds : float
+        Per request.
+    model : str
+        Served model name; empty: the first one the server's ``/models`` lists.
+    retries : int
+        Transport retries per request after the first try; the wait doubles from
+        `backoff_seconds` up to `max_backoff_seconds`.
+    client : openai.OpenAI, optional
+        Used instead of building one.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "EMPTY",
+        *,
+        timeout_seconds: float = 600.0,
+        model: str = "",
+        retries: int = 4,
+        backoff_seconds: float = 2.0,
+        max_backoff_seconds: float = 30.0,
+        client: openai.OpenAI | None = None,
+    ):
+        self.base_url = base_url
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        # The openai client's own retries are switched off: ours are logged, recorded in the
+        # caller's notes, bounded by `retries` and end in an error that names the URL.
+        self.client = client or openai.OpenAI(
+            base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_seconds, max_retries=0
+        )
+        self._model_id: str | None = model or None
+
+    def served_model_id(self) -> str:
+        """The served model's name.
+
+        The model that answers: the configured one, or else the first one the server's
+        ``/models`` lists (asked once, then remembered). Part of writer ids, so of cache keys.
+        """
+        if self._model_id is None:
+            page = self.with_retries("listing models", self.client.models.list, notes=[])
+            if not page.data:
+                raise SoundsightError(f"the LLM endpoint {self.base_url} serves no models (its /models list is empty)")
+            self._model_id = page.data[0].id
+        return self._model_id
+
+    def complete(self, messages: list[dict], *, notes: list[str], **request: Any) -> Reply:
+        """One chat completion of `messages` (with transport retries), unpacked into a `Reply`.
+
+        `request` holds the sampling and format fields of the chat API (``temperature``,
+        ``top_p``, ``max_tokens``, ``seed``, ``response_format``); retries are appended to `notes`.
+        """
+        model = self.served_model_id()
+        completion = self.with_retries(
+            "chat completion",
+            lambda: self.client.chat.completions.create(model=model, messages=messages, **request),
+            notes,
+        )
+        choice = completion.choices[0]
+        # vLLM started with --reasoning-parser returns the reasoning beside the content, named
+        # `reasoning_content` (older releases) or `reasoning` (newer ones).
+        extra = choice.message.model_extra or {}
+        reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+        usage = completion.usage
+        return Reply(
+            content=choice.message.content or "",
+            reasoning=reasoning if isinstance(reasoning, str) else json.dumps(reasoning),
+            finish_reason=choice.finish_reason or "",
+            model=completion.model or model,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+        )
+
+    def with_retries(self, what: str, call: Callable[[], T], notes: list[str]) -> T:
+        """Run `call`; after a transport failure wait and try again, `self.retries` times at most.
+
+        Retried: connection errors and timeouts (the server is starting, restarting or
+        overloaded), 408, 409, 429 and 5xx. Not retried: other 4xx, which would fail the same
+        way again (`LLMRequestError`). After the last try, `LLMUnavailableError` names the URL.
+        """
+        delay = self.backoff_seconds
+        for attempt in range(1, self.retries + 2):
+            try:
+                return call()
+            except openai.APIConnectionError as error:  # includes APITimeoutError
+                last: BaseException = error
+            except openai.APIStatusError as error:
+                if error.status_code < 500 and error.status_code not in (408, 409, 429):
+                    raise LLMRequestError(self.base_url, error) from error
+                last = error
+            if attempt > self.retries:
+                break
+            wait = min(delay, self.max_backoff_seconds)
+            message = (
+                f"{what} at {self.base_url} failed ({_describe_error(last)}); "
+                f"retry {attempt} of {self.retries} in {wait:g} s"
+            )
+            logger.warning(message)
+            notes.append(message)
+            time.sleep(wait)
+            delay *= 2
+        raise LLMUnavailableError(self.base_url, self.retries + 1, last) from last

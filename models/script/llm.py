@@ -1,0 +1,250 @@
+"""The LLM script writer: the paper's Block 1 prompt sent to any OpenAI-compatible chat endpoint.
+
+The paper (section 3.1.2, supplementary Blocks 1-3) asks DeepSeek-R1-Distill-Llama-8B for a script and cuts
+the answer at "BEGIN SCRIPT", reading one "SCENE #:" line per segment. This module does the same
+against any server that speaks the OpenAI chat API (vLLM, SGLang, TGI, llama.cpp, OpenAI
+itself), in one of two output modes chosen by ``ScriptSettings.llm_output``:
+
+- ``free_text``: the paper's format, read by `answers.parse_free_text`;
+- ``structured``: the server is asked for JSON with exactly N scenes through
+  ``response_format={"type": "json_schema", ...}`` (`answers.parse_structured`).
+
+Robustness, in the order ``__call__`` meets it:
+
+1. Transport (`chat.ChatClient`): connection errors, timeouts, 429 and 5xx answers are retried
+   a bounded number of times; a server that stays down raises `LLMUnavailableError`, a request
+   the server refuses `LLMRequestError`.
+2. Content: a wrong scene count, empty scenes or an unparseable answer lead to a re-ask that
+   names the specific problems, at most ``repair_attempts`` times.
+3. Fallback: scenes still missing after that are written by the ``fallback`` writer (the
+   deterministic template writer in the pipeline) and marked ``source="fallback"``; the
+   scenes the LLM did write are kept and marked ``source="llm"``.
+
+Nothing is thrown away: `ScriptResult.raw_response` holds every attempt's reasoning, answer and
+the repair request that preceded it, which the script task writes to ``response.txt``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import openai
+from soundsight.models.base import ScriptRequest, ScriptResult, ScriptWriter
+from soundsight.models.script.answers import (
+    ParsedScript,
+    format_attempt,
+    merge_scenes,
+    numbered,
+    read_reply,
+    script_json_schema,
+)
+from soundsight.models.script.chat import ChatClient, LLMRequestError, Reply
+from soundsight.models.script.style import style_sentence
+
+from soundsight.errors import SoundsightError
+from soundsight.settings import ScriptSettings
+
+__all__ = ["PARSER_VERSION", "LLMScriptError", "LLMScriptWriter"]
+
+logger = logging.getLogger(__name__)
+
+# Bump when parsing or prompting changes what a given model answer turns into: part of writer_id,
+# so cached scripts written by an older parser are not reused.
+PARSER_VERSION = "2"
+
+
+class LLMScriptError(SoundsightError):
+    """No usable script and no fallback writer to fill the gaps."""
+
+
+class LLMScriptWriter:
+    """Writes the scene script with an LLM behind an OpenAI-compatible chat endpoint.
+
+    Parameters
+    ----------
+    settings : the ``script`` settings group: endpoint, model, output mode, sampling, timeout
+        and the number of repair re-asks.
+    fallback : a writer that fills the scenes the LLM did not deliver after every repair
+        (called once with the same request; only the missing scenes are taken from it).
+        Without one, an incomplete script raises `LLMScriptError`.
+    retries : transport retries per request (connection error, timeout, 408/409/429, 5xx)
+        after the first try; the wait doubles from `backoff_seconds` up to `max_backoff_seconds`.
+    max_scene_chars, max_character_chars : string bounds of the structured-mode schema.
+    client : an ``openai.OpenAI`` client to use instead of building one from `settings`.
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        settings: ScriptSettings,
+        fallback: ScriptWriter | None = None,
+        *,
+        retries: int = 4,
+        backoff_seconds: float = 2.0,
+        max_backoff_seconds: float = 30.0,
+        max_scene_chars: int = 400,
+        max_character_chars: int = 300,
+        client: openai.OpenAI | None = None,
+    ):
+        self.settings = settings
+        self.fallback = fallback
+        self.max_scene_chars = max_scene_chars
+        self.max_character_chars = max_character_chars
+        self.base_url = settings.llm_base_url
+        self.chat = ChatClient(
+            settings.llm_base_url,
+            settings.llm_api_key,
+            timeout_seconds=settings.timeout_seconds,
+            model=settings.llm_model,
+            retries=retries,
+            backoff_seconds=backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+            client=client,
+        )
+
+    # -- identity ------------------------------------------------------------------------------
+
+    def served_model_id(self) -> str:
+        """The model that answers (see `ChatClient.served_model_id`)."""
+        return self.chat.served_model_id()
+
+    @property
+    def writer_id(self) -> str:
+        """Served model, output mode and parser version: part of cache keys.
+
+        Served model, output mode and parser version. Asks the server when no model is
+        configured: a different model must never reuse another's cached script.
+        """
+        return f"openai-chat:{self.served_model_id()}:{self.settings.llm_output}:parser-{PARSER_VERSION}"
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def __call__(self, request: ScriptRequest) -> ScriptResult:
+        """Write one scene per entry of ``request.durations``.
+
+        Raises `LLMUnavailableError` when the server stays unreachable (at any attempt: the
+        script is worth waiting for rather than silently replacing), `LLMRequestError` when it
+        refuses the first request, `LLMScriptError` when scenes are missing and there is no
+        fallback writer.
+        """
+        n = len(request.durations)
+        mode = self.settings.llm_output
+        model = self.served_model_id()
+        notes: list[str] = []
+        transcript: list[str] = []
+
+        # 1. The first question is the paper's Block 1 prompt as the pipeline filled it. In
+        #    structured mode a description of the JSON follows, because Block 1 itself asks for
+        #    "SCENE #:" lines.
+        prompt = request.prompt if mode == "free_text" else request.prompt + "\n\n" + self._json_instruction(n)
+        messages = [{"role": "user", "content": prompt}]
+
+        # 2. Ask; while the answer cannot be used as is, ask again naming what is wrong. A
+        #    re-ask is the original prompt, the previous answer without its reasoning (as R1's
+        #    authors recommend for multi-turn chats) and the problems, so the context does not
+        #    grow with the number of repairs.
+        best = ParsedScript()
+        total = self.settings.repair_attempts + 1
+        repair_request = ""
+        for attempt in range(1, total + 1):
+            try:
+                reply = self._chat(messages, n, seed=self.settings.seed + attempt - 1, notes=notes)
+            except LLMRequestError as error:
+                if attempt == 1:
+                    raise
+                # A re-ask is longer than the first ask and may not fit the context; keep what we have.
+                notes.append(f"attempt {attempt} was refused ({error}); no further repairs")
+                break
+            answer, parsed = read_reply(reply, n, mode)
+            transcript.append(format_attempt(attempt, total, mode, reply, parsed, repair_request))
+            notes.extend(f"attempt {attempt}: {note}" for note in parsed.notes)
+
+            # Later answers win ties: they were written knowing the earlier problems.
+            if len(parsed.scenes) >= len(best.scenes):
+                best = parsed
+            if not parsed.problems:
+                break
+            notes.append(f"attempt {attempt}: " + "; ".join(parsed.problems))
+            if attempt < total:
+                repair_request = self._repair_request(parsed.problems, n)
+                messages = [{"role": "user", "content": prompt}]
+                if answer:
+                    messages.append({"role": "assistant", "content": answer})
+                messages.append({"role": "user", "content": repair_request})
+
+        # 3. Scenes still missing come from the fallback writer; the LLM's scenes stay.
+        missing = [i + 1 for i in range(n) if i not in best.scenes]
+        fallback_result = None
+        if missing:
+            if self.fallback is None:
+                raise LLMScriptError(
+                    f"the LLM at {self.base_url} ({model}) left {numbered('scene', missing)} unwritten "
+                    f"after {len(transcript)} attempts and there is no fallback writer ({notes[-1]})"
+                )
+            fallback_name = getattr(self.fallback, "name", type(self.fallback).__name__)
+            logger.warning(
+                "LLM script incomplete after %d attempts; %s fills %s", len(transcript), fallback_name, missing
+            )
+            notes.append(f"{numbered('scene', missing)} written by the fallback writer '{fallback_name}'")
+            fallback_result = self.fallback(request)
+            if len(fallback_result.scenes) != n:
+                raise SoundsightError(
+                    f"the fallback writer '{fallback_name}' returned {len(fallback_result.scenes)} scenes for {n} segments"
+                )
+        scenes = merge_scenes(request.durations, best.scenes, fallback_result.scenes if fallback_result else None)
+
+        # 4. Characters: the user's, else those the LLM described (structured mode). Style: the
+        #    visual guidelines the prompt gave the LLM. When no LLM scene survived, the
+        #    fallback's own characters and style match its scenes better.
+        if fallback_result is not None and not best.scenes:
+            characters, style = fallback_result.characters, fallback_result.style
+        else:
+            characters = request.characters.strip() or best.characters
+            style = style_sentence(request.analysis)
+
+        return ScriptResult(
+            scenes=scenes,
+            characters=characters,
+            style=style,
+            raw_response="\n\n".join(transcript),
+            notes=notes,
+        )
+
+    # -- helpers, in the order __call__ uses them ----------------------------------------------
+
+    def _json_instruction(self, n: int) -> str:
+        return (
+            "Answer with one JSON object only, no BEGIN SCRIPT or SCENE lines: "
+            '{"characters": "<the characters, described once>", "scenes": [{"description": '
+            f'"<scene 1 in one sentence>"}}, ...]}} with exactly {n} entries in "scenes", in order, '
+            f"each at most {self.max_scene_chars} characters."
+        )
+
+    def _chat(self, messages: list[dict], n: int, *, seed: int, notes: list[str]) -> Reply:
+        """One chat completion of `messages` with this run's sampling (and schema, in structured mode)."""
+        s = self.settings
+        request: dict = dict(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=seed)
+        if s.llm_output == "structured":
+            schema = script_json_schema(
+                n, max_scene_chars=self.max_scene_chars, max_character_chars=self.max_character_chars
+            )
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "scene_script", "schema": schema, "strict": True},
+            }
+        return self.chat.complete(messages, notes=notes, **request)
+
+    def _repair_request(self, problems: list[str], n: int) -> str:
+        if self.settings.llm_output == "free_text":
+            how = (
+                f'Write the whole script again: first the line "BEGIN SCRIPT", then exactly {n} scenes, '
+                f'each starting with "SCENE #:" from "SCENE 1:" to "SCENE {n}:", one sentence each, '
+                f'then "END SCRIPT".'
+            )
+        else:
+            how = (
+                f'Answer again with only the JSON object: "scenes" must hold exactly {n} entries, each '
+                f'with a non-empty one-sentence "description".'
+            )
+        return "Your answer cannot be used: " + "; ".join(problems) + ". " + how

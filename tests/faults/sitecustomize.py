@@ -1,0 +1,71 @@
+"""Test-only fault injection for the processes tests start (a Prefect worker's flow-run process).
+
+Nothing of this is in the product: a test puts this folder on the process's PYTHONPATH (a
+deployment run's job variables) and sets SOUNDSIGHT_TEST_FAULT:
+
+    fail:K   scene K raises `InjectedFault` in the flow run's first attempt (not retried: it is
+             a SoundsightError), so the run fails and a retry of the run succeeds
+    kill:K   the flow-run process SIGKILLs itself as scene K starts, in the first attempt, as the
+             OOM killer or a lost machine would
+
+The renderer is patched as soon as its module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import signal
+import sys
+
+TARGET = "soundsight.models.render.animatic"
+FAULT = os.environ.get("SOUNDSIGHT_TEST_FAULT", "")
+
+
+def _first_attempt() -> bool:
+    from prefect.runtime import flow_run
+
+    return int(flow_run.run_count or 1) <= 1
+
+
+def _patch(module) -> None:
+    from soundsight.errors import SoundsightError
+
+    class InjectedFault(SoundsightError):
+        """The fault a test asked for."""
+
+    kind, _, scene = FAULT.partition(":")
+    original = module.AnimaticRenderer.__call__
+
+    def faulty_call(self, job, out_path):
+        if job.index == int(scene) and _first_attempt():
+            if kind == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedFault(f"fault injected into scene {job.index} (SOUNDSIGHT_TEST_FAULT={FAULT}); retry the run")
+        return original(self, job, out_path)
+
+    module.AnimaticRenderer.__call__ = faulty_call
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != TARGET:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        execute = spec.loader.exec_module
+
+        def exec_then_patch(module):
+            execute(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+if FAULT:
+    sys.meta_path.insert(0, _PatchOnImport())
