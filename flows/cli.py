@@ -12,16 +12,35 @@ server already running on 127.0.0.1:4200, else a temporary one (slower to start)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+from soundsight.flows.prefect_server import server_healthy, temporary_server
 
 LOCAL_SERVER = "http://127.0.0.1:4200/api"
+
+
+def _default_text(field) -> str:
+    """A field's default as a user types it (not ``PydanticUndefined`` or ``PosixPath('runs')``)."""
+    from pydantic_core import PydanticUndefined
+
+    value = field.default
+    if value is PydanticUndefined and field.default_factory is not None:
+        value = field.default_factory()
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "(none)"
+    if value == "":
+        return "(empty)"
+    return str(value)
 
 
 def settings_flags(parser: argparse.ArgumentParser) -> list[str]:
@@ -32,19 +51,28 @@ def settings_flags(parser: argparse.ArgumentParser) -> list[str]:
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            group = parser.add_argument_group(f"{name} settings")
+            group = parser.add_argument_group(f"{name} settings ({annotation.__doc__.splitlines()[0].rstrip('.')})")
             for sub, subfield in annotation.model_fields.items():
                 dotted = f"{name}.{sub}"
+                kind = "true/false (also yes/no, on/off, 1/0)" if subfield.annotation is bool else "VALUE"
+                description = subfield.description or subfield.title or sub.replace("_", " ")
                 group.add_argument(
                     f"--{dotted}",
                     dest=dotted,
-                    metavar="VALUE",
+                    metavar=kind if subfield.annotation is not bool else "BOOL",
                     default=None,
-                    help=(subfield.description or "") + f" (default: {subfield.default!r})",
+                    help=f"{description} (default: {_default_text(subfield)})"
+                    + (f"; {kind}" if subfield.annotation is bool else ""),
                 )
                 names.append(dotted)
         else:
-            parser.add_argument(f"--{name}", dest=name, metavar="VALUE", default=None, help=field.description)
+            parser.add_argument(
+                f"--{name}",
+                dest=name,
+                metavar="VALUE",
+                default=None,
+                help=f"{field.description} (default: {_default_text(field)})",
+            )
             names.append(name)
     return names
 
@@ -75,59 +103,81 @@ def settings_from_args(args: argparse.Namespace, names: list[str]):
     return Settings.model_validate(base)
 
 
-def server_healthy(api_url: str, timeout: float = 0.5) -> bool:
-    """Whether a Prefect server answers at `api_url` within `timeout` seconds."""
-    try:
-        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as r:
-            return r.status == 200
-    except Exception:
-        return False
-
-
-def choose_prefect_server(say) -> None:
-    """Use PREFECT_API_URL, else a server on 127.0.0.1:4200, else a temporary one."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    if server_healthy(LOCAL_SERVER):
-        os.environ["PREFECT_API_URL"] = LOCAL_SERVER
-        say(f"using the Prefect server at {LOCAL_SERVER}")
-        return
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    say(
-        "no Prefect server found: starting a temporary one (about 15 s). "
-        "To skip this on every run, start one once:  prefect server start"
-    )
-
-
 class ProgressPrinter(logging.Handler):
-    """Prints progress records as one timestamped line each."""
+    """Prints records as one timestamped line each."""
 
-    def __init__(self, stream):
+    t0 = time.monotonic()
+
+    def __init__(self, stream, prefix: str = ""):
         super().__init__()
-        self.stream = stream
-        self.t0 = time.monotonic()
+        self.stream, self.prefix = stream, prefix
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write the record's message with the seconds since the run started."""
-        self.stream.write(f"  [{time.monotonic() - self.t0:6.1f}s] {record.getMessage()}\n")
+        """Write the record's message with the seconds since the CLI started."""
+        self.stream.write(f"  [{time.monotonic() - self.t0:6.1f}s] {self.prefix}{record.getMessage()}\n")
         self.stream.flush()
 
 
+URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
+
+
+def check_song_argument(song: str) -> str:
+    """Why `song` cannot be rendered before any work starts ('' when it can)."""
+    if song.lower().startswith(URL_SCHEMES):
+        return f"{song}: URLs are not supported; download the song and give the file's path"
+    path = Path(song).expanduser()
+    if not path.exists():
+        return f"{song}: file not found"
+    if path.is_file() and not os.access(path, os.R_OK):
+        return f"{song}: cannot be read (permission denied)"
+    return ""
+
+
+def quiet_prefect_console(verbose: bool) -> None:
+    """Keep the terminal for soundsight's own lines; Prefect still sends every log to the server.
+
+    Must run before Prefect is imported. The console handler alone is silenced (not the
+    loggers), so a run's page in the UI shows its logs; soundsight's own loggers go to the server
+    as well (PREFECT_LOGGING_EXTRA_LOGGERS).
+    """
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "soundsight")
+    if not verbose:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+def terminal_logging(quiet: bool) -> None:
+    """Progress lines (Completed / Cached per stage and scene) and soundsight's warnings on stderr."""
+    printer = ProgressPrinter(sys.stderr)
+    progress = logging.getLogger("soundsight.progress")
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+    if not quiet:
+        progress.addHandler(printer)
+    warnings = logging.getLogger("soundsight")
+    warnings.setLevel(logging.INFO)
+    handler = ProgressPrinter(sys.stderr, prefix="warning: ")
+    handler.setLevel(logging.WARNING)
+    warnings.addHandler(handler)
+
+
 def render_command(args: argparse.Namespace, names: list[str]) -> int:
-    """`soundsight render`: 0 and the video's path on stdout, else one error line and 1 or 2."""
+    """`soundsight render`: 0 and the video's path on stdout, else one error line and 1, 2 or 130."""
     from soundsight.errors import SoundsightError
+
+    def error(message: str, status: int) -> int:
+        print(f"soundsight: error: {message}", file=sys.stderr)
+        return status
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"soundsight: {msg}", file=sys.stderr))
     try:
         settings = settings_from_args(args, names)
     except ValidationError as e:
         first = e.errors()[0]
-        print(f"soundsight: error: setting {'.'.join(map(str, first['loc']))}: {first['msg']}", file=sys.stderr)
-        return 2
+        where = ".".join(map(str, first["loc"])) or "settings"
+        return error(f"setting {where}: {first['msg'].removeprefix('Value error, ')}", 2)
     if args.demo == (args.song is not None):
-        print("soundsight: error: give a song path or --demo (not both)", file=sys.stderr)
-        return 2
+        return error("give a song path or --demo (not both)", 2)
 
     song = args.song
     if args.demo:
@@ -135,30 +185,42 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
 
         song = str(demo_song(Path(settings.output.runs_dir) / "demo" / "bach-chorale-bwv66.6.wav"))
         say(f"demo song: {DEMO_PIECE} (public domain), synthesised to {song}")
-    elif not Path(song).expanduser().exists():
-        print(f"soundsight: error: {song}: file not found", file=sys.stderr)
-        return 2
+    elif problem := check_song_argument(song):
+        return error(problem, 2)
 
-    choose_prefect_server(say)
-    if not args.verbose:
-        os.environ["PREFECT_LOGGING_LEVEL"] = "CRITICAL"
-        os.environ["PREFECT_LOGGING_SERVER_LEVEL"] = "CRITICAL"
-    progress = logging.getLogger("soundsight.progress")
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
-    if not args.quiet:
-        progress.addHandler(ProgressPrinter(sys.stderr))
+    quiet_prefect_console(args.verbose)
+    terminal_logging(args.quiet)
+    with contextlib.ExitStack() as resources:
+        try:
+            if not os.environ.get("PREFECT_API_URL"):
+                if server_healthy(LOCAL_SERVER):
+                    os.environ["PREFECT_API_URL"] = LOCAL_SERVER
+                    say(f"using the Prefect server at {LOCAL_SERVER}")
+                else:
+                    say(
+                        "no Prefect server found: starting a temporary one (about 15 s). "
+                        "To skip this on every run, start one once:  prefect server start"
+                    )
+                    os.environ["PREFECT_API_URL"] = resources.enter_context(temporary_server())
+            from soundsight.flows.music_video import render_song
 
-    from soundsight.flows.music_video import render_song
-
-    try:
-        video = render_song(song, settings)
-    except SoundsightError as e:
-        print(f"soundsight: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a stage failed: one line here, details in the Prefect UI / --verbose
-        print(f"soundsight: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+            video = render_song(song, settings)
+        except KeyboardInterrupt:
+            print(
+                "soundsight: interrupted: finished stages stay cached; the same command resumes the run",
+                file=sys.stderr,
+            )
+            resources.close()  # stop the temporary server now
+            sys.stderr.flush()
+            os._exit(130)  # do not wait for render threads to finish their scene
+        except SoundsightError as e:
+            return error(str(e), 2)
+        except Exception as e:  # a stage failed: one line here, its logs in the Prefect UI
+            return error(
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                "(the run's logs are in the Prefect UI; --verbose shows them here)",
+                1,
+            )
     print(video)
     return 0
 
@@ -170,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     render = sub.add_parser("render", help="render one song into runs/<song>-<hash>/video.mp4")
     render.add_argument("song", nargs="?", help="audio file (mp3, wav, flac, ogg, opus, m4a, ...)")
     render.add_argument("--demo", action="store_true", help="render a synthesised public-domain chorale")
-    render.add_argument("--verbose", action="store_true", help="show Prefect's own logs")
+    render.add_argument("--verbose", action="store_true", help="show Prefect's and Dask's logs here too")
     render.add_argument("--quiet", action="store_true", help="print only the video path")
     names = settings_flags(render)
     args = parser.parse_args(argv)

@@ -40,6 +40,57 @@ def ensure_pool(pool: str) -> None:
             print(f"created process work pool {pool!r}")
 
 
+CRASH_AUTOMATION = "soundsight: mark runs whose heartbeats stop as crashed"
+
+
+def ensure_crash_automation(heartbeat_seconds: int) -> None:
+    """An automation that marks a flow run Crashed when its heartbeats stop.
+
+    A worker reports a flow run that dies as Crashed, unless the worker's whole host died with
+    it: then nobody does and the run would stay Running forever. Flow runs emit a heartbeat every
+    `heartbeat_seconds` (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, set in the deployments' job
+    variables); three missed in a row mark the run Crashed, and the UI's Retry resumes it.
+    """
+    from prefect.automations import Automation
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    try:
+        existing = Automation.read(name=CRASH_AUTOMATION)
+    except ValueError:
+        existing = None
+    automation = Automation(
+        name=CRASH_AUTOMATION,
+        description="Flow runs whose worker host died: no one else reports them.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=3 * heartbeat_seconds,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state="CRASHED",
+                message=f"no heartbeat for {3 * heartbeat_seconds} s: its worker host was lost; Retry resumes it",
+            )
+        ],
+    )
+    if existing is not None:
+        automation.id = existing.id
+        automation.update()
+    else:
+        automation.create()
+
+
 def deploy(
     pool: str,
     catalogue: str,
@@ -47,8 +98,9 @@ def deploy(
     timezone: str = "UTC",
     workdir: Path = ROOT,
     schedule_active: bool = True,
+    heartbeat_seconds: int = 60,
 ) -> list[UUID]:
-    """Both deployments on `pool`; returns their ids."""
+    """Both deployments on `pool`, and the automation that crashes runs of lost hosts; returns the ids."""
     from prefect import deploy as prefect_deploy
     from prefect import flow
     from prefect.schedules import Cron
@@ -57,11 +109,14 @@ def deploy(
 
     ZoneInfo(timezone)  # fail here, not at 02:00, on a misspelt zone
     ensure_pool(pool)
+    ensure_crash_automation(heartbeat_seconds)
+    heartbeats = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds)}}
     source = str(Path(workdir).resolve())
     song = flow.from_source(source, "flows/music_video.py:render_song").to_deployment(
         name=RENDER_SONG,
         version=__version__,
         tags=["soundsight"],
+        job_variables=heartbeats,
         description="Render one song into a music video. `song` is a path on the worker's machine.",
     )
     nightly = flow.from_source(source, "flows/catalogue.py:render_catalogue").to_deployment(
@@ -69,6 +124,7 @@ def deploy(
         version=__version__,
         tags=["soundsight"],
         parameters={"catalogue": catalogue},
+        job_variables=heartbeats,
         schedules=[Cron(cron, timezone=timezone, active=schedule_active)],
         description=f"Render the catalogue {catalogue} every day ({cron}, {timezone}); unchanged songs recompute nothing.",
     )
@@ -95,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", default=str(ROOT), help="soundsight checkout on the workers' machines")
     parser.add_argument("--paused", action="store_true", help="create the nightly schedule inactive")
+    parser.add_argument(
+        "--heartbeat-seconds",
+        type=int,
+        default=int(env("SOUNDSIGHT_HEARTBEAT_SECONDS", "60")),
+        help="seconds between flow-run heartbeats (at least 30); a run that misses three is marked Crashed",
+    )
     args = parser.parse_args(argv)
     try:
         ZoneInfo(args.timezone)
@@ -103,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             f"deploy: error: unknown time zone {args.timezone!r} (an IANA name such as Europe/Paris)", file=sys.stderr
         )
         return 2
-    ids = deploy(args.pool, args.catalogue, args.cron, args.timezone, Path(args.workdir), not args.paused)
+    if args.heartbeat_seconds < 30:
+        print("deploy: error: --heartbeat-seconds must be at least 30 (Prefect's minimum)", file=sys.stderr)
+        return 2
+    ids = deploy(
+        args.pool, args.catalogue, args.cron, args.timezone, Path(args.workdir), not args.paused, args.heartbeat_seconds
+    )
     print(
         f"deployed {RENDER_SONG} and {NIGHTLY} ({args.cron}, {args.timezone}) on pool {args.pool!r}: "
         f"{', '.join(map(str, ids))}\nstart a worker:  prefect worker start --pool {args.pool} --type process"

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 from prefect import Task
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
+from soundsight.tasks.common import publish, unpublish_beyond
 from soundsight.tasks.render import SceneInput, render_scene
 from soundsight.tasks.report import track_progress
 
@@ -39,7 +41,7 @@ def analyse(stage: Stage, song: Manifest, segments: Manifest, settings: Analysis
             stage(embed_segment_batch).submit(song, segments, first, last, settings)
             for first, last in segment_batches(segments, settings)
         ]
-        embeddings = [batch.result() for batch in batches]
+        embeddings = [publish(batch.result()) for batch in batches]
     return stage(analyse_song)(song, segments, settings, embeddings)
 
 
@@ -82,4 +84,6 @@ def render(stage: Stage, song: Manifest, scenes: list[SceneInput], settings: Ren
         with one_scene_per_gpu(settings):
             futures = [runner.submit(task, {"scene": scene, "settings": settings}) for scene in scenes]
         track_progress(song, futures)
-        return [future.result() for future in futures]
+        clips = [publish(future.result()) for future in futures]
+    unpublish_beyond(song.run_dir, "scenes", "scene_*.mp4", keep={Path(c.links["clip"]).name for c in clips})
+    return clips

@@ -7,35 +7,50 @@ progress, preview, link, timings) come from `tasks/report.py`.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from soundsight.flows import fan_out
 from soundsight.tasks.assemble import assemble_video
+from soundsight.tasks.common import publish
 from soundsight.tasks.load import load_song
-from soundsight.tasks.render import plan_scenes, renderer_spec
+from soundsight.tasks.render import check_renderer, plan_scenes, renderer_spec
 from soundsight.tasks.report import StageLog, publish_script, publish_timings, publish_video
-from soundsight.tasks.script import write_script
+from soundsight.tasks.script import check_endpoint, write_script
 from soundsight.tasks.segment import segment_song
 
-from soundsight.settings import Settings
+from soundsight.media import sweep_stale_parts
+from soundsight.settings import Settings, unknown_environment_variables
+
+
+def warn_about_unknown_environment_variables() -> None:
+    """A typo in a SOUNDSIGHT_* variable would otherwise be ignored without a word."""
+    for variable in unknown_environment_variables():
+        logging.getLogger("soundsight").warning("%s is not a soundsight setting; it is ignored", variable)
 
 
 @flow(name="render-song", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
 def render_song(song: str, settings: Settings = Settings()) -> str:
     """Render `song` (a path to any audio file) into a music video; returns the video's path."""
     out = settings.output
+    warn_about_unknown_environment_variables()
+    check_endpoint(settings.script)  # fail in seconds, before any work, when a service or model is missing
+    check_renderer(settings.render)
     spec = renderer_spec(settings.render)
     stage = StageLog(out)  # each stage's task, configured for this run, timed for the report
 
-    loaded = stage(load_song)(song, str(out.runs_dir), out.run_name, settings.segment.min_seconds)
-    segments = stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds)
-    analysis = fan_out.analyse(stage, loaded, segments, settings.analysis)
-    script = stage(write_script)(loaded, segments, analysis, settings.script)
+    loaded = publish(stage(load_song)(song, str(out.runs_dir), out.run_name, settings.segment.min_seconds))
+    sweep_stale_parts(Path(loaded.run_dir))  # temporary files of renders that were killed
+    segments = publish(stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds, song))
+    analysis = publish(fan_out.analyse(stage, loaded, segments, settings.analysis))
+    script = publish(stage(write_script)(loaded, segments, analysis, settings.script))
     publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
     clips = fan_out.render(stage, loaded, scenes, settings.render)
-    video = stage(assemble_video)(loaded, segments, clips, settings.render)
+    video = publish(stage(assemble_video)(loaded, segments, clips, settings.render))
     publish_video(video, out)
     publish_timings(video, stage)
-    return str(video.path("video"))
+    return str(Path(video.run_dir) / video.links["video"])

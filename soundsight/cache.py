@@ -1,16 +1,19 @@
-"""Cache-key rules, in one place.
+"""Cache-key rules, in one place, and the check every cache hit passes.
 
 A stage's key is the sha256 of:
   stage name + stage version            (bump the version when a stage's output format changes)
-  + the content hashes of its inputs     (a `Manifest` contributes `content_hash()`, never its paths)
+  + the content hashes of its inputs     (a `Manifest` contributes `content_hash()` and the name
+                                          of its run folder, never a full path)
   + the stage's settings group           (minus fields that cannot change the result)
   + the backend's identity               (model id and revision, or an algorithm version)
 
-Never the flow-run id, never a file path, never the task's source code: rendering the same song
+Never the flow-run id, never a full path, never the task's source code: rendering the same song
 twice hits the cache for every task, and editing whitespace in a task does not invalidate it.
 
-`StageCachePolicy.compute_key` also forgets a cached record whose files were deleted since
-(for local result storage), so Prefect recomputes instead of returning a manifest of ghosts.
+Every cache hit is a claim that the files it names are the ones the stage wrote.
+`StageCachePolicy.compute_key` checks that claim before Prefect uses the record: each file must
+still have the size and modification time recorded when it was written, or else its sha256; a
+record that fails is forgotten (logged with the reason) and the stage runs again.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ OPERATIONAL_FIELDS = frozenset(
     {"dask_address", "device", "timeout_seconds", "llm_api_key", "clap_batch_size", "clap_segments_per_task", "force"}
 )
 # Call parameters that locate outputs rather than describe inputs.
-LOCATION_PARAMETERS = frozenset({"run_dir", "runs_dir", "run_root", "run_name", "song_path"})
+LOCATION_PARAMETERS = frozenset({"run_dir", "runs_dir", "run_root", "run_name", "song_path", "audio_path"})
 
 
 def canonical(value: Any) -> Any:
     """A JSON-able, path-free, order-stable form of a task input."""
     if isinstance(value, Manifest):
-        return {"manifest": value.stage, "content": value.content_hash()}
+        # The run folder's name: outputs land in the run folder, so another folder (a run_name)
+        # must not reuse this one's records. Its name, not its path: a moved runs folder is fine.
+        return {"manifest": value.stage, "content": value.content_hash(), "run": Path(value.run_dir).name}
     if isinstance(value, BaseModel):
         data = value.model_dump(mode="json")
         return {
@@ -97,31 +102,32 @@ class StageCachePolicy(CachePolicy):  # type: ignore[misc]
     identity: Callable[[dict[str, Any]], str] | None = None
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
-        """Prefect's hook: the key of this task run (see the module docstring)."""
+        """Prefect's hook: the key of this task run, its cached record checked (module docstring)."""
         key = stage_key(self.stage, self.version, inputs, self.identity(inputs) if self.identity else "")
         store = getattr(task_ctx, "result_store", None)
         if store is not None:
-            _forget_if_files_missing(store, key)
+            forget_unless_intact(store, key)
         return key
 
 
-def _forget_if_files_missing(store, key: str) -> None:
-    """Delete a cached record whose manifest points at files that no longer exist."""
+def forget_unless_intact(store, key: str) -> str:
+    """Delete the cached record `key` when its files are not what the stage wrote; returns why ('' if kept)."""
     try:
         value = store.read(key).result
-    except Exception:  # no record yet, or an unreadable one: let Prefect decide
-        return
+    except Exception:  # noqa: BLE001 - no record yet, or an unreadable one: let Prefect decide
+        return ""
     manifests = value if isinstance(value, list) else [value]
-    if all(not isinstance(m, Manifest) or m.files_exist() for m in manifests):
-        return
+    problem = next((p for m in manifests if isinstance(m, Manifest) and (p := m.problem())), "")
+    if not problem:
+        return ""
     storage = store.result_storage
     basepath = getattr(storage, "basepath", None)
     if basepath is None:
-        log.warning("cached %s points at missing files, but its storage cannot be pruned; use force", key)
-        return
-    record = Path(str(basepath)).expanduser() / key
-    record.unlink(missing_ok=True)
+        log.warning("cached %s is not intact (%s), but its storage cannot be pruned; force the stage", key, problem)
+        return problem
+    (Path(str(basepath)).expanduser() / key).unlink(missing_ok=True)
     for cached in list(getattr(store, "cache", {})):  # the store's in-memory copy, keyed by resolved path
         if str(cached).endswith(key):
             store.cache.pop(cached, None)
-    log.info("cached %s pointed at deleted files: recomputing", key)
+    log.warning("%s: not using the cached result: %s; recomputing", key.split("-v")[0], problem)
+    return problem

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -46,19 +47,69 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The umask of this process, read without changing it (os.umask would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+# A temporary file is named `.<stem>.<pid>.<random>.part<suffix>`: the pid tells a later run whether
+# its writer is still alive (`sweep_stale_parts`).
+_PART = re.compile(r"^\..*\.(\d+)\.[^.]+\.part(\.[^.]*)?$")
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only on success."""
+    """Yield a temporary path beside `target`; rename it onto `target` only on success.
+
+    The file gets the permissions any new file of this process gets (0666 less the umask), not
+    the 0600 of a temporary file.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.stem}.{os.getpid()}.", suffix=f".part{target.suffix}", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def sweep_stale_parts(folder: Path) -> list[Path]:
+    """Delete temporary files under `folder` left by processes that no longer run (killed mid-write).
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was deleted. Files of live processes (another render writing now) are kept.
+    """
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for path in Path(folder).rglob(".*.part*"):
+        match = _PART.match(path.name)
+        if not match or not path.is_file():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # its writer is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

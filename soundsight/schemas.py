@@ -19,7 +19,6 @@ CutReason = Literal["start", "novelty", "beat_count", "max_length", "random", "e
 class Song(BaseModel):
     """A decoded song (`song.json`)."""
 
-    source: str = Field(description="Path the song was read from (informational; never part of a cache key).")
     content_hash: str = Field(description="sha256 of the decoded PCM (mono float32 at sample_rate).")
     duration: float = Field(description="Seconds.")
     sample_rate: int = Field(description="Hz, of the decoded analysis audio.")
@@ -152,12 +151,23 @@ class SceneScript(BaseModel):
 
 
 class Manifest(BaseModel):
-    """What a task returns to Prefect: where its files are and their content hashes."""
+    """What a task returns to Prefect: where its files are, their content hashes and how to check them.
+
+    A stage writes its files under ``run_dir/.stages/<stage>/<key>/`` (the folder of its cache
+    key, so two settings never overwrite each other's files); `links` names the human-readable
+    paths in the run folder that point at them.
+    """
 
     stage: str
     run_dir: str
     files: dict[str, str] = Field(description="Logical name -> path relative to run_dir.")
     hashes: dict[str, str] = Field(description="Logical name -> sha256 of the file's bytes.")
+    stats: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="Logical name -> (size in bytes, mtime in ns) when written."
+    )
+    links: dict[str, str] = Field(
+        default_factory=dict, description="Logical name -> human-readable path relative to run_dir."
+    )
     info: dict[str, float | int | str] = Field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -176,3 +186,24 @@ class Manifest(BaseModel):
     def files_exist(self) -> bool:
         """Whether every file of the manifest is still there."""
         return all(self.path(name).is_file() for name in self.files)
+
+    def problem(self) -> str:
+        """Why the files are not what the stage wrote ('' when they are).
+
+        Size and modification time equal to what was recorded pass at once; otherwise the bytes
+        are hashed and compared with the recorded hash.
+        """
+        from soundsight.media import sha256_file
+
+        for name in sorted(self.files):
+            path = self.path(name)
+            try:
+                st = path.stat()
+            except OSError:
+                return f"{self.files[name]} is missing"
+            if name in self.stats and (st.st_size, st.st_mtime_ns) == tuple(self.stats[name]):
+                continue
+            if sha256_file(path) != self.hashes[name]:
+                recorded = self.stats.get(name, (None,))[0]
+                return f"{self.files[name]} changed since it was written ({recorded} -> {st.st_size} bytes)"
+        return ""

@@ -11,10 +11,11 @@ so changing, say, ``render.fps`` recomputes rendering and assembly and nothing b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES = ("load", "segment", "analyse", "script", "render", "assemble")
@@ -95,11 +96,13 @@ class ScriptSettings(BaseModel):
     llm_output: Literal["free_text", "structured"] = Field(
         "structured", description="free_text: the paper's BEGIN SCRIPT/SCENE #: parsing; structured: JSON schema."
     )
-    temperature: float = Field(0.6, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(4096, ge=16)
-    seed: int = Field(0)
-    timeout_seconds: float = Field(600.0, gt=0)
+    temperature: float = Field(0.6, ge=0.0, le=2.0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(
+        0.95, gt=0.0, le=1.0, description="Nucleus sampling: keep the most likely tokens up to this probability."
+    )
+    max_tokens: int = Field(4096, ge=16, description="Longest answer, tokens (reasoning included).")
+    seed: int = Field(0, description="Sampling seed; each re-ask adds one.")
+    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
     repair_attempts: int = Field(2, ge=0, description="Re-asks after an unusable answer before falling back.")
 
 
@@ -120,8 +123,10 @@ class RenderSettings(BaseModel):
         "blurry, distorted faces, extra limbs, text, watermark, low quality, flicker",
         description="What every scene should avoid (diffusion backends).",
     )
-    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16")
-    device: str = Field("auto")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Weights' dtype (diffusion backends)."
+    )
+    device: str = Field("auto", description="torch device for diffusion backends: auto, cpu, cuda, cuda:1 ...")
     cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
     vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
     model_width: int = Field(
@@ -142,13 +147,36 @@ class RenderSettings(BaseModel):
         description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",
     )
 
+    @model_validator(mode="after")
+    def _frame_sizes(self) -> RenderSettings:
+        # H.264 in 4:2:0 (what every player plays) needs even sizes: refuse here, not 30 s later in ffmpeg.
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value % 2:
+                raise ValueError(f"{name} must be even for H.264 video, got {value} (use {value - 1} or {value + 1})")
+        return self
+
 
 class OutputSettings(BaseModel):
     """Where results go."""
 
     runs_dir: Path = Field(Path("runs"), description="Each song gets runs_dir/<slug>-<hash8>/.")
-    run_name: str = Field("", description="Override the run folder's name.")
-    force: list[Stage] = Field(default_factory=list, description="Stages to recompute even when cached.")
+    run_name: str = Field(
+        "", description="The run folder's name inside runs_dir (one folder name); empty: <slug>-<hash8>."
+    )
+    force: list[Stage] = Field(
+        default_factory=list, description="Stages to recompute even when cached (comma-separated on the command line)."
+    )
+
+    @field_validator("run_name")
+    @classmethod
+    def _one_folder_name(cls, value: str) -> str:
+        # A run folder lives inside runs_dir: "../x", "/abs" or "a/b" would write elsewhere.
+        if value and (value in (".", "..") or "/" in value or "\\" in value or value.startswith(".") or "\0" in value):
+            raise ValueError(
+                f"must be a single folder name inside runs_dir (no '/', not starting with '.'), got {value!r}"
+            )
+        return value
 
 
 class Settings(BaseSettings):
@@ -168,3 +196,38 @@ class Settings(BaseSettings):
     script: ScriptSettings = Field(default_factory=ScriptSettings)
     render: RenderSettings = Field(default_factory=RenderSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+
+
+# Environment variables with the SOUNDSIGHT_ prefix that are not settings.
+OTHER_VARIABLES = frozenset(
+    {
+        "SOUNDSIGHT_MEDIA_URL",
+        "SOUNDSIGHT_CACHE_DIR",
+        "SOUNDSIGHT_POOL",
+        "SOUNDSIGHT_CATALOGUE",
+        "SOUNDSIGHT_CATALOGUE_CRON",
+        "SOUNDSIGHT_CATALOGUE_TIMEZONE",
+        "SOUNDSIGHT_HEARTBEAT_SECONDS",
+    }
+)
+
+
+def unknown_environment_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """``SOUNDSIGHT_*`` variables that name no setting (a typo such as ``SOUNDSIGHT_RENDER__FPSS``).
+
+    pydantic-settings ignores them silently; the CLI and the flow warn about each.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    known = set()
+    for name, field in Settings.model_fields.items():
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            known |= {f"SOUNDSIGHT_{name}__{sub}".upper() for sub in group.model_fields}
+        known.add(f"SOUNDSIGHT_{name}".upper())
+    return sorted(
+        key
+        for key in environ
+        if key.upper().startswith("SOUNDSIGHT_")
+        and key.upper() not in known | OTHER_VARIABLES
+        and not key.upper().startswith("SOUNDSIGHT_TEST_")
+    )

@@ -14,7 +14,7 @@ from prefect import task
 from soundsight.models.analysis.features import FeatureAnalyser
 from soundsight.models.base import Analyser, SegmentEmbedder
 from soundsight.prompts import load_vocabulary
-from soundsight.tasks.common import stage_options, written
+from soundsight.tasks.common import stage_folder, stage_options, written
 from soundsight.tasks.load import read_song
 
 from soundsight.media import write_json_atomic
@@ -71,7 +71,7 @@ def segment_batches(segments: Manifest, settings: AnalysisSettings) -> list[tupl
     return [(first, min(n, first + size)) for first in range(0, n, size)]
 
 
-@task(**stage_options("analyse-batch", 1, identity=analysis_identity), task_run_name="analyse-batch-{first:03d}")
+@task(**stage_options("analyse-batch", 2, identity=analysis_identity), task_run_name="analyse-batch-{first:03d}")
 def embed_segment_batch(
     song: Manifest, segments: Manifest, first: int, last: int, settings: AnalysisSettings
 ) -> Manifest:
@@ -79,12 +79,20 @@ def embed_segment_batch(
     meta, pcm = read_song(song)
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     parts = make_embedder(settings).embed_segments(pcm, meta.sample_rate, segmentation.segments[first:last])
-    rel = f"analysis/clap_{first:03d}-{last:03d}.json"
-    write_json_atomic(song.path("song").parent / rel, parts.to_json())
-    return written("analyse-batch", song.run_dir, {"embeddings": rel}, first=first, last=last)
+    name = f"clap_{first:03d}-{last:03d}.json"
+    folder = stage_folder(song.run_dir, "analyse-batch")
+    write_json_atomic(folder / name, parts.to_json())
+    return written(
+        "analyse-batch",
+        song.run_dir,
+        {"embeddings": folder / name},
+        links={"embeddings": f"analysis/{name}"},
+        first=first,
+        last=last,
+    )
 
 
-@task(**stage_options("analyse", 1, identity=analysis_identity))
+@task(**stage_options("analyse", 2, identity=analysis_identity))
 def analyse_song(
     song: Manifest, segments: Manifest, settings: AnalysisSettings, embeddings: list[Manifest] | None = None
 ) -> Manifest:
@@ -101,11 +109,13 @@ def analyse_song(
         analysis = embedder.label(parts, tempo)
     else:
         analysis = make_analyser(settings)(pcm, meta.sample_rate, segmentation.segments, tempo, segmentation.beats)
-    write_json_atomic(song.path("song").parent / "analysis.json", analysis)
+    folder = stage_folder(song.run_dir, "analyse")
+    write_json_atomic(folder / "analysis.json", analysis)
     return written(
         "analyse",
         song.run_dir,
-        {"analysis": "analysis.json"},
+        {"analysis": folder / "analysis.json"},
+        links={"analysis": "analysis.json"},
         backend=analysis.backend,
         mood=analysis.track["mood"].label,
     )

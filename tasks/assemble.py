@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from prefect import task
-from soundsight.tasks.common import stage_options, written
+from soundsight.tasks.common import stage_folder, stage_options, written
 
 from soundsight.media import H264_ARGS, atomic_path, run_ffmpeg
 from soundsight.schemas import Manifest, Segmentation, Song
@@ -62,20 +62,23 @@ def conform_clip(src: Path, dst: Path, frames: int, settings: RenderSettings) ->
     )
 
 
-@task(**stage_options("assemble", 1))
+def concat_quoted(path: Path) -> str:
+    r"""`path` quoted for a line of ffmpeg's concat list: inside single quotes, each ``'`` becomes ``'\''``."""
+    return "'" + str(path).replace("'", "'\\''") + "'"
+
+
+@task(**stage_options("assemble", 2))
 def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], settings: RenderSettings) -> Manifest:
     """The clips in order under the original audio -> video.mp4."""
     meta = Song.model_validate_json(song.path("song").read_text())
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     if len(clips) != len(segmentation.segments):
         raise RuntimeError(f"{len(clips)} clips for {len(segmentation.segments)} segments")
-    source = Path(meta.source)
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: the original song was moved or deleted; render it again from its new path")
-    run_dir = song.path("song").parent
-    out = run_dir / "video.mp4"
+    source = song.path("source")  # the load stage's copy: the user's file may have moved since
+    folder = stage_folder(song.run_dir, "assemble")
+    out = folder / "video.mp4"
 
-    with tempfile.TemporaryDirectory(dir=run_dir) as scratch:
+    with tempfile.TemporaryDirectory(prefix="soundsight-assemble-") as scratch:
         parts = []
         for seg, clip in zip(segmentation.segments, sorted(clips, key=lambda c: int(c.info["index"]))):
             path = clip.path("clip")
@@ -92,7 +95,7 @@ def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], se
                 path = conformed
             parts.append(path)
         listing = Path(scratch) / "clips.txt"
-        listing.write_text("".join(f"file '{p.resolve()}'\n" for p in parts))
+        listing.write_text("".join(f"file {concat_quoted(p.resolve())}\n" for p in parts))
         total_frames = segmentation.segments[-1].end_frame
         with atomic_path(out) as tmp:
             run_ffmpeg(
@@ -107,7 +110,8 @@ def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], se
     return written(
         "assemble",
         song.run_dir,
-        {"video": "video.mp4"},
+        {"video": out},
+        links={"video": "video.mp4"},
         frames=total_frames,
         fps=settings.fps,
         duration=meta.duration,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,11 +90,75 @@ def configured(task: Task, output: OutputSettings) -> Task:
     return task.with_options(**options)
 
 
-def written(stage: str, run_dir: str, files: dict[str, str], **info: float | int | str) -> Manifest:
+def stage_folder(run_dir: str | Path, stage: str) -> Path:
+    """The folder this task run writes into: ``run_dir/.stages/<stage>/<cache key digest>/``.
+
+    Addressed by the running task's cache key, so runs with other settings never overwrite these
+    files; a run forced to recompute rewrites its own folder. Created if missing.
+    """
+    from prefect.transactions import get_transaction
+
+    transaction = get_transaction()
+    key = transaction.key if transaction is not None and transaction.key else f"uncached-{uuid.uuid4().hex}"
+    folder = Path(run_dir) / ".stages" / stage / key.rsplit("-", 1)[-1][:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def written(
+    stage: str,
+    run_dir: str | Path,
+    files: dict[str, Path],
+    links: dict[str, str] | None = None,
+    **info: float | int | str,
+) -> Manifest:
     """The manifest of the files a stage just wrote.
 
-    The manifest of the files (logical name -> path relative to `run_dir`) that a stage just
-    wrote, with their content hashes.
+    Parameters
+    ----------
+    files : dict
+        Logical name -> the file (inside `run_dir`).
+    links : dict, optional
+        Logical name -> the human-readable path (relative to `run_dir`) that `publish` points at it.
+    info : scalars shown in reports and read by later stages.
     """
-    hashes = {name: sha256_file(Path(run_dir) / rel) for name, rel in files.items()}
-    return Manifest(stage=stage, run_dir=run_dir, files=files, hashes=hashes, info=info)
+    run_dir = Path(run_dir)
+    rel = {name: Path(path).relative_to(run_dir).as_posix() for name, path in files.items()}
+    hashes = {name: sha256_file(run_dir / r) for name, r in rel.items()}
+    stats = {name: ((run_dir / r).stat().st_size, (run_dir / r).stat().st_mtime_ns) for name, r in rel.items()}
+    return Manifest(
+        stage=stage, run_dir=str(run_dir), files=rel, hashes=hashes, stats=stats, links=links or {}, info=info
+    )
+
+
+def publish(manifest: Manifest) -> Manifest:
+    """Point the run folder's human-readable names (`Manifest.links`) at this manifest's files.
+
+    Relative symbolic links, each replaced atomically, so ``segments.json`` always shows the
+    segments of the last run that used this run folder, whichever settings it had. Returns
+    `manifest`, so a flow can write ``segments = publish(stage(segment_song)(...))``.
+    """
+    for name, public in manifest.links.items():
+        point(Path(manifest.run_dir) / public, manifest.path(name))
+    return manifest
+
+
+def point(link: Path, target: Path) -> None:
+    """Make `link` a relative symbolic link to `target`, replacing whatever was there atomically."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(target, link.parent)
+    if link.is_symlink() and os.readlink(link) == relative:
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.link")
+    os.symlink(relative, tmp)
+    os.replace(tmp, link)
+
+
+def unpublish_beyond(run_dir: str | Path, folder: str, pattern: str, keep: set[str]) -> None:
+    """Remove human-readable links in ``run_dir/folder`` matching `pattern` but not in `keep`.
+
+    Scenes a shorter script no longer has must not linger beside the current ones.
+    """
+    for link in (Path(run_dir) / folder).glob(pattern):
+        if link.name not in keep and (link.is_symlink() or link.is_file()):
+            link.unlink(missing_ok=True)

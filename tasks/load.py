@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 from prefect import task
-from soundsight.tasks.common import stage_options
+from soundsight.tasks.common import stage_folder, stage_options, written
 
 from soundsight.cache import file_identity
 from soundsight.errors import InputError
-from soundsight.media import atomic_path, sha256_file, write_json_atomic
+from soundsight.media import atomic_path, write_json_atomic
 from soundsight.schemas import Manifest, Song
 
 ANALYSIS_RATE = 22050  # Hz: every analysis backend resamples from here
@@ -55,13 +57,28 @@ def check_audible(path: Path, pcm: np.ndarray, sr: int, min_seconds: float) -> N
         raise InputError(path, f"song is silent (loudest 100 ms at {loudest:.0f} dBFS)")
 
 
-@task(**stage_options("load", 1, identity=lambda inputs: file_identity(inputs["song_path"])))
+TAG_CHARS = 200  # longest title or artist kept from a file's tags (they can hold anything)
+
+
+def clean_tag(text: str) -> str:
+    """A tag as one plain line of at most `TAG_CHARS` characters (no control characters)."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text if len(text) <= TAG_CHARS else text[: TAG_CHARS - 1].rstrip() + "…"
+
+
+def load_identity(inputs: dict[str, Any]) -> str:
+    """The song file's bytes and the run folder's name: what the load stage's key depends on."""
+    return f"{file_identity(inputs['song_path'])}|run_name={inputs.get('run_name', '')}"
+
+
+@task(**stage_options("load", 2, identity=load_identity))
 def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: float = 4.0) -> Manifest:
     """Decode `song_path` (any format ffmpeg reads) and create the run folder.
 
     The run folder is ``runs_dir/<slug>-<hash8>`` where hash8 starts the sha256 of the decoded
     PCM (mono float32, 22 050 Hz): the same music in another container or path maps to the same
-    fingerprint. Writes `song.json` and `audio.wav` (the analysis audio, float32).
+    fingerprint. Writes `song.json`, `audio.wav` (the analysis audio, float32) and a copy of the
+    song file, so nothing later reads the user's path again (a song may move or vanish).
     """
     from soundsight.models.audio.decode import check_not_truncated, decode_audio
 
@@ -70,13 +87,12 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
     check_not_truncated(path, len(pcm) / ANALYSIS_RATE)
     check_audible(path, pcm, ANALYSIS_RATE, min_seconds)
     content_hash = hashlib.sha256(pcm.tobytes()).hexdigest()
-    title, artist, codec, channels = read_tags(path)
+    title, artist, codec, channels = (clean_tag(t) if isinstance(t, str) else t for t in read_tags(path))
     slug = slugify(title or path.stem)
     run_dir = Path(runs_dir).expanduser().resolve() / (run_name or f"{slug}-{content_hash[:8]}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = stage_folder(run_dir, "load")
 
     song = Song(
-        source=str(path.resolve()),
         content_hash=content_hash,
         duration=len(pcm) / ANALYSIS_RATE,
         sample_rate=ANALYSIS_RATE,
@@ -86,15 +102,20 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
         artist=artist,
         slug=slug,
     )
-    write_json_atomic(run_dir / "song.json", song)
-    with atomic_path(run_dir / "audio.wav") as tmp:
+    write_json_atomic(folder / "song.json", song)
+    with atomic_path(folder / "audio.wav") as tmp:
         sf.write(tmp, pcm, ANALYSIS_RATE, subtype="FLOAT", format="WAV")
-    return Manifest(
-        stage="load",
-        run_dir=str(run_dir),
-        files={"song": "song.json", "audio": "audio.wav"},
-        hashes={"song": content_hash, "audio": sha256_file(run_dir / "audio.wav")},
-        info={"duration": song.duration, "title": title or path.stem},
+    source = folder / f"source{path.suffix.lower()}"
+    with atomic_path(source) as tmp:
+        shutil.copyfile(path, tmp)
+    return written(
+        "load",
+        run_dir,
+        {"song": folder / "song.json", "audio": folder / "audio.wav", "source": source},
+        links={"song": "song.json", "audio": "audio.wav"},
+        duration=song.duration,
+        title=title or path.stem,
+        source=str(path.resolve()),  # where it was read from: informational, never part of a key
     )
 
 

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 from prefect import task
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from soundsight.models.base import ClipRenderer, RenderSpec, SceneJob
-from soundsight.tasks.common import stage_options, written
+from soundsight.tasks.common import stage_folder, stage_options, written
 
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import RenderSettings
 
 
 class SceneInput(BaseModel):
-    """Everything needed to render one scene, and nothing that locates files but `run_dir`."""
+    """Everything needed to render one scene; only `run_dir` and `audio_path` locate files (never part of a key)."""
 
     index: int
     prompt: str
@@ -37,6 +36,9 @@ class SceneInput(BaseModel):
     song_hash: str
     palette_hint: str
     run_dir: str
+    audio_path: str = Field(
+        description="The analysis audio (mono, from the load stage) the scene's slice is read from."
+    )
 
 
 def scene_seed(run_seed: int, index: int) -> int:
@@ -62,6 +64,19 @@ def make_renderer(settings: RenderSettings) -> ClipRenderer:
     from soundsight.models.render.diffusion import make_renderer as make_diffusion_renderer
 
     return make_diffusion_renderer(settings)
+
+
+def check_renderer(settings: RenderSettings) -> None:
+    """Fail before any cluster starts when a local diffusion backend has no checkpoint.
+
+    Raises
+    ------
+    MissingCheckpointError
+        One line naming the checkpoint and the command that downloads it. Workers behind
+        ``render.dask_address`` hold their own checkpoints and are checked by their first scene.
+    """
+    if settings.backend != "animatic" and not settings.dask_address:
+        make_renderer(settings)
 
 
 def renderer_identity(inputs: dict[str, Any]) -> str:
@@ -94,22 +109,23 @@ def plan_scenes(
             song_hash=segmentation.song_hash,
             palette_hint=palette,
             run_dir=song.run_dir,
+            audio_path=str(song.path("audio")),
         )
         for seg, scene in zip(segmentation.segments, scenes.scenes)
     ]
 
 
 @task(
-    **stage_options("render", 1, identity=renderer_identity, retries=2, retry_delay_seconds=5),
+    **stage_options("render", 2, identity=renderer_identity, retries=2, retry_delay_seconds=5),
     task_run_name="render-scene-{scene.index:03d}",
 )
 def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
     """Render one scene -> scenes/scene_NNN.mp4 (its slice of the analysis audio drives the animatic)."""
-    run_dir = Path(scene.run_dir)
-    out = run_dir / "scenes" / f"scene_{scene.index:03d}.mp4"
-    info = sf.info(run_dir / "audio.wav")
+    name = f"scene_{scene.index:03d}.mp4"
+    out = stage_folder(scene.run_dir, "render") / name
+    info = sf.info(scene.audio_path)
     start, stop = int(round(scene.start * info.samplerate)), int(round(scene.end * info.samplerate))
-    audio, sr = sf.read(run_dir / "audio.wav", start=start, stop=stop, dtype="float32")
+    audio, sr = sf.read(scene.audio_path, start=start, stop=stop, dtype="float32")
     job = SceneJob(
         index=scene.index,
         prompt=scene.prompt,
@@ -126,7 +142,6 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         palette_hint=scene.palette_hint,
     )
     clip = make_renderer(settings)(job, out)
-    rel = str(out.relative_to(run_dir))
     builds = 0
     if settings.backend != "animatic":  # how often this worker process built a pipeline: once, if all is well
         from soundsight.models.render.diffusion import construction_counts
@@ -135,7 +150,8 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
     return written(
         "render",
         scene.run_dir,
-        {"clip": rel},
+        {"clip": out},
+        links={"clip": f"scenes/{name}"},
         index=scene.index,
         frames=clip.frames,
         fps=clip.fps,

@@ -40,7 +40,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import PrefectFuture, as_completed
-from soundsight.tasks.common import configured
+from soundsight.tasks.common import configured, point
 
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
@@ -148,6 +148,19 @@ def publish_timings(run: Manifest, stages: StageLog) -> None:
 # --- script and segments ---------------------------------------------------------------------------
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+
+
+def md_escape(text: str) -> str:
+    """Text shown as itself in markdown: every markdown character escaped, and ``<`` / ``&`` as entities.
+
+    Song tags and model answers reach the UI; without this a title could carry links, images
+    that call out to a server, or HTML.
+    """
+    text = " ".join(str(text).split())
+    return _MARKDOWN.sub(r"\\\1", text.replace("&", "&amp;").replace("<", "&lt;"))
+
+
 def _clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
@@ -159,19 +172,25 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> 
     cut = Segmentation.model_validate_json(segments.path("segments").read_text())
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
 
+    mood = labels.track["mood"].label if "mood" in labels.track else "—"
     lines = [
-        f"# {written.title or 'Script'}",
+        f"# {md_escape(written.title or 'Script')}",
         "",
-        f"**Writer:** {written.writer} · **Scenes:** {len(written.scenes)} · "
-        f"**Tempo:** {cut.tempo_bpm or 0:.0f} BPM · **Mood:** {labels.track['mood'].label if 'mood' in labels.track else '—'}",
+        f"**Writer:** {md_escape(written.writer)} · **Scenes:** {len(written.scenes)} · "
+        f"**Tempo:** {cut.tempo_bpm or 0:.0f} BPM · **Mood:** {md_escape(mood)}",
         "",
-        f"**Characters:** {written.characters or '—'}",
+        f"**Characters:** {md_escape(written.characters or '—')}",
         "",
-        f"**Style:** {written.style or '—'}",
+        f"**Style:** {md_escape(written.style or '—')}",
         "",
     ]
     for scene, seg in zip(written.scenes, cut.segments):
-        lines += [f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}", "", scene.description, ""]
+        lines += [
+            f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}",
+            "",
+            md_escape(scene.description),
+            "",
+        ]
     create_markdown_artifact(
         "\n".join(lines), key=artifact_key(script, "script"), description=f"script.txt of {Path(script.run_dir).name}"
     )
@@ -258,6 +277,7 @@ def publish_video(video: Manifest, output: OutputSettings) -> None:
     """preview.gif beside video.mp4 as an image artifact, and a link artifact to the MP4."""
     mp4 = video.path("video")
     gif = make_preview(mp4, float(video.info.get("duration", 0.0)), mp4.with_name("preview.gif"))
+    point(Path(video.run_dir) / "preview.gif", gif)
     image = media_url(gif, output.runs_dir) or "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
     create_image_artifact(
         image, key=artifact_key(video, "preview"), description=f"{PREVIEW_FRAMES} frames sampled across video.mp4"

@@ -13,7 +13,7 @@ from prefect.concurrency.sync import concurrency
 from soundsight.models.base import ScriptRequest, ScriptWriter
 from soundsight.models.script.template import TemplateScriptWriter
 from soundsight.prompts import script_prompt, template_hash
-from soundsight.tasks.common import stage_options, written
+from soundsight.tasks.common import stage_folder, stage_options, written
 from soundsight.tasks.load import read_song
 
 from soundsight.media import write_json_atomic, write_text_atomic
@@ -30,6 +30,20 @@ def make_writer(settings: ScriptSettings) -> ScriptWriter:
 
         return LLMScriptWriter(settings, fallback=TemplateScriptWriter())
     return TemplateScriptWriter()
+
+
+def check_endpoint(settings: ScriptSettings) -> None:
+    """Fail in seconds, before any stage runs, when the LLM endpoint the run needs is down.
+
+    Raises
+    ------
+    LLMUnavailableError
+        One line naming the URL.
+    """
+    if settings.backend == "llm":
+        from soundsight.models.script.chat import ChatClient
+
+        ChatClient(settings.llm_base_url, settings.llm_api_key).check_reachable()
 
 
 def script_identity(inputs: dict[str, Any]) -> str:
@@ -60,7 +74,7 @@ def script_text(script: SceneScript) -> str:
     return "\n".join(lines + ["END SCRIPT", ""])
 
 
-@task(**stage_options("script", 1, identity=script_identity, retries=2, retry_delay_seconds=5))
+@task(**stage_options("script", 2, identity=script_identity, retries=2, retry_delay_seconds=5))
 def write_script(song: Manifest, segments: Manifest, analysis: Manifest, settings: ScriptSettings) -> Manifest:
     """prompt.txt, response.txt, script.json and script.txt."""
     meta, _ = read_song(song)
@@ -97,13 +111,14 @@ def write_script(song: Manifest, segments: Manifest, analysis: Manifest, setting
         scenes=result.scenes,
     )
 
-    run_dir = song.path("song").parent
-    files = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
-    write_text_atomic(run_dir / files["prompt"], prompt + "\n")
+    folder = stage_folder(song.run_dir, "script")
+    names = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
+    write_text_atomic(folder / names["prompt"], prompt + "\n")
     write_text_atomic(
-        run_dir / files["response"],
+        folder / names["response"],
         result.raw_response or "(written by the embedded template writer: no model response)\n",
     )
-    write_json_atomic(run_dir / files["script"], script)
-    write_text_atomic(run_dir / files["script_text"], script_text(script))
-    return written("script", song.run_dir, files, writer=writer.name, scenes=len(script.scenes))
+    write_json_atomic(folder / names["script"], script)
+    write_text_atomic(folder / names["script_text"], script_text(script))
+    files = {name: folder / file for name, file in names.items()}
+    return written("script", song.run_dir, files, links=names, writer=writer.name, scenes=len(script.scenes))

@@ -9,9 +9,10 @@ Helpers below read states, task runs and artifacts back from the server, polling
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from uuid import UUID
 
 import pytest
 
-from tests.support import free_port, stop_process_group
+from tests.support import free_port, stop_process_group, task_states  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "soundsight-test"
@@ -34,7 +35,9 @@ SONG_CUTS = {  # name -> (track, start s, seconds): short excerpts keep every ru
     "b": ("celtic.ogg", 20, 20),
     "c": ("celtic.ogg", 40, 20),
     "d": ("digital_pursuit.ogg", 60, 16),
+    "e": ("digital_pursuit.ogg", 100, 16),
 }
+HEARTBEAT_SECONDS = 30  # Prefect's minimum: a lost host's run is marked Crashed after 3 missed
 
 
 class Worker:
@@ -88,6 +91,17 @@ class Worker:
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()  # the worker process alone, SIGKILL: no goodbye, no state reports
+        self.proc.wait(timeout=10)
+
+    def kill_host(self) -> None:
+        """SIGKILL the worker and every flow-run process it started, as a machine that loses power:
+        nobody is left to report anything."""
+        assert self.proc is not None
+        for pid in descendants(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
@@ -165,6 +179,8 @@ def stack(prefect_server, excerpts, tmp_path_factory):
                 str(catalogue),
                 "--timezone",
                 "Europe/Paris",
+                "--heartbeat-seconds",
+                str(HEARTBEAT_SECONDS),
             ],
             env=env,
             cwd=ROOT,
@@ -196,6 +212,24 @@ def client():
     from prefect.client.orchestration import get_client
 
     return get_client(sync_client=True)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def fault(spec: str) -> dict[str, Any]:
@@ -237,38 +271,6 @@ def retry_like_the_ui(flow_run_id: UUID) -> datetime:
         )
     assert result.state is not None and result.state.name == "AwaitingRetry", result
     return result.state.timestamp
-
-
-def _stage_name(task_run_name: str) -> str:
-    """'render-scene-003' stays; 'load-9f2' (Prefect's random suffix) becomes 'load'."""
-    return task_run_name if task_run_name.startswith("render-scene-") else re.sub(r"-[0-9a-f]{3}$", "", task_run_name)
-
-
-def task_states(flow_run_id: UUID, attempt: int = 1, final: bool = True, timeout: float = 60.0) -> dict[str, str]:
-    """Stage/scene -> state name of one attempt (the flow run's run_count) of a flow run.
-
-    The server records task states from events, asynchronously: poll until every task run is
-    final (final=True), or until the set has not changed for 3 s (a killed attempt's task runs
-    stay Running forever)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + timeout
-    last: dict[str, str] | None = None
-    stable_since = time.monotonic()
-    with client() as c:
-        while True:
-            runs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            runs = [r for r in runs if r.flow_run_run_count == attempt]
-            states = {_stage_name(r.name): r.state.name if r.state else "?" for r in runs}
-            if states != last:
-                last, stable_since = states, time.monotonic()
-            if runs and final and all(r.state and r.state.is_final() for r in runs):
-                return states
-            if runs and not final and time.monotonic() - stable_since > 3.0:
-                return states
-            if time.monotonic() > deadline:
-                return states
-            time.sleep(0.5)
 
 
 def child_runs(flow_run_id: UUID) -> dict[str, Any]:

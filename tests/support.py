@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,22 +128,43 @@ def gray_frames(path: Path, w: int = 32, h: int = 18) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w).astype(np.int16)
 
 
-def task_states(flow_run_id, timeout: float = 60.0) -> dict[str, str]:
-    """Task-run name -> final state name for one flow run, read back from the Prefect server.
+def stage_name(task_run_name: str) -> str:
+    """'render-scene-003' stays; 'load-9f2' (Prefect's random suffix) becomes 'load'."""
+    return (
+        task_run_name
+        if task_run_name.startswith(("render-scene-", "analyse-batch-"))
+        else re.sub(r"-[0-9a-f]{3}$", "", task_run_name)
+    )
 
-    The server records task states from events asynchronously, so poll until all are final.
+
+def task_states(
+    flow_run_id, attempt: int = 1, final: bool = True, timeout: float = 60.0, expect: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Stage/scene -> state name of one attempt (the flow run's run_count) of a flow run.
+
+    The server records task states from events, asynchronously: poll until the stages in `expect`
+    are there and every task run is final (final=True), or until the set has not changed for 3 s
+    (final=False: a killed attempt's task runs stay Running forever).
     """
-    import time
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + timeout
+    last: dict[str, str] | None = None
+    stable_since = time.monotonic()
     with get_client(sync_client=True) as client:
         while True:
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            states = {run.name: run.state.name for run in runs if run.state}
-            if runs and all(run.state and run.state.is_final() for run in runs) or time.monotonic() > deadline:
+            runs = [r for r in runs if r.flow_run_run_count == attempt]
+            states = {stage_name(r.name): r.state.name if r.state else "?" for r in runs}
+            if states != last:
+                last, stable_since = states, time.monotonic()
+            present = set(expect) <= set(states)
+            if runs and present and final and all(r.state and r.state.is_final() for r in runs):
+                return states
+            if runs and not final and time.monotonic() - stable_since > 3.0:
+                return states
+            if time.monotonic() > deadline:
                 return states
             time.sleep(0.5)
 
@@ -155,4 +177,4 @@ def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:
     settings = Settings.model_validate({"output": {"runs_dir": str(runs_dir)}, **groups})
     state = render_song(str(song), settings, return_state=True)
     assert state.is_completed(), state
-    return Path(state.result()), task_states(state.state_details.flow_run_id)
+    return Path(state.result()), task_states(state.state_details.flow_run_id, expect=("assemble",))

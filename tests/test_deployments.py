@@ -8,12 +8,16 @@ UI's Retry button sends - executes only what had not finished, and everything el
 from __future__ import annotations
 
 import json
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from soundsight.schemas import Segmentation
 from tests.deploy_fixtures import (
+    HEARTBEAT_SECONDS,
     NIGHTLY,
     RENDER_SONG,
     ROOT,
@@ -36,7 +40,10 @@ def run_dir_of(stack, song: Path) -> Path:
 
 
 def scene_mtimes(run_dir: Path) -> dict[str, int]:
-    return {f"render-scene-{p.stem[-3:]}": p.stat().st_mtime_ns for p in (run_dir / "scenes").glob("scene_*.mp4")}
+    """render-scene-NNN -> mtime of every clip rendered in the run folder (the stage's own files: a
+    crashed run never linked its finished scenes into scenes/)."""
+    clips = (run_dir / ".stages" / "render").glob("*/scene_*.mp4")
+    return {f"render-scene-{p.stem[-3:]}": p.stat().st_mtime_ns for p in clips}
 
 
 # --- docker/: validated without a Docker engine ----------------------------------------------------
@@ -162,8 +169,11 @@ def test_render_song_run_publishes_its_artifacts(stack):
     gif = fetch(preview)
     assert gif[:6] in (b"GIF87a", b"GIF89a") and len(gif) < 400_000
     assert (run_dir / "preview.gif").read_bytes() == gif
-    video_url = f"{stack.media_url}/{run_dir.name}/video.mp4"
-    assert found["video"].type == "markdown" and video_url in found["video"].data  # a link artifact
+    # The link names this run's own video (its stage folder), which a later run with other
+    # settings never replaces; run_dir/video.mp4 points at the same file for now.
+    assert found["video"].type == "markdown"  # a link artifact
+    video_url = re.search(r"\((http[^)]+\.mp4)\)", found["video"].data).group(1)
+    assert video_url.startswith(f"{stack.media_url}/{run_dir.name}/.stages/assemble/")
     assert fetch(video_url) == (run_dir / "video.mp4").read_bytes()
 
     timings = {row["stage"]: row for row in json.loads(found["timings"].data)}
@@ -223,3 +233,33 @@ def test_killed_worker_run_resumes_on_a_new_worker(stack):
     after = scene_mtimes(run_dir_of(stack, song))
     cached = {name for name in scenes if second[name] == "Cached"}
     assert cached and all(after[name] == rendered[name] for name in cached), "a finished scene was rendered again"
+
+
+@pytest.mark.robustness(
+    what="the worker's whole host dies mid-run (no one left to report)",
+    outcome="heartbeats stop; an automation marks the run Crashed after 3 missed; Retry resumes it on another worker",
+)
+def test_a_lost_host_is_marked_crashed_and_resumes(stack):
+    song = stack.songs["e"]
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()}, job_variables=fault("stall:1"))
+    deadline = time.monotonic() + 240
+    with client() as c:
+        while c.read_flow_run(run_id).state.name != "Running" and time.monotonic() < deadline:
+            time.sleep(1)
+    time.sleep(HEARTBEAT_SECONDS + 10)  # at least one heartbeat is out
+    lost_at = datetime.now(UTC)
+    stack.worker.kill_host()
+    run = wait_final(run_id, timeout=4 * HEARTBEAT_SECONDS + 120)
+    assert run.state.is_crashed() and "heartbeat" in (run.state.message or ""), run.state
+    assert (run.state.timestamp - lost_at).total_seconds() < 3 * HEARTBEAT_SECONDS + 60
+    first = task_states(run_id, attempt=1, final=False)
+
+    stack.worker.start()
+    retried_at = retry_like_the_ui(run_id)
+    run = wait_final(run_id, after=retried_at)
+    assert run.state.is_completed() and run.run_count == 2, run.state
+    second = task_states(run_id, attempt=2)
+    assert all(second[stage] == "Cached" for stage in UPSTREAM), second
+    assert second["render-scene-001"] == "Completed", second
+    done = {name for name, state in first.items() if state == "Completed" and name.startswith("render-scene-")}
+    assert all(second[name] == "Cached" for name in done), (first, second)

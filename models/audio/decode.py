@@ -34,6 +34,17 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
         raise InputError(path, "is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except PermissionError:
+        raise InputError(path, "cannot be read (permission denied)") from None
+    if head == b"MThd":
+        raise InputError(
+            path,
+            "is a MIDI file (notes, not sound): render it to audio first with a General MIDI synthesiser "
+            "(e.g. fluidsynth, or soundsight.flows.demo.render_midi as the demo does) and render that file",
+        )
     cmd = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error",
         "-i", str(path), "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate),

@@ -27,6 +27,7 @@ __all__ = ["ChatClient", "LLMRequestError", "LLMUnavailableError", "Reply"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+RETRIED_STATUS = frozenset({408, 409, 429, 502, 503, 504})  # a busy or restarting server
 
 
 class LLMUnavailableError(SoundsightError):
@@ -36,8 +37,9 @@ class LLMUnavailableError(SoundsightError):
         self.base_url = base_url
         self.attempts = attempts
         self.last_error = last_error
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         super().__init__(
-            f"the LLM endpoint {base_url} did not answer after {attempts} attempts "
+            f"the LLM endpoint {base_url} did not answer after {tries} "
             f"(last error: {_describe_error(last_error)}). Start the server (for example "
             f"`vllm serve deepseek-ai/DeepSeek-R1-Distill-Llama-8B`) or point script.llm_base_url "
             f"at a running one."
@@ -119,6 +121,7 @@ class ChatClient:
             base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_seconds, max_retries=0
         )
         self._model_id: str | None = model or None
+        self._reached = False  # whether the server has answered this client yet
 
     def served_model_id(self) -> str:
         """The served model's name.
@@ -161,20 +164,31 @@ class ChatClient:
         )
 
     def with_retries(self, what: str, call: Callable[[], T], notes: list[str]) -> T:
-        """Run `call`; after a transport failure wait and try again, `self.retries` times at most.
+        """Run `call`; after a failure that may heal, wait and try again, `self.retries` times at most.
 
-        Retried: connection errors and timeouts (the server is starting, restarting or
-        overloaded), 408, 409, 429 and 5xx. Not retried: other 4xx, which would fail the same
-        way again (`LLMRequestError`). After the last try, `LLMUnavailableError` names the URL.
+        Retried: timeouts, 408, 409, 429, 502, 503 and 504 (a busy or restarting server), and a
+        refused connection once the server has answered before (it is restarting). Not retried:
+        a server never reached (`LLMUnavailableError` at once), other 4xx (`LLMRequestError`:
+        the request itself is wrong) and 500 (a bug that repeats). The error names the URL and
+        the number of attempts actually made.
         """
         delay = self.backoff_seconds
         for attempt in range(1, self.retries + 2):
             try:
-                return call()
-            except openai.APIConnectionError as error:  # includes APITimeoutError
+                result = call()
+                self._reached = True
+                return result
+            except openai.APITimeoutError as error:
                 last: BaseException = error
+            except openai.APIConnectionError as error:
+                if not self._reached:
+                    raise LLMUnavailableError(self.base_url, attempt, error) from error
+                last = error
             except openai.APIStatusError as error:
-                if error.status_code < 500 and error.status_code not in (408, 409, 429):
+                self._reached = True
+                if error.status_code not in RETRIED_STATUS:
+                    if error.status_code >= 500:
+                        raise LLMUnavailableError(self.base_url, attempt, error) from error
                     raise LLMRequestError(self.base_url, error) from error
                 last = error
             if attempt > self.retries:
@@ -188,4 +202,23 @@ class ChatClient:
             notes.append(message)
             time.sleep(wait)
             delay *= 2
-        raise LLMUnavailableError(self.base_url, self.retries + 1, last) from last
+        raise LLMUnavailableError(self.base_url, attempt, last) from last
+
+    def check_reachable(self, timeout_seconds: float = 5.0) -> None:
+        """Ask the server's ``/models`` once, within `timeout_seconds`.
+
+        A run fails in seconds when the endpoint is down, instead of after every retry of every
+        request.
+
+        Raises
+        ------
+        LLMUnavailableError
+            No answer (connection refused, timeout, 5xx).
+        """
+        try:
+            self.client.with_options(timeout=timeout_seconds, max_retries=0).models.list()
+        except (openai.APIConnectionError, openai.InternalServerError) as error:
+            raise LLMUnavailableError(self.base_url, 1, error) from error
+        except openai.APIStatusError:
+            pass  # it answered (perhaps it wants a key for /models): reachable
+        self._reached = True

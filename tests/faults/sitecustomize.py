@@ -7,6 +7,7 @@ deployment run's job variables) and sets SOUNDSIGHT_TEST_FAULT:
              a SoundsightError), so the run fails and a retry of the run succeeds
     kill:K   the flow-run process SIGKILLs itself as scene K starts, in the first attempt, as the
              OOM killer or a lost machine would
+    stall:K  scene K hangs in the first attempt (until the test kills the whole "host")
 
 The renderer is patched as soon as its module is imported.
 """
@@ -18,6 +19,7 @@ import importlib.util
 import os
 import signal
 import sys
+import time
 
 TARGET = "soundsight.models.render.animatic"
 FAULT = os.environ.get("SOUNDSIGHT_TEST_FAULT", "")
@@ -42,6 +44,8 @@ def _patch(module) -> None:
         if job.index == int(scene) and _first_attempt():
             if kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if kind == "stall":
+                time.sleep(3600)
             raise InjectedFault(f"fault injected into scene {job.index} (SOUNDSIGHT_TEST_FAULT={FAULT}); retry the run")
         return original(self, job, out_path)
 
