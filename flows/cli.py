@@ -143,6 +143,7 @@ def quiet_prefect_console(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "soundsight")
     if not verbose:
         os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # Dask workers log to their own stderr
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 

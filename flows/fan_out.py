@@ -19,9 +19,9 @@ from pathlib import Path
 from prefect import Task
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
-from soundsight.tasks.common import publish, unpublish_beyond
+from soundsight.tasks.common import cached_result, publish, unpublish_beyond
 from soundsight.tasks.render import SceneInput, render_scene
-from soundsight.tasks.report import track_progress
+from soundsight.tasks.report import StageLog, track_progress
 
 from soundsight.schemas import Manifest
 from soundsight.settings import AnalysisSettings, RenderSettings
@@ -72,18 +72,36 @@ def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextMan
     return dask.annotate(resources={"GPU": 1})
 
 
-def render(stage: Stage, song: Manifest, scenes: list[SceneInput], settings: RenderSettings) -> list[Manifest]:
+def render(stage: StageLog, song: Manifest, scenes: list[SceneInput], settings: RenderSettings) -> list[Manifest]:
     """The render stage: one task per scene, fanned out.
 
-    The render stage: one `render_scene` task per scene on `scene_task_runner`, with a progress
-    artifact; returns the clips in scene order once every scene has finished (or raises the
+    Scenes whose clip is already cached (and intact) are collected on threads; only the others
+    go to `scene_task_runner`, so a fully cached rerun starts no GPU cluster. Each scene's line
+    (Completed / Cached) and its timings are recorded here, in the flow's process, wherever the
+    scene ran. Returns the clips in scene order once every scene has finished (or raises the
     first failure).
     """
     task = stage(render_scene)
-    with scene_task_runner(settings) as runner:
-        with one_scene_per_gpu(settings):
-            futures = [runner.submit(task, {"scene": scene, "settings": settings}) for scene in scenes]
-        track_progress(song, futures)
-        clips = [publish(future.result()) for future in futures]
+    todo = [s for s in scenes if cached_result(task, {"scene": s, "settings": settings}, stage.output) is None]
+    done = [s for s in scenes if s not in todo]
+    names = {}
+
+    def finished(future) -> None:
+        clip = future.result(raise_on_failure=False) if future.state.is_completed() else None
+        stage.scene_finished(names[future.task_run_id], future.state.name, clip if isinstance(clip, Manifest) else None)
+
+    with contextlib.ExitStack() as runners:
+        futures = {}
+        if done:
+            threads = runners.enter_context(ThreadPoolTaskRunner(max_workers=2))
+            futures.update({s.index: threads.submit(task, {"scene": s, "settings": settings}) for s in done})
+        if todo:
+            runner = runners.enter_context(scene_task_runner(settings))
+            with one_scene_per_gpu(settings):
+                futures.update({s.index: runner.submit(task, {"scene": s, "settings": settings}) for s in todo})
+        names.update({f.task_run_id: f"render-scene-{index:03d}" for index, f in futures.items()})
+        ordered = [futures[s.index] for s in scenes]
+        track_progress(song, ordered, on_finished=finished)
+        clips = [publish(future.result()) for future in ordered]
     unpublish_beyond(song.run_dir, "scenes", "scene_*.mp4", keep={Path(c.links["clip"]).name for c in clips})
     return clips

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import Task
 from prefect.cache_policies import CachePolicy
 
-from soundsight.cache import StageCachePolicy
+from soundsight.cache import StageCachePolicy, forget_unless_intact
 from soundsight.errors import SoundsightError
 from soundsight.media import sha256_file
 from soundsight.schemas import Manifest
@@ -21,9 +21,9 @@ from soundsight.settings import OutputSettings
 progress = logging.getLogger("soundsight.progress")
 
 
-def _report(task: Task, task_run, state) -> None:
-    """Task state hook: one line per finished stage or scene, 'Cached' or 'Completed'."""
-    progress.info("%s: %s", task_run.name if task.name in ("render", "analyse-batch") else task.name, state.name)
+def report_state(task: Task, task_run, state) -> None:
+    """Task state hook: one line per finished stage or batch, 'Cached' or 'Completed'."""
+    progress.info("%s: %s", task_run.name if task.name == "analyse-batch" else task.name, state.name)
 
 
 def may_heal(task: Task, task_run, state) -> bool:
@@ -64,8 +64,6 @@ def stage_options(
         retries=retries,
         retry_delay_seconds=retry_delay_seconds,
         retry_condition_fn=may_heal,
-        on_completion=[_report],
-        on_failure=[_report],
     )
 
 
@@ -88,6 +86,29 @@ def configured(task: Task, output: OutputSettings) -> Task:
     if task.name in output.force:
         options["refresh_cache"] = True
     return task.with_options(**options)
+
+
+def cached_result(task: Task, inputs: dict[str, Any], output: OutputSettings) -> Manifest | None:
+    """What `task` called with `inputs` would return from the cache right now, checked; None if it would run.
+
+    Lets a flow decide where work runs before starting anything expensive (a GPU cluster is not
+    started for scenes that are all cached). None when the stage is forced, the key cannot be
+    computed here (the checkpoint is only on the workers), or the record is missing or not intact.
+    """
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    if task.name in output.force or task.cache_policy is None:
+        return None
+    try:
+        key = task.cache_policy.compute_key(task_ctx=None, inputs=inputs, flow_parameters={})
+    except Exception:  # noqa: BLE001 - e.g. the backend cannot be resolved in this process
+        return None
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(results_dir(output.runs_dir))))
+    if forget_unless_intact(store, key) or not store.exists(key):
+        return None
+    value = store.read(key).result
+    return value if isinstance(value, Manifest) else None
 
 
 def stage_folder(run_dir: str | Path, stage: str) -> Path:

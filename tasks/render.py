@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,7 @@ def plan_scenes(
 )
 def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
     """Render one scene -> scenes/scene_NNN.mp4 (its slice of the analysis audio drives the animatic)."""
+    started = time.perf_counter()
     name = f"scene_{scene.index:03d}.mp4"
     out = stage_folder(scene.run_dir, "render") / name
     info = sf.info(scene.audio_path)
@@ -142,11 +144,12 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         palette_hint=scene.palette_hint,
     )
     clip = make_renderer(settings)(job, out)
-    builds = 0
+    builds, gpu_seconds = 0, 0.0
     if settings.backend != "animatic":  # how often this worker process built a pipeline: once, if all is well
-        from soundsight.models.render.diffusion import construction_counts
+        from soundsight.models.render.diffusion import construction_counts, render_stats
 
         builds = sum(construction_counts().values())
+        gpu_seconds = float(render_stats()[-1].get("render_s", 0.0))  # this worker renders one scene at a time
     return written(
         "render",
         scene.run_dir,
@@ -159,4 +162,6 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         height=clip.height,
         worker_pid=os.getpid(),
         pipelines_built_in_worker=builds,
+        task_seconds=round(time.perf_counter() - started, 3),
+        gpu_seconds=round(gpu_seconds, 3),
     )

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -40,7 +40,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import PrefectFuture, as_completed
-from soundsight.tasks.common import configured, point
+from soundsight.tasks.common import configured, point, progress, report_state
 
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
@@ -94,18 +94,35 @@ class StageLog:
         self._configured: dict[str, Task] = {}  # Task.with_options costs ~8 ms: once per stage, not per scene
 
     def __call__(self, task: Task) -> Task:
-        """The stage's task configured for this run, recording its runs."""
+        """The stage's task configured for this run, recording its runs.
+
+        Scenes may render in other processes (Dask workers), where a hook's record would stay:
+        their runs are recorded from the flow's side, by `scene_finished`.
+        """
         if task.name not in self._configured:
             task = configured(task, self.output)
-            self._configured[task.name] = task.with_options(
-                on_completion=[*task.on_completion_hooks, self._record],
-                on_failure=[*task.on_failure_hooks, self._record],
-            )
+            if task.name != "render":
+                task = task.with_options(
+                    on_completion=[*task.on_completion_hooks, self._record, report_state],
+                    on_failure=[*task.on_failure_hooks, self._record, report_state],
+                )
+            self._configured[task.name] = task
         return self._configured[task.name]
 
     def _record(self, task: Task, task_run, state) -> None:
         seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else 0.0
-        self.runs.append({"stage": task.name, "task_run": task_run.name, "state": state.name, "seconds": seconds})
+        self.runs.append({"stage": task.name, "task_run": task_run.name, "state": state.name, "seconds": seconds,
+                          "gpu seconds": 0.0})  # fmt: skip
+
+    def scene_finished(self, name: str, state: str, clip: Manifest | None) -> None:
+        """Record a scene's render and print its line (`name`: render-scene-NNN; `clip`: its manifest)."""
+        fresh = clip is not None and state == "Completed"
+        self.runs.append({
+            "stage": "render", "task_run": name, "state": state,
+            "seconds": float(clip.info.get("task_seconds", 0.0)) if fresh else 0.0,
+            "gpu seconds": float(clip.info.get("gpu_seconds", 0.0)) if fresh else 0.0,
+        })  # fmt: skip
+        progress.info("%s: %s", name, state)
 
     def table(self) -> list[dict[str, Any]]:
         """One row per stage, in pipeline order: task runs, their states, seconds spent."""
@@ -122,6 +139,7 @@ class StageLog:
                     "task runs": len(runs),
                     "states": ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
                     "seconds": round(sum(r["seconds"] for r in runs), 2),
+                    "gpu seconds": round(sum(r["gpu seconds"] for r in runs), 2),
                 }
             )
         rows.append(
@@ -130,8 +148,12 @@ class StageLog:
                 "task runs": len(self.runs),
                 "states": "",
                 "seconds": round(sum(r["seconds"] for r in self.runs), 2),
+                "gpu seconds": round(sum(r["gpu seconds"] for r in self.runs), 2),
             }
         )
+        scenes = sorted((r for r in self.runs if r["stage"] == "render"), key=lambda r: r["task_run"])
+        rows += [{"stage": r["task_run"], "task runs": 1, "states": r["state"], "seconds": round(r["seconds"], 2),
+                  "gpu seconds": round(r["gpu seconds"], 2)} for r in scenes]  # fmt: skip
         return rows
 
 
@@ -141,7 +163,8 @@ def publish_timings(run: Manifest, stages: StageLog) -> None:
     create_table_artifact(
         stages.table(),
         key=artifact_key(run, "timings"),
-        description="Per stage: task runs, their final states, seconds spent running.",
+        description="Per stage, then per scene: task runs, final states, seconds spent running, and of those "
+        "the seconds inside the video model (GPU work; 0 for cached scenes).",
     )
 
 
@@ -217,7 +240,9 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> 
 # --- progress --------------------------------------------------------------------------------------
 
 
-def track_progress(run: Manifest | str, clips: list[PrefectFuture]) -> None:
+def track_progress(
+    run: Manifest | str, clips: list[PrefectFuture], on_finished: Callable[[PrefectFuture], None] | None = None
+) -> None:
     """Wait for every scene, updating a progress artifact.
 
     A progress artifact updated as each scene finishes; returns once every scene has finished
@@ -234,6 +259,8 @@ def track_progress(run: Manifest | str, clips: list[PrefectFuture]) -> None:
         future.wait()  # sets the future's final state locally (no server round trip)
         done += 1
         failed += 0 if future.state.is_completed() else 1
+        if on_finished is not None:
+            on_finished(future)
         # At most two updates a second: cached scenes finish together, and each update is a request.
         if artifact is not None and (done == total or time.monotonic() - last_update >= 0.5):
             last_update = time.monotonic()

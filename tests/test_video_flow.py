@@ -51,7 +51,7 @@ def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_so
         assert facts["r_frame_rate"] == "16/1"
 
     # Each scene task reports the worker process it ran in and how many pipelines that process built.
-    records = sorted((tmp_path / ".cache" / "results").glob("render-v1-*"))
+    records = sorted((tmp_path / ".cache" / "results").glob("render-v*"))
     clips = [Manifest.model_validate(json.loads(json.loads(r.read_text())["result"])["data"]) for r in records]
     assert len(clips) == 3
     assert all(c.info["pipelines_built_in_worker"] == 1 for c in clips), [c.info for c in clips]
@@ -65,3 +65,30 @@ def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_so
     assert all(state == "Completed" for state in states.values()), states
     frames = gray_frames(video)
     assert len(frames) == segmentation.segments[-1].end_frame
+
+    # The run's timing table has a row per scene with the seconds spent inside the video model.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{run_dir.name}-timings"]))
+        )
+    rows = {row["stage"]: row for row in json.loads(found[-1].data)}
+    scene_rows = [rows[f"render-scene-{i:03d}"] for i in range(3)]
+    assert all(r["states"] == "Completed" and 0 < r["gpu seconds"] <= r["seconds"] for r in scene_rows), scene_rows
+    assert rows["render"]["gpu seconds"] == pytest.approx(sum(r["gpu seconds"] for r in scene_rows), abs=0.02)
+
+
+def test_a_fully_cached_rerun_starts_no_cluster(three_scene_song, tmp_path, tiny_wan_dir, monkeypatch):
+    from soundsight.models.render import gpu_pool
+
+    groups = {"render": {"backend": "wan", "model": str(tiny_wan_dir), "model_width": 32, "model_height": 32,
+                         "dtype": "float32", "device": "cpu", "steps": 2, "width": 64, "height": 64}}  # fmt: skip
+    render(three_scene_song, tmp_path, **groups)
+    started = []
+    real = gpu_pool.make_cluster
+    monkeypatch.setattr(gpu_pool, "make_cluster", lambda *a, **k: started.append(1) or real(*a, **k))
+    _, states = render(three_scene_song, tmp_path, **groups)
+    assert all(state == "Cached" for state in states.values()), states
+    assert started == []  # every scene was a checked cache hit: no Dask cluster for them
