@@ -709,6 +709,17 @@ _RENDERS: deque[dict] = deque(maxlen=1000)
 _CACHE_LOCK = threading.Lock()
 
 
+STATS_ENV = "SOUNDSIGHT_RENDER_STATS"  # a file: every worker appends one JSON line per build and scene
+
+
+def _append_stats(record: dict) -> None:
+    """Append `record` to the JSON-lines file named by $SOUNDSIGHT_RENDER_STATS, if set (benchmarks)."""
+    path = os.environ.get(STATS_ENV)
+    if path:
+        with open(path, "a") as f:  # one short write per line: lines from several workers do not mix
+            f.write(json.dumps(record) + "\n")
+
+
 def construction_counts() -> dict[str, int]:
     """How many pipelines this process has built, per cache key."""
     return dict(_CONSTRUCTIONS)
@@ -862,6 +873,8 @@ class DiffusionClipRenderer:
                     self.family, self.checkpoint, self.settings.dtype, device, self.memory, speed, quality
                 )
                 _CONSTRUCTIONS[key] += 1
+                built_s = time.perf_counter() - t0
+                _append_stats({"event": "build", "quality": quality.name, "pid": os.getpid(), "build_s": built_s})
                 log.info(
                     "built %s %s pipeline %s on %s (%s) in %.1f s",
                     quality.name,
@@ -869,7 +882,7 @@ class DiffusionClipRenderer:
                     self.checkpoint.model_id,
                     device,
                     _PIPELINES[key].memory.describe(),
-                    time.perf_counter() - t0,
+                    built_s,
                 )
             return _PIPELINES[key]
 
@@ -950,6 +963,7 @@ class DiffusionClipRenderer:
                 encoder.write(frame)
         stats["total_s"] = time.perf_counter() - t0
         _RENDERS.append(stats)
+        _append_stats({"event": "scene", **stats})
         log.info(
             "scene %d: %d frames %dx%d in %.1f s (%s, %s)",
             job.index,
