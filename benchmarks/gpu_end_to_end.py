@@ -182,7 +182,9 @@ def analyse(run: dict, flow: dict, tasks: list[dict], builds: list[dict], scenes
     per_worker: dict[int, float] = {}
     for s in scenes:
         per_worker[s["pid"]] = per_worker.get(s["pid"], 0.0) + s["render_s"]
-    busiest = max(per_worker.values(), default=0.0)
+    busiest_pid = max(per_worker, key=per_worker.get, default=None)
+    busiest = per_worker.get(busiest_pid, 0.0)
+    busiest_build = sum(b["build_s"] for b in builds if b["pid"] == busiest_pid)
     wall = flow.get("wall_s") or run["wall_s"]
     by_index = {s["index"]: s for s in scenes}
     per_task = []
@@ -201,6 +203,7 @@ def analyse(run: dict, flow: dict, tasks: list[dict], builds: list[dict], scenes
         "gpu_s_in_renderer_calls": round(sum(per_worker.values()), 2),
         "busiest_worker_gpu_s": round(busiest, 2),
         "orchestration_overhead_s": round(wall - busiest, 2),
+        "overhead_without_pipeline_builds_s": round(wall - busiest - busiest_build, 2),
         "overhead_share": round((wall - busiest) / wall, 3) if wall else None,
         "overhead_per_render_task_s": {
             "median": round(statistics.median(per_task), 3) if per_task else None,
