@@ -177,7 +177,7 @@ def cmd_forward(args) -> dict:
     device = "cpu" if args.tiny else "cuda"
     s = _settings(args, device)
     r = vd.make_renderer(s)
-    pipe = vd.build_pipeline(vd.WAN, r.checkpoint, s.dtype, device, vd.MemoryOptions())
+    pipe = vd.build_pipeline(vd.WAN, r.checkpoint, s.dtype, device, vd.MemoryOptions()).pipe
     tr = pipe.transformer
     dt = tr.dtype
     w, h = (64, 64) if args.tiny else (832, 480)

@@ -142,6 +142,39 @@ class RenderSettings(BaseModel):
     )
     cache_threshold: float = Field(0.05, ge=0.0, description="First Block Cache threshold.")
     compile: bool = Field(False, description="torch.compile the transformer's blocks (about 13 s once per worker).")
+    compile_mode: Literal["auto", "off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"] = Field(
+        "auto",
+        description="Regional torch.compile of the diffusion transformer: auto = 'default' mode on CUDA workers "
+        "(compiled once per worker), none on CPU unless compile is set; off = never; or a torch.compile mode.",
+    )
+    quantization: Literal["", "fp8"] = Field(
+        "",
+        description="fp8: FP8 weights and activations for the transformer's linear layers (torchao, Hopper or "
+        "newer GPUs; lossy). Empty: bfloat16.",
+    )
+    quality: Literal["final", "draft"] = Field(
+        "final",
+        description="final: the checkpoint as trained (steps, guidance_scale); draft: a step/CFG-distilled LoRA "
+        "fused into the transformer, draft_steps steps without classifier-free guidance (~10x faster).",
+    )
+    draft_lora: str = Field(
+        "",
+        description="Draft LoRA: a .safetensors file, a folder, a hub id, or 'org/repo/path/in/repo.safetensors' "
+        "(two, comma-separated, for two-expert models: high-noise,low-noise). Empty: the public step-distill LoRA "
+        "that fits the checkpoint. Never downloaded: from a local path or the Hugging Face cache.",
+    )
+    draft_steps: int = Field(4, ge=1, description="Denoising steps in draft quality (no classifier-free guidance).")
+    final_scenes: list[int] = Field(
+        default_factory=list,
+        description="Scene indices rendered in final quality whatever 'quality' says (re-render chosen scenes "
+        "of a draft run; the other scenes stay cached).",
+    )
+    identity: Literal["text", "reference"] = Field(
+        "text",
+        description="text: the character lives in the prompt only; reference: every scene is conditioned on "
+        "the 'reference' image (needs a Wan VACE checkpoint).",
+    )
+    reference: str = Field("", description="Reference image (PNG/JPEG) for identity='reference'.")
     dask_address: str = Field(
         "",
         description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",

@@ -216,3 +216,227 @@ def test_gpu_layout_pins_one_gpu_per_worker():
         info = client.scheduler_info(n_workers=-1)["workers"]
         assert sorted(env.values()) == ["0,1", "1,0"]
         assert all(w["nthreads"] == 1 and w["resources"] == {"GPU": 1} for w in info.values())
+
+
+# --------------------------------------------------------------------------------------------- draft quality
+
+
+class _Forwards:
+    """Counts a module's forward calls (a hook: the model itself runs)."""
+
+    def __init__(self, module):
+        self.n = 0
+        self.handle = module.register_forward_hook(self._count)
+
+    def _count(self, *_):
+        self.n += 1
+
+    def remove(self):
+        self.handle.remove()
+
+
+def _frames(renderer, job):
+    frames, stats = renderer.generate(job)
+    return frames.astype("float32"), stats
+
+
+def test_draft_fuses_the_lora_and_runs_four_steps_without_cfg(tiny_wan_dir, tiny_wan_lora, tiny_wan_zero_lora):
+    """Draft: the LoRA (original Wan key format, as public distill LoRAs ship) goes through diffusers'
+    load_lora_weights, is fused and unloaded; 4 transformer forwards (no CFG) against final's 8."""
+    import torch
+
+    job = _job(0, 0.5)
+    final = vd.make_renderer(_settings("wan", tiny_wan_dir, steps=4))
+    final_pipe = final.pipeline()
+    base_q = final_pipe.transformer.blocks[0].attn1.to_q.weight.detach().clone()
+    count = _Forwards(final_pipe.transformer)
+    final_frames, stats = _frames(final, job)
+    count.remove()
+    assert count.n == 8 and stats["quality"] == "final"  # 4 steps x (cond + uncond)
+
+    draft = vd.make_renderer(_settings("wan", tiny_wan_dir, steps=4, quality="draft", draft_lora=str(tiny_wan_lora)))
+    draft_pipe = draft.pipeline("draft")
+    assert draft_pipe is not final_pipe  # the worker swapped its one pipeline for the draft one
+    assert not any("lora" in name for name, _ in draft_pipe.transformer.named_modules())  # fused, then unloaded
+    assert not torch.equal(draft_pipe.transformer.blocks[0].attn1.to_q.weight, base_q)
+    count = _Forwards(draft_pipe.transformer)
+    draft_frames, stats = _frames(draft, job)
+    count.remove()
+    assert count.n == 4 and stats["quality"] == "draft"  # draft_steps=4, guidance 1.0: no unconditional pass
+    assert draft_frames.shape == final_frames.shape == (9, 32, 32, 3)
+
+    # The same sampling with a LoRA that changes nothing: the random LoRA is what moved the pixels.
+    vd.clear_pipeline_cache()
+    zero = vd.make_renderer(_settings("wan", tiny_wan_dir, quality="draft", draft_lora=str(tiny_wan_zero_lora)))
+    zero_frames, _ = _frames(zero, job)
+    assert torch.equal(zero.pipeline("draft").transformer.blocks[0].attn1.to_q.weight, base_q)
+    assert abs(draft_frames - zero_frames).mean() > 0.5  # 8-bit levels
+
+
+def test_backend_id_names_quality_and_lora_revision(tiny_wan_dir, tiny_wan_lora, tmp_path):
+    final = vd.make_renderer(_settings("wan", tiny_wan_dir)).backend_id
+    draft = vd.make_renderer(_settings("wan", tiny_wan_dir, quality="draft", draft_lora=str(tiny_wan_lora))).backend_id
+    assert "+" not in final and draft.startswith(final + "+draft[draft_lora.safetensors@sha256:")
+    other = tmp_path / "draft_lora.safetensors"
+    other.write_bytes(tiny_wan_lora.read_bytes()[:-1] + b" ")  # same name, other content
+    assert vd.make_renderer(_settings("wan", tiny_wan_dir, quality="draft", draft_lora=str(other))).backend_id != draft
+
+
+def test_final_scenes_override_draft_per_scene(tiny_wan_dir, tiny_wan_lora):
+    """final_scenes renders chosen scenes in final quality; per-scene settings differ only for them."""
+    s = _settings("wan", tiny_wan_dir, steps=3, quality="draft", draft_lora=str(tiny_wan_lora), final_scenes=[1])
+    r = vd.make_renderer(s)
+    assert [vd.scene_quality(s, i) for i in range(3)] == ["draft", "final", "draft"]
+    counts = []
+    for i in (0, 1):
+        pipe = r.pipeline("final" if i == 1 else "draft")
+        count = _Forwards(pipe.transformer)
+        _, stats = _frames(r, _job(i, 0.5))
+        count.remove()
+        counts.append((stats["quality"], count.n))
+    assert counts == [("draft", 4), ("final", 6)]
+    per_scene = [vd.scene_settings(s, i) for i in range(3)]
+    assert [p.quality for p in per_scene] == ["draft", "final", "draft"] and all(not p.final_scenes for p in per_scene)
+    assert per_scene[0] == per_scene[2] != per_scene[1]
+    ids = [vd.make_renderer(p).backend_id for p in per_scene]
+    assert "+draft[" in ids[0] and ids[1] == vd.make_renderer(_settings("wan", tiny_wan_dir)).backend_id
+
+
+def test_missing_draft_lora_names_the_download_command(tiny_wan_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingCheckpointError) as err:
+        vd.make_renderer(_settings("wan", tiny_wan_dir, quality="draft"))  # default: the 1.3B distill LoRA
+    repo, _, path = vd.SELF_FORCING_1_3B.partition("/")[2].partition("/")
+    assert f"hf download Kijai/{repo} {path}" in str(err.value)
+    with pytest.raises(MissingCheckpointError, match="no such LoRA"):
+        vd.make_renderer(_settings("wan", tiny_wan_dir, quality="draft", draft_lora=str(tmp_path / "nope.safetensors")))
+    with pytest.raises(ValueError, match="no draft LoRA is known for mochi"):
+        vd.draft_quality(vd.MOCHI, vd.MOCHI.default_model, "")
+
+
+# --------------------------------------------------------------------------------------------- newer Wan
+
+
+def test_wan22_and_vace_are_detected_from_the_pipeline_folder(tiny_wan22_a14b_dir, tiny_wan22_ti2v_dir, tiny_vace_dir):
+    assert vd.detect_family("wan", str(tiny_wan22_a14b_dir)) is vd.WAN22_A14B
+    assert vd.detect_family("wan", str(tiny_wan22_ti2v_dir)) is vd.WAN22_TI2V
+    assert vd.detect_family("wan", str(tiny_vace_dir)) is vd.WAN_VACE
+    # by name when there is no folder yet (the planner's view of a hub id)
+    assert vd.spec_for("wan", "Wan-AI/Wan2.2-TI2V-5B-Diffusers") == vd.WAN22_TI2V.spec
+    assert vd.detect_family("wan", "Wan-AI/Wan2.2-T2V-A14B-Diffusers") is vd.WAN22_A14B
+    assert vd.detect_family("wan", "Wan-AI/Wan2.1-VACE-14B-diffusers").size_for("Wan2.1-VACE-14B") == (1280, 720)
+    ti2v = vd.WAN22_TI2V.spec
+    assert (ti2v.native_fps, ti2v.frame_multiple, ti2v.frame_offset) == (24.0, 4, 1) and ti2v.frames_for(
+        ti2v.max_seconds
+    ) == 121
+    assert vd.WAN22_TI2V.size_for(vd.WAN22_TI2V.default_model) == (1280, 704)
+    with pytest.raises(ValueError, match="not one of backend 'mochi'"):
+        vd.detect_family("mochi", str(tiny_vace_dir))
+
+
+def test_wan22_a14b_uses_both_experts(tiny_wan22_a14b_dir, tmp_path):
+    r = vd.make_renderer(_settings("wan", tiny_wan22_a14b_dir, steps=6))
+    assert r.name == "wan2.2-a14b" and r.backend_id.startswith("wan2.2-a14b:")
+    pipe = r.pipeline()
+    high, low = _Forwards(pipe.transformer), _Forwards(pipe.transformer_2)
+    info = r(_job(0, 0.5), tmp_path / "a14b.mp4")
+    high.remove(), low.remove()
+    assert info.frames == 9 and high.n > 0 and low.n > 0 and high.n + low.n == 12
+
+
+def test_wan22_a14b_draft_fuses_into_both_experts(tiny_wan22_a14b_dir, tiny_wan_lora):
+    import torch
+
+    base = vd.make_renderer(_settings("wan", tiny_wan22_a14b_dir)).pipeline()
+    w = [base.transformer.blocks[0].attn1.to_q.weight.clone(), base.transformer_2.blocks[0].attn1.to_q.weight.clone()]
+    r = vd.make_renderer(_settings("wan", tiny_wan22_a14b_dir, quality="draft", draft_lora=str(tiny_wan_lora)))
+    pipe = r.pipeline("draft")
+    assert not torch.equal(pipe.transformer.blocks[0].attn1.to_q.weight, w[0])
+    assert not torch.equal(pipe.transformer_2.blocks[0].attn1.to_q.weight, w[1])
+
+
+def test_wan22_ti2v_renders_at_24_fps(tiny_wan22_ti2v_dir, tmp_path):
+    r = vd.make_renderer(_settings("wan", tiny_wan22_ti2v_dir))
+    info = r(_job(0, 0.5), tmp_path / "ti2v.mp4")
+    assert r.name == "wan2.2-ti2v" and (info.frames, info.fps, info.width) == (13, 24.0, 32)
+    assert _probe(info.path)["frames"] == 13
+
+
+# --------------------------------------------------------------------------------------------- reference identity
+
+
+def _reference_png(path: Path, color: tuple[int, int, int]) -> Path:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (48, 48), color)
+    ImageDraw.Draw(im).ellipse((8, 8, 40, 40), fill=(255 - color[0], 40, 200))
+    im.save(path)
+    return path
+
+
+def test_reference_image_reaches_vace_and_changes_the_clip(tiny_vace_dir, tmp_path):
+    """identity='reference': the image is VAE-encoded into VACE's conditioning input (one more latent
+    frame in `control_hidden_states`, seen by hooks on the transformer), the denoiser's output follows
+    its content, and the clip differs from the text-only one."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    red = _reference_png(tmp_path / "red.png", (220, 30, 30))
+    blue = _reference_png(tmp_path / "blue.png", (20, 40, 230))
+    job = _job(0, 0.5)
+    seen = {}
+    for name, ref in (("text", None), ("red", red), ("blue", blue)):
+        extra = {"identity": "reference", "reference": str(ref)} if ref else {}
+        r = vd.make_renderer(_settings("wan", tiny_vace_dir, **extra))
+        assert r.name == "wan-vace"
+        if ref:
+            assert r.backend_id.endswith("+ref:sha256:" + hashlib.sha256(ref.read_bytes()).hexdigest())
+        tr = r.pipeline().transformer
+        got = {"control": [], "out": []}
+        hooks = [
+            tr.register_forward_pre_hook(
+                lambda m, a, kw, got=got: got["control"].append(kw["control_hidden_states"]), with_kwargs=True
+            ),
+            tr.register_forward_hook(lambda m, a, kw, out, got=got: got["out"].append(out[0]), with_kwargs=True),
+        ]
+        frames, _ = _frames(r, job)
+        for h in hooks:
+            h.remove()
+        seen[name] = (frames, got["control"][0], got["out"][0])
+    (text, c_text, _), (red_px, c_red, o_red), (_, c_blue, o_blue) = seen["text"], seen["red"], seen["blue"]
+    assert c_red.shape[2] == c_text.shape[2] + 1  # the reference image's latent frame leads the conditioning
+    assert not torch.allclose(c_red[:, :, 0], c_blue[:, :, 0]) and torch.equal(c_red[:, :, 1:], c_blue[:, :, 1:])
+    assert float((o_red - o_blue).norm() / o_red.norm()) > 1e-5  # the denoiser follows the image's content
+    assert text.shape == red_px.shape == (9, 32, 32, 3)  # the pipeline strips the reference frame from the clip
+    assert np.abs(red_px - text).mean() > 0.5
+
+
+def test_reference_identity_needs_vace_and_an_image(tiny_wan_dir, tiny_vace_dir, tmp_path):
+    with pytest.raises(ValueError, match="Wan VACE"):
+        vd.make_renderer(_settings("wan", tiny_wan_dir, identity="reference", reference=str(tmp_path / "x.png")))
+    with pytest.raises(FileNotFoundError, match="render.reference"):
+        vd.make_renderer(_settings("wan", tiny_vace_dir, identity="reference", reference=""))
+
+
+# --------------------------------------------------------------------------------------------- speed options
+
+
+def test_speed_options_compile_by_default_on_cuda_only():
+    s = RenderSettings(backend="wan")
+    assert vd.SpeedOptions.of(s, "cuda").compile == "default" and vd.SpeedOptions.of(s, "cuda:1").compile == "default"
+    assert vd.SpeedOptions.of(s, "cpu").compile == ""
+    assert vd.SpeedOptions.of(s.model_copy(update={"compile": True}), "cpu").compile == "default"
+    assert vd.SpeedOptions.of(s.model_copy(update={"compile_mode": "off", "compile": True}), "cuda").compile == ""
+    mode = "max-autotune-no-cudagraphs"
+    assert vd.SpeedOptions.of(s.model_copy(update={"compile_mode": mode}), "cpu").compile == mode
+
+
+def test_fp8_needs_a_recent_gpu(tiny_wan_dir):
+    r = vd.make_renderer(_settings("wan", tiny_wan_dir, quantization="fp8"))
+    with pytest.raises(ValueError, match="compute capability 8.9"):
+        r.pipeline()

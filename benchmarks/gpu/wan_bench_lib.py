@@ -24,6 +24,31 @@ WAN_1_3B_TRANSFORMER = dict(
     eps=1e-6,
     rope_max_seq_len=1024,
 )
+# Wan2.1-T2V-14B; Wan 2.2 T2V-A14B has two transformers of exactly this config (high- and
+# low-noise experts), so its per-forward time is this model's (diffusers scripts/convert_wan_to_diffusers.py).
+WAN_14B_TRANSFORMER = dict(WAN_1_3B_TRANSFORMER, num_attention_heads=40, ffn_dim=13824, num_layers=40)
+# Wan 2.2 TI2V-5B: 48 latent channels (Wan 2.2 VAE), 24 heads, 30 layers.
+WAN22_5B_TRANSFORMER = dict(
+    WAN_1_3B_TRANSFORMER, num_attention_heads=24, ffn_dim=14336, in_channels=48, out_channels=48
+)
+# Wan 2.1 VACE 1.3B: the 1.3B transformer plus VACE blocks after every second layer.
+WAN_VACE_1_3B_TRANSFORMER = dict(
+    WAN_1_3B_TRANSFORMER, vace_layers=[0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28], vace_in_channels=96
+)
+# Wan 2.2 VAE (TI2V-5B): 16x spatial, 4x temporal, 48 latent channels (latent mean/std: any, for timing).
+WAN22_VAE = dict(
+    base_dim=160,
+    decoder_base_dim=256,
+    z_dim=48,
+    is_residual=True,
+    in_channels=12,
+    out_channels=12,
+    patch_size=2,
+    scale_factor_spatial=16,
+    scale_factor_temporal=4,
+    latents_mean=[0.0] * 48,
+    latents_std=[1.0] * 48,
+)
 # UMT5-XXL encoder as Wan ships it (5.7B parameters, 11.4 GB in bf16).
 UMT5_XXL = dict(
     d_model=4096,
