@@ -55,9 +55,8 @@ if str(ROOT) not in sys.path:
 
 from soundsight.models.audio import beats as B  # noqa: E402
 from soundsight.models.audio.segmenters import plan_segments  # noqa: E402
-from soundsight.tasks import reference_beats as R  # noqa: E402
-
 from soundsight.settings import SegmentSettings  # noqa: E402
+from soundsight.tasks import reference_beats as R  # noqa: E402
 
 FPS = 24
 SR = B.SR

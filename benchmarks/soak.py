@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
 
     from soundsight.flows.prefect_server import temporary_server
-
     from soundsight.media import ffmpeg_exe
 
     work = Path(tempfile.mkdtemp(prefix="soundsight-soak-"))

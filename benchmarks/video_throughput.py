@@ -172,6 +172,7 @@ def _rel(a, b) -> float:
 
 def cmd_forward(args) -> dict:
     import torch
+
     from soundsight.models.render import diffusion as vd
 
     device = "cpu" if args.tiny else "cuda"
@@ -331,6 +332,7 @@ def cmd_oom(args) -> dict:
     import logging
 
     import torch
+
     from soundsight.models.render import diffusion as vd
 
     records: list[str] = []

@@ -30,11 +30,11 @@ from typing import Any
 from prefect import flow
 from prefect.states import Failed, State
 from pydantic import BaseModel, ValidationError
-from soundsight.flows.music_video import render_song
-from soundsight.tasks.report import publish_catalogue
 
+from soundsight.flows.music_video import render_song
 from soundsight.schemas import Segmentation
 from soundsight.settings import Settings
+from soundsight.tasks.report import publish_catalogue
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".mka"}
 MANIFEST_SUFFIXES = {".toml", ".yaml", ".yml", ".json"}

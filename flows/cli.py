@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+
 from soundsight.flows.prefect_server import server_healthy, temporary_server
 
 LOCAL_SERVER = "http://127.0.0.1:4200/api"
@@ -82,12 +83,15 @@ def settings_from_args(args: argparse.Namespace, names: list[str]):
     from soundsight.settings import Settings
 
     values: dict = {}
+    list_fields = {f"{g}.{n}" for g, f in Settings.model_fields.items()
+                   for n, sub in getattr(f.annotation, "model_fields", {}).items()
+                   if getattr(sub.annotation, "__origin__", None) is list}  # fmt: skip
     for dotted in names:
         value = getattr(args, dotted)
         if value is None:
             continue
-        if dotted == "output.force":
-            value = [v for v in value.split(",") if v]
+        if dotted in list_fields:
+            value = [v.strip() for v in value.split(",") if v.strip()]
         group, _, field = dotted.partition(".")
         if field:
             values.setdefault(group, {})[field] = value

@@ -17,14 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prefect import Task
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
-from soundsight.tasks.common import cached_result, publish, unpublish_beyond
-from soundsight.tasks.render import SceneInput, render_scene
-from soundsight.tasks.report import StageLog, track_progress
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from soundsight.schemas import Manifest
 from soundsight.settings import AnalysisSettings, RenderSettings
+from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
+from soundsight.tasks.common import cached_result, publish, unpublish_beyond
+from soundsight.tasks.render import SceneInput, one_scene_per_gpu, render_scene, scene_settings, scene_task_runner
+from soundsight.tasks.report import StageLog, track_progress
 
 Stage = Callable[[Task], Task]  # configures a stage's task for this run (`tasks.report.StageLog`)
 
@@ -45,33 +45,6 @@ def analyse(stage: Stage, song: Manifest, segments: Manifest, settings: Analysis
     return stage(analyse_song)(song, segments, settings, embeddings)
 
 
-def scene_task_runner(settings: RenderSettings) -> TaskRunner:
-    """Threads for the CPU animatic; Dask for diffusion models (see the module docstring)."""
-    if settings.backend == "animatic":
-        return ThreadPoolTaskRunner(max_workers=2)
-    from prefect_dask import DaskTaskRunner
-    from soundsight.models.render import gpu_pool
-
-    return DaskTaskRunner(**gpu_pool.task_runner_kwargs(settings))
-
-
-def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextManager:
-    """Claim one GPU per scene where the workers have GPUs.
-
-    A context in which submitted scenes each claim one GPU worker resource (none on CPU
-    clusters, where a GPU claim could never be met).
-    """
-    if settings.backend == "animatic":
-        return contextlib.nullcontext()
-    from soundsight.models.render import gpu_pool
-
-    if not (settings.dask_address or gpu_pool.visible_gpus()):
-        return contextlib.nullcontext()
-    import dask
-
-    return dask.annotate(resources={"GPU": 1})
-
-
 def render(stage: StageLog, song: Manifest, scenes: list[SceneInput], settings: RenderSettings) -> list[Manifest]:
     """The render stage: one task per scene, fanned out.
 
@@ -82,8 +55,12 @@ def render(stage: StageLog, song: Manifest, scenes: list[SceneInput], settings: 
     first failure).
     """
     task = stage(render_scene)
-    todo = [s for s in scenes if cached_result(task, {"scene": s, "settings": settings}, stage.output) is None]
-    done = [s for s in scenes if s not in todo]
+    # Each scene with its own quality (draft, or final for `final_scenes`); final ones go last, so
+    # a worker switches pipelines once.
+    per_scene = {s.index: scene_settings(settings, s.index) for s in scenes}
+    order = sorted(scenes, key=lambda s: per_scene[s.index].quality == "final" and settings.quality == "draft")
+    todo = [s for s in order if cached_result(task, {"scene": s, "settings": per_scene[s.index]}, stage.output) is None]
+    done = [s for s in order if s not in todo]
     names = {}
 
     def finished(future) -> None:
@@ -94,11 +71,13 @@ def render(stage: StageLog, song: Manifest, scenes: list[SceneInput], settings: 
         futures = {}
         if done:
             threads = runners.enter_context(ThreadPoolTaskRunner(max_workers=2))
-            futures.update({s.index: threads.submit(task, {"scene": s, "settings": settings}) for s in done})
+            futures.update({s.index: threads.submit(task, {"scene": s, "settings": per_scene[s.index]}) for s in done})
         if todo:
             runner = runners.enter_context(scene_task_runner(settings))
             with one_scene_per_gpu(settings):
-                futures.update({s.index: runner.submit(task, {"scene": s, "settings": settings}) for s in todo})
+                futures.update(
+                    {s.index: runner.submit(task, {"scene": s, "settings": per_scene[s.index]}) for s in todo}
+                )
         names.update({f.task_run_id: f"render-scene-{index:03d}" for index, f in futures.items()})
         ordered = [futures[s.index] for s in scenes]
         track_progress(song, ordered, on_finished=finished)

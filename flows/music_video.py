@@ -12,7 +12,10 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+
 from soundsight.flows import fan_out
+from soundsight.media import sweep_stale_parts
+from soundsight.settings import Settings, unknown_environment_variables
 from soundsight.tasks.assemble import assemble_video
 from soundsight.tasks.common import publish
 from soundsight.tasks.load import load_song
@@ -20,9 +23,6 @@ from soundsight.tasks.render import check_renderer, plan_scenes, renderer_spec
 from soundsight.tasks.report import StageLog, publish_script, publish_timings, publish_video
 from soundsight.tasks.script import check_endpoint, write_script
 from soundsight.tasks.segment import segment_song
-
-from soundsight.media import sweep_stale_parts
-from soundsight.settings import Settings, unknown_environment_variables
 
 
 def warn_about_unknown_environment_variables() -> None:

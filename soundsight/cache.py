@@ -34,7 +34,16 @@ log = logging.getLogger("soundsight.cache")
 
 # Settings fields that steer *how* a stage runs but cannot change what it produces.
 OPERATIONAL_FIELDS = frozenset(
-    {"dask_address", "device", "timeout_seconds", "llm_api_key", "clap_batch_size", "clap_segments_per_task", "force"}
+    {
+        "dask_address",
+        "device",
+        "timeout_seconds",
+        "llm_api_key",
+        "clap_batch_size",
+        "clap_segments_per_task",
+        "force",
+        "reference",
+    }  # render.reference: a path; the renderer's identity carries its content hash
 )
 # Call parameters that locate outputs rather than describe inputs.
 LOCATION_PARAMETERS = frozenset({"run_dir", "runs_dir", "run_root", "run_name", "song_path", "audio_path"})

@@ -11,15 +11,15 @@ import json
 from typing import Any
 
 from prefect import task
+
+from soundsight.media import write_json_atomic
 from soundsight.models.analysis.features import FeatureAnalyser
 from soundsight.models.base import Analyser, SegmentEmbedder
 from soundsight.prompts import load_vocabulary
-from soundsight.tasks.common import stage_folder, stage_options, written
-from soundsight.tasks.load import read_song
-
-from soundsight.media import write_json_atomic
 from soundsight.schemas import Manifest, Segmentation
 from soundsight.settings import AnalysisSettings
+from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.tasks.load import read_song
 
 
 def resolve_backend(settings: AnalysisSettings) -> str:

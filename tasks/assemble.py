@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 
 from prefect import task
-from soundsight.tasks.common import stage_folder, stage_options, written
 
 from soundsight.media import H264_ARGS, atomic_path, run_ffmpeg
 from soundsight.schemas import Manifest, Segmentation, Song
 from soundsight.settings import RenderSettings
+from soundsight.tasks.common import stage_folder, stage_options, written
 
 # The fast AAC coder is 3x quicker than the default two-loop one at 192 kb/s, where the
 # difference is inaudible.

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from prefect import task
-from soundsight.tasks.common import stage_folder, stage_options, written
 
 from soundsight.cache import file_identity
 from soundsight.errors import InputError
 from soundsight.media import atomic_path, write_json_atomic
 from soundsight.schemas import Manifest, Song
+from soundsight.tasks.common import stage_folder, stage_options, written
 
 ANALYSIS_RATE = 22050  # Hz: every analysis backend resamples from here
 SILENCE_DBFS = -60.0  # a song whose loudest 100 ms stays below this is treated as silent

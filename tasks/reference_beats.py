@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from soundsight.models.audio.beats import SR, analysis_audio, fine_onset_envelope, librosa
 
 __all__ = ["chart_grid", "chart_offset", "load_reference_beats", "reference_file", "reference_metrics"]

@@ -8,6 +8,7 @@ re-renders that scene alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -16,12 +17,14 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from prefect import task
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
-from soundsight.models.base import ClipRenderer, RenderSpec, SceneJob
-from soundsight.tasks.common import stage_folder, stage_options, written
 
+from soundsight.models.base import ClipRenderer, RenderSpec, SceneJob
+from soundsight.models.render.diffusion import scene_settings  # noqa: F401 - the flows use it from here
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import RenderSettings
+from soundsight.tasks.common import stage_folder, stage_options, written
 
 
 class SceneInput(BaseModel):
@@ -53,7 +56,7 @@ def renderer_spec(settings: RenderSettings) -> RenderSpec:
         return RenderSpec(native_fps=float(settings.fps))
     from soundsight.models.render.diffusion import spec_for
 
-    return spec_for(settings.backend)
+    return spec_for(settings.backend, settings.model)
 
 
 def make_renderer(settings: RenderSettings) -> ClipRenderer:
@@ -88,6 +91,34 @@ def renderer_identity(inputs: dict[str, Any]) -> str:
 
         return RENDERER_ID
     return make_renderer(settings).backend_id
+
+
+def scene_task_runner(settings: RenderSettings) -> TaskRunner:
+    """Threads for the CPU animatic; Dask for diffusion models (see the module docstring)."""
+    if settings.backend == "animatic":
+        return ThreadPoolTaskRunner(max_workers=2)
+    from prefect_dask import DaskTaskRunner
+
+    from soundsight.models.render import gpu_pool
+
+    return DaskTaskRunner(**gpu_pool.task_runner_kwargs(settings))
+
+
+def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextManager:
+    """Claim one GPU per scene where the workers have GPUs.
+
+    A context in which submitted scenes each claim one GPU worker resource (none on CPU
+    clusters, where a GPU claim could never be met).
+    """
+    if settings.backend == "animatic":
+        return contextlib.nullcontext()
+    from soundsight.models.render import gpu_pool
+
+    if not (settings.dask_address or gpu_pool.visible_gpus()):
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.annotate(resources={"GPU": 1})
 
 
 def plan_scenes(

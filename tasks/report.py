@@ -40,11 +40,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import PrefectFuture, as_completed
-from soundsight.tasks.common import configured, point, progress, report_state
 
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import STAGES, OutputSettings
+from soundsight.tasks.common import configured, point, progress, report_state
 
 log = logging.getLogger("soundsight.report")
 MEDIA_URL_ENV = "SOUNDSIGHT_MEDIA_URL"

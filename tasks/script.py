@@ -10,15 +10,15 @@ from typing import Any
 
 from prefect import task
 from prefect.concurrency.sync import concurrency
+
+from soundsight.media import write_json_atomic, write_text_atomic
 from soundsight.models.base import ScriptRequest, ScriptWriter
 from soundsight.models.script.template import TemplateScriptWriter
 from soundsight.prompts import script_prompt, template_hash
-from soundsight.tasks.common import stage_folder, stage_options, written
-from soundsight.tasks.load import read_song
-
-from soundsight.media import write_json_atomic, write_text_atomic
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import ScriptSettings
+from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.tasks.load import read_song
 
 LLM_CONCURRENCY_LIMIT = "vllm"
 

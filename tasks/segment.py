@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+
+from soundsight.media import sha256_file, write_json_atomic
 from soundsight.models.audio.segmenters import plan_segments
+from soundsight.schemas import Manifest
+from soundsight.settings import SegmentSettings
 from soundsight.tasks.common import stage_folder, stage_options, written
 from soundsight.tasks.load import read_song
 from soundsight.tasks.reference_beats import load_reference_beats, reference_file, reference_metrics
-
-from soundsight.media import sha256_file, write_json_atomic
-from soundsight.schemas import Manifest
-from soundsight.settings import SegmentSettings
 
 
 def reference_identity(inputs: dict[str, Any]) -> str:

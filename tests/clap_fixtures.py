@@ -41,9 +41,10 @@ def build_tiny_tokenizer(extra_texts: list[str] | None = None, vocab_size: int =
     Special tokens get RoBERTa's ids (``<s>``=0, ``<pad>``=1, ``</s>``=2), matching
     `ClapTextConfig`'s defaults for ``bos/pad/eos_token_id``.
     """
-    from soundsight.prompts import load_vocabulary
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import RobertaTokenizer
+
+    from soundsight.prompts import load_vocabulary
 
     texts = _CORPUS.strip().splitlines() + list(extra_texts or [])
     for category in load_vocabulary().categories:

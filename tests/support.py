@@ -171,7 +171,6 @@ def task_states(
 
 def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:
     from soundsight.flows.music_video import render_song
-
     from soundsight.settings import Settings
 
     settings = Settings.model_validate({"output": {"runs_dir": str(runs_dir)}, **groups})

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 from soundsight.flows.catalogue import discover
-
 from soundsight.settings import Settings
 from tests.deploy_fixtures import NIGHTLY, artifacts, child_runs, task_states, trigger, wait_final
 

@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from soundsight.errors import MissingCheckpointError, SoundsightError  # noqa: E402
 from soundsight.models import hub  # noqa: E402
 from soundsight.models.analysis import clap as C  # noqa: E402
 from soundsight.models.analysis import clap_model as M  # noqa: E402
@@ -24,8 +25,6 @@ from soundsight.models.analysis import embedding_cache as E  # noqa: E402
 from soundsight.models.audio.decode import decode_audio  # noqa: E402
 from soundsight.models.audio.segmenters import Cuts, segment_random, segments_from_cuts  # noqa: E402
 from soundsight.prompts import load_vocabulary  # noqa: E402
-
-from soundsight.errors import MissingCheckpointError, SoundsightError  # noqa: E402
 from soundsight.schemas import Analysis, Segment  # noqa: E402
 
 SR = 22050

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from soundsight.cache import stage_key
 from soundsight.models.base import RenderSpec, ScriptRequest
 from soundsight.models.script.template import TemplateScriptWriter, acts_from_energy
 from soundsight.prompts import load_vocabulary, script_prompt
-
-from soundsight.cache import stage_key
 from soundsight.schemas import Analysis, Label, Manifest, SegmentLabels
 from soundsight.settings import RenderSettings, SegmentSettings, Settings
 
@@ -202,9 +202,9 @@ def test_feature_scores_must_name_the_vocabularys_options():
 
 def test_checkpoint_rules(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
-    from soundsight.models import hub
 
     from soundsight.errors import MissingCheckpointError
+    from soundsight.models import hub
 
     assert not hub.looks_like_path("laion/larger_clap_music") and not hub.looks_like_path("gpt2")
     assert hub.looks_like_path("./ckpt") and hub.looks_like_path("~/models/x") and hub.looks_like_path("a/b/c")

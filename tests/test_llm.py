@@ -22,6 +22,8 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+
+from soundsight.errors import SoundsightError
 from soundsight.models.base import ScriptRequest, ScriptResult
 from soundsight.models.script.answers import (
     format_attempt,
@@ -37,8 +39,6 @@ from soundsight.models.script.llm import LLMScriptWriter
 from soundsight.models.script.style import style_sentence
 from soundsight.models.script.template import TemplateScriptWriter
 from soundsight.prompts import load_vocabulary, script_prompt
-
-from soundsight.errors import SoundsightError
 from soundsight.schemas import Analysis, Label, Scene, SegmentLabels
 from soundsight.settings import ScriptSettings
 from tests.llm_fixtures import MAX_MODEL_LEN, SERVED_MODEL_NAME

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from soundsight.models.audio.beats import BeatGrid
 from soundsight.models.audio.segmenters import (
     BeatSnap,
@@ -16,9 +17,8 @@ from soundsight.models.audio.segmenters import (
     segment_rule_based,
     segments_from_cuts,
 )
-from soundsight.tasks.reference_beats import load_reference_beats, reference_metrics
-
 from soundsight.settings import SegmentSettings
+from soundsight.tasks.reference_beats import load_reference_beats, reference_metrics
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -176,6 +176,7 @@ LEAD = 0.137  # keeps the true beats off the 24 fps grid
 @pytest.fixture(scope="module")
 def drummed_chorale(tmp_path_factory):
     import soundfile as sf
+
     from soundsight.flows.demo import load_score, render_score, write_beats_file
 
     audio, timing = render_score(load_score("bach/bwv66.6"), (0, 0, 0, 32), drums=True, sample_rate=22050)

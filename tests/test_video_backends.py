@@ -14,11 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from soundsight.errors import MissingCheckpointError
 from soundsight.models.base import SceneJob
 from soundsight.models.render import diffusion as vd
 from soundsight.models.render import gpu_pool
-
-from soundsight.errors import MissingCheckpointError
 from soundsight.settings import RenderSettings
 
 

@@ -379,9 +379,9 @@ WAN13_VARIANTS = ("repeat", "compile", "cudagraphs", "fp8", "sage", "sage+compil
 def part_wan13() -> None:
     """Wan 1.3B forward variants (``--variants``), each guarded: one failing does not stop the rest."""
     import torch
-    from soundsight.models.render import diffusion as vd
 
     from benchmarks.gpu.wan_bench_lib import WAN_1_3B_TRANSFORMER
+    from soundsight.models.render import diffusion as vd
 
     tr = build("WanTransformer3DModel", WAN_1_3B_TRANSFORMER, tiny_tr())
     f, h, w = (9, 32, 32) if ARGS.tiny else (81, 480, 832)
@@ -482,9 +482,9 @@ def save_random_wan(folder: Path, lora: Path) -> None:
 
 def part_draft() -> None:
     import torch
+
     from soundsight.models.base import SceneJob
     from soundsight.models.render import diffusion as vd
-
     from soundsight.settings import RenderSettings
 
     folder, lora = Path("/tmp/ss-wan13"), Path("/tmp/ss-lora/draft.safetensors")
@@ -627,9 +627,9 @@ def vae_decode_row(part: str, vae, frames: int, h: int, w: int, **extra) -> None
 def part_wan14() -> None:
     import diffusers
     import torch
-    from soundsight.models.render import diffusion as vd
 
     from benchmarks.gpu.wan_bench_lib import WAN_14B_TRANSFORMER
+    from soundsight.models.render import diffusion as vd
 
     tr = build("WanTransformer3DModel", WAN_14B_TRANSFORMER, tiny_tr())
     cfg = tr.config
@@ -659,9 +659,9 @@ def part_wan14() -> None:
 def part_ti2v() -> None:
     import diffusers
     import torch
-    from soundsight.models.render import diffusion as vd
 
     from benchmarks.gpu.wan_bench_lib import WAN22_5B_TRANSFORMER, WAN22_VAE
+    from soundsight.models.render import diffusion as vd
 
     tr = build("WanTransformer3DModel", WAN22_5B_TRANSFORMER, tiny_tr(in_channels=48, out_channels=48))
     f, h, w = (9, 32, 32) if ARGS.tiny else (121, 704, 1280)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from soundsight.models.analysis.clap_model import (
     DEFAULT_CLAP_MODEL,
     LoadedClap,

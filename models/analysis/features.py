@@ -10,8 +10,8 @@ schema whatever produced it.
 from __future__ import annotations
 
 import numpy as np
-from soundsight.prompts import Category, Vocabulary
 
+from soundsight.prompts import Category, Vocabulary
 from soundsight.schemas import Analysis, Label, Segment, SegmentLabels
 
 __all__ = ["FeatureAnalyser", "label_from_scores"]

@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from soundsight.models.audio.beats import BeatGrid, spectral_novelty, track_beats
 
+from soundsight.models.audio.beats import BeatGrid, spectral_novelty, track_beats
 from soundsight.schemas import Segment, Segmentation
 from soundsight.settings import SegmentSettings
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
 
 from soundsight.media import FrameEncoder
+from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
 
 __all__ = ["RENDERER_ID", "AnimaticRenderer", "audio_envelopes"]
 

@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
-from soundsight.models.hub import Checkpoint, download_hint, resolve_checkpoint, resolve_device, torch_dtype
-from soundsight.models.render.lora import LoraFile, resolve_loras
 
 from soundsight.errors import MissingCheckpointError
 from soundsight.media import FrameEncoder
+from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
+from soundsight.models.hub import Checkpoint, download_hint, resolve_checkpoint, resolve_device, torch_dtype
+from soundsight.models.render.lora import LoraFile, resolve_loras
 from soundsight.settings import RenderSettings
 
 __all__ = [

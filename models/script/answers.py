@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from soundsight.models.script.chat import Reply
 
+from soundsight.models.script.chat import Reply
 from soundsight.schemas import Scene
 
 __all__ = [

@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 
 import openai
+
+from soundsight.errors import SoundsightError
 from soundsight.models.base import ScriptRequest, ScriptResult, ScriptWriter
 from soundsight.models.script.answers import (
     ParsedScript,
@@ -40,8 +42,6 @@ from soundsight.models.script.answers import (
 )
 from soundsight.models.script.chat import ChatClient, LLMRequestError, Reply
 from soundsight.models.script.style import style_sentence
-
-from soundsight.errors import SoundsightError
 from soundsight.settings import ScriptSettings
 
 __all__ = ["PARSER_VERSION", "LLMScriptError", "LLMScriptWriter"]

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
 from soundsight.models.base import ScriptRequest, ScriptResult
 from soundsight.models.script.style import style_sentence
 from soundsight.prompts import load_story_elements
-
 from soundsight.schemas import Analysis, Scene
 
 __all__ = ["TemplateScriptWriter", "acts_from_energy"]
