@@ -199,7 +199,7 @@ def test_rendered_fixture_snapped_cuts_land_on_true_beats(drummed_chorale):
     assert reference is not None
     np.testing.assert_allclose(reference[0], timing.beats, atol=1e-5)
     np.testing.assert_allclose(reference[1], timing.downbeats, atol=1e-5)
-    cuts = []
+    cuts, on_true_downbeat = [], []
     for mode, seed, clip in [
         ("random", 0, math.inf),
         ("random", 1, math.inf),
@@ -209,12 +209,17 @@ def test_rendered_fixture_snapped_cuts_land_on_true_beats(drummed_chorale):
         settings = SegmentSettings(mode=mode, seed=seed)
         seg = plan_segments(y, 22050, settings, song_hash="x", fps=24, max_clip_seconds=clip, grid=grid)
         _check_tiling(seg.segments, duration, 24)
+        assert seg.cut_planner == "joint" and not seg.low_confidence and seg.confidence_note == ""
         metrics = reference_metrics([s.start for s in seg.segments[1:]], grid.beats, grid.downbeats, *reference, fps=24)
-        assert metrics["beat_f_measure"] > 0.9
+        assert metrics["beat_f_measure"] > 0.9 and metrics["downbeat_f_measure"] == 1.0
         assert metrics["cuts_within_frame"] == 1.0, metrics
         cuts += [s.start for s in seg.segments[1:]]
+        if clip == math.inf:  # under Wan's 5.06 s cap two bars (5.0 s) cannot tile this 24 s song on bar lines
+            on_true_downbeat += [np.min(np.abs(timing.downbeats - s.end)) <= 1 / 24 for s in seg.segments[:-1]]
+            assert all(s.on_downbeat == (np.min(np.abs(grid.downbeats - s.end)) <= 0.5 / 24) for s in seg.segments[:-1])
     err = np.array([np.min(np.abs(timing.beats - c)) for c in cuts])
     assert len(err) >= 10 and err.max() <= 1 / 24, err
+    assert np.mean(on_true_downbeat) >= 0.85, on_true_downbeat  # measured 8 of 9
 
 
 def test_demo_song_writes_its_beats(tmp_path):
