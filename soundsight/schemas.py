@@ -45,6 +45,13 @@ class Segment(BaseModel):
         "no beat within reach, or the song's end).",
     )
     snap_shift: float = Field(0.0, description="beat_snap: how far the cut at `end` moved, seconds (signed).")
+    on_downbeat: bool = Field(False, description="The cut at `end` is on a detected downbeat (within half a frame).")
+    on_phrase_boundary: bool = Field(
+        False, description="The cut at `end` is on a detected 4- or 8-bar phrase start (within half a frame)."
+    )
+    on_section_boundary: bool = Field(
+        False, description="The cut at `end` is on a detected section boundary (within half a frame)."
+    )
 
     @property
     def duration(self) -> float:
@@ -82,6 +89,20 @@ class Segmentation(BaseModel):
         None,
         description="Longest segment length actually enforced (mode maximum capped by the video model's clip), seconds.",
     )
+    beat_tracker: str = Field("", description="Which tracker made the beats: librosa or beat_this.")
+    cut_planner: str = Field(
+        "", description="How cuts were placed: joint, greedy (snapped to beats), or unsnapped (the paper's cuts)."
+    )
+    grid_credible: bool | None = Field(
+        None, description="Whether the beat grid was credible enough to snap cuts to (confidence >= min_confidence)."
+    )
+    low_confidence: bool = Field(False, description="The tracker's confidence is below warn_confidence.")
+    confidence_note: str = Field("", description="What a low confidence means for this run's cuts ('' when fine).")
+    confidence_terms: dict[str, float] = Field(
+        default_factory=dict, description="Factors of beat_confidence: on_attack, regularity, phase, tempo_clarity."
+    )
+    phrase_boundaries: list[float] = Field(default_factory=list, description="Detected 4/8-bar phrase starts, seconds.")
+    section_boundaries: list[float] = Field(default_factory=list, description="Detected section boundaries, seconds.")
 
 
 class Label(BaseModel):

@@ -48,6 +48,32 @@ class SegmentSettings(BaseModel):
         ge=0.0,
         description="beat_snap: furthest a cut may move to reach a beat, seconds (or one beat, whichever is larger).",
     )
+    planner: Literal["joint", "greedy"] = Field(
+        "joint",
+        description="beat_snap: joint places all cuts at once on beats, preferring downbeats, 4/8-bar phrase "
+        "starts and section boundaries within the length rules; greedy moves each cut to a nearby beat as it is made.",
+    )
+    beat_tracker: Literal["librosa", "beat_this"] = Field(
+        "librosa",
+        description="librosa: the built-in tracker (CPU, no weights); beat_this: the learned beat-this model "
+        "(needs `beat_checkpoint` and the beat-this package).",
+    )
+    beat_checkpoint: str = Field(
+        "", description="beat_this: path of a downloaded beat-this checkpoint file (e.g. final0.ckpt)."
+    )
+    min_confidence: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="beat_snap: below this tracker confidence (0..1) no grid is credible and the cuts stay the "
+        "paper's unsnapped ones.",
+    )
+    warn_confidence: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Below this tracker confidence (0..1) the run warns that cuts may sit off the beat in places.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> SegmentSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import task
@@ -14,28 +15,65 @@ from soundsight.tasks.common import stage_folder, stage_options, written
 from soundsight.tasks.load import read_song
 from soundsight.tasks.reference_beats import load_reference_beats, reference_file, reference_metrics
 
+# 4: the beat tracker of issue 12 (off-beat correction, tempo hypotheses, phrases and sections) and
+# the joint cut planner: runs cached with version 3 must not keep their old cuts.
+VERSION = 4
+log = logging.getLogger("soundsight")
 
-def reference_identity(inputs: dict[str, Any]) -> str:
-    """A reference beats file beside the song changes segments.json (its metrics): key on its bytes."""
+
+def segment_identity(inputs: dict[str, Any]) -> str:
+    """What besides the settings changes segments.json, keyed on content, never on paths.
+
+    A reference beats file beside the song (its metrics) and, with the beat-this tracker, the
+    checkpoint's bytes.
+    """
     found = reference_file(inputs["song_path"]) if inputs.get("song_path") else None
-    return f"reference={sha256_file(found)}" if found else "reference=none"
+    parts = [f"reference={sha256_file(found)}" if found else "reference=none"]
+    settings = inputs.get("settings")
+    if isinstance(settings, dict):
+        settings = SegmentSettings.model_validate(settings)
+    if isinstance(settings, SegmentSettings) and settings.beat_tracker == "beat_this":
+        from pathlib import Path
+
+        checkpoint = Path(settings.beat_checkpoint).expanduser() if settings.beat_checkpoint else None
+        parts.append(f"beat_this={sha256_file(checkpoint) if checkpoint and checkpoint.is_file() else 'missing'}")
+    return ";".join(parts)
 
 
-@task(**stage_options("segment", 3, identity=reference_identity))
+@task(**stage_options("segment", VERSION, identity=segment_identity))
 def segment_song(
     song: Manifest, settings: SegmentSettings, fps: int, max_clip_seconds: float, song_path: str = ""
 ) -> Manifest:
     """Segments that tile the song exactly, each cut on an output frame.
 
     `max_clip_seconds` is the active renderer's longest clip (seconds); no segment exceeds it.
+    With ``settings.beat_tracker == "beat_this"`` the beats come from the beat-this checkpoint at
+    ``settings.beat_checkpoint`` (`MissingCheckpointError` when it is not there). A low tracker
+    confidence is logged as a warning on the ``soundsight`` logger (the CLI prints it, the UI shows
+    it in the run's logs) and recorded in segments.json (`low_confidence`, `confidence_note`).
     Where the song (at `song_path`, where it is now: never part of the key) has a reference beats
     file beside it (`<song>.beats.txt` or `.chart.mid`), cut accuracy against it is written into
     segments.json as `metrics`.
     """
     meta, pcm = read_song(song)
+    grid = None
+    if settings.beat_tracker == "beat_this":
+        from soundsight.models.audio.beat_this import load_beat_this, track_beats_beat_this
+        from soundsight.models.hub import resolve_device
+
+        device = resolve_device("auto")
+        grid = track_beats_beat_this(load_beat_this(settings.beat_checkpoint, device), pcm, meta.sample_rate, device)
     segmentation = plan_segments(
-        pcm, meta.sample_rate, settings, song_hash=meta.content_hash, fps=fps, max_clip_seconds=max_clip_seconds
+        pcm,
+        meta.sample_rate,
+        settings,
+        song_hash=meta.content_hash,
+        fps=fps,
+        max_clip_seconds=max_clip_seconds,
+        grid=grid,
     )
+    if segmentation.confidence_note:
+        log.warning("segment: %s: %s", meta.title or meta.slug, segmentation.confidence_note)
     reference = (
         load_reference_beats(song_path, pcm, meta.sample_rate) if song_path and reference_file(song_path) else None
     )
@@ -54,4 +92,5 @@ def segment_song(
         scenes=len(segmentation.segments),
         tempo_bpm=segmentation.tempo_bpm or 0.0,
         beat_confidence=segmentation.beat_confidence or 0.0,
+        low_confidence=int(segmentation.low_confidence),
     )

@@ -20,7 +20,9 @@ def manifest(hash_: str, run_dir: str = "/runs/a") -> Manifest:
 
 def test_cache_key_ignores_paths_and_operational_settings_but_not_content():
     base = stage_key("render", 1, {"song": manifest("h1"), "settings": RenderSettings()})
-    assert base == stage_key("render", 1, {"song": manifest("h1", "/elsewhere"), "settings": RenderSettings()})
+    # The run folder's name is part of the key (outputs land there); where the runs folder lies is not.
+    assert base == stage_key("render", 1, {"song": manifest("h1", "/moved/runs/a"), "settings": RenderSettings()})
+    assert base != stage_key("render", 1, {"song": manifest("h1", "/runs/b"), "settings": RenderSettings()})
     assert base == stage_key(
         "render", 1, {"song": manifest("h1"), "settings": RenderSettings(dask_address="tcp://x:8786", device="cuda:1")}
     )

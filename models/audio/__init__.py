@@ -1,8 +1,15 @@
 """Audio algorithms of the load and segment stages: decoding, beats, cuts. Times are seconds."""
 
-from soundsight.models.audio.beats import BeatGrid, spectral_novelty, track_beats
+from soundsight.models.audio.beats import BeatGrid, is_credible, spectral_novelty, track_beats
 from soundsight.models.audio.decode import check_not_truncated, decode_audio
-from soundsight.models.audio.segmenters import BeatSnap, Cuts, plan_segments, segment_random, segment_rule_based
+from soundsight.models.audio.segmenters import (
+    BeatSnap,
+    Cuts,
+    plan_joint,
+    plan_segments,
+    segment_random,
+    segment_rule_based,
+)
 
 __all__ = [
     "BeatGrid",
@@ -10,6 +17,8 @@ __all__ = [
     "Cuts",
     "check_not_truncated",
     "decode_audio",
+    "is_credible",
+    "plan_joint",
     "plan_segments",
     "segment_random",
     "segment_rule_based",

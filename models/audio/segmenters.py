@@ -16,6 +16,13 @@ The modes (paper section 3.3.1):
   beats with strong onsets are preferred, farther beats penalised. Only positions that keep the
   length bounds satisfiable for the rest of the song are considered.
 
+- **joint** (`plan_joint`, the default with beat snapping): instead of moving each cut as it is
+  made, all cuts are placed at once by dynamic programming over the output frames: a cut earns
+  points for sitting on a beat, more on a downbeat, on a 4/8-bar phrase start and on a section
+  boundary (rule_based: also on a significant spectral change), each segment pays for straying
+  from the mode's length (rule_based: `beats_per_cut` beats; random: the middle of its range, and a
+  seeded bonus per beat picks among equally musical plans). The length bounds are hard constraints.
+
 Length bounds, applied together: `min_seconds`, `max_seconds` and the video backend's longest
 clip (`max_clip_seconds`, e.g. Wan 2.1: 81 frames at 16 fps = 5.06 s), passed in by the caller.
 The maximum is hard; the minimum yields only where the song cannot be tiled otherwise (a song
@@ -30,14 +37,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from soundsight.models.audio.beats import BeatGrid, spectral_novelty, track_beats
+from soundsight.models.audio.beats import BeatGrid, is_credible, spectral_novelty, track_beats
 from soundsight.schemas import Segment, Segmentation
 from soundsight.settings import SegmentSettings
 
 __all__ = [
     "BeatSnap",
     "Cuts",
+    "JointWeights",
     "effective_bounds",
+    "plan_joint",
     "plan_segments",
     "segment_random",
     "segment_rule_based",
@@ -278,6 +287,185 @@ def segment_rule_based(
     return _walk(grid, propose, snap)
 
 
+@dataclass(frozen=True)
+class JointWeights:
+    """Points of the joint planner (`plan_joint`), in units of "one downbeat".
+
+    A cut scores ``downbeat x is_downbeat + phrase x phrase strength + section x section strength
+    + onset x onset strength + novelty x (novelty - threshold)`` on a beat and ``off_beat`` off
+    any beat; each segment pays ``length x (deviation from the mode's length, in bars)^2``.
+    Strengths are 0..1 (`BeatGrid`): a 4-bar phrase start is worth 0.25-0.5, an 8-bar one
+    0.5-1.0, the song's clearest section boundary 2. With these values a plain beat never wins
+    over a downbeat at the same segment length, a cut leaves a beat only when no beat keeps the
+    length bounds, and a strong section boundary is worth a segment one bar and a half off its
+    preferred length.
+    """
+
+    downbeat: float = 1.0
+    phrase: float = 1.0
+    section: float = 2.0
+    onset: float = 0.25
+    novelty: float = 1.0
+    off_beat: float = -4.0
+    length: float = 0.5
+    random: float = 0.5
+
+
+def _on_points(t: np.ndarray, points: np.ndarray, tolerance: float) -> np.ndarray:
+    """Index into `points` of the point within `tolerance` of each time in `t`, or -1."""
+    points = np.asarray(points, dtype=float)
+    t = np.asarray(t, dtype=float)
+    if len(points) == 0 or len(t) == 0:
+        return np.full(len(t), -1, dtype=int)
+    i = np.clip(np.searchsorted(points, t), 1, max(1, len(points) - 1))
+    lo = np.maximum(i - 1, 0)
+    hi = np.minimum(i, len(points) - 1)
+    pick = np.where(np.abs(t - points[lo]) <= np.abs(t - points[hi]), lo, hi)
+    return np.where(np.abs(t - points[pick]) <= tolerance, pick, -1)
+
+
+def _values_at(index: np.ndarray, values) -> np.ndarray:
+    """values[index] where index >= 0, else 0."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return np.zeros(len(index))
+    return np.where(index >= 0, values[np.clip(index, 0, len(values) - 1)], 0.0)
+
+
+def plan_joint(
+    duration: float,
+    grid: BeatGrid,
+    *,
+    mode: str,
+    min_seconds: float,
+    max_seconds: float,
+    fps: float,
+    seed: int = 0,
+    beats_per_cut: int = 12,
+    novelty_times: np.ndarray | None = None,
+    novelty: np.ndarray | None = None,
+    novelty_threshold: float = 0.3,
+    weights: JointWeights = JointWeights(),
+) -> Cuts | None:
+    """All cuts at once: the best-scoring tiling of the song's output frames (dynamic programming).
+
+    Parameters
+    ----------
+    duration : float
+        Seconds.
+    grid : BeatGrid
+        Beats, downbeats, onset strengths, phrase starts and section boundaries (seconds).
+    mode : {"random", "rule_based"}
+        random: segments prefer the middle of [min_seconds, max_seconds] and a seeded bonus
+        (0..``weights.random``) per beat picks among comparable plans; rule_based: segments
+        prefer `beats_per_cut` beats, and significant spectral changes earn points.
+    min_seconds, max_seconds : float
+        Length bounds, seconds; hard (checked in whole output frames).
+    fps : float
+        Output frame rate; every cut is on an output frame.
+    seed : int
+        random mode's seed.
+    beats_per_cut : int
+        rule_based: preferred segment length, beats.
+    novelty_times, novelty : np.ndarray, optional
+        rule_based: a 0..1 novelty curve (seconds, values); its peaks above `novelty_threshold`
+        earn ``weights.novelty x (peak - threshold)`` for a beat within half a beat of them.
+    novelty_threshold : float
+        0..1.
+    weights : JointWeights
+
+    Returns
+    -------
+    Cuts or None
+        Reasons: ``random`` (random mode); rule_based: ``novelty`` (on a section boundary or a
+        significant change), ``max_length`` (within half a beat of the maximum) or
+        ``beat_count`` (a cut placed by counting beats and bars). None when the bounds cannot
+        tile the song (the caller falls back to the greedy walk, where the minimum yields).
+    """
+    g = _Grid(duration, min_seconds, max_seconds, fps)
+    n, mn, mx, q = g.n, g.mn, g.mx, g.q
+    beats = np.asarray(grid.beats, dtype=float)
+    period = grid.period
+    per_bar = max(1, int(grid.beats_per_bar or 4))
+    reward = np.full(n + 1, weights.off_beat)
+    beat_tick = np.round(beats / q).astype(int)
+    inside = (beat_tick > 0) & (beat_tick < n)
+    # beats per tick (for segment lengths in beats) and the reward of each beat tick
+    count = np.zeros(n + 2)
+    np.add.at(count, np.clip(beat_tick, 0, n) + 1, 1.0)
+    cum = np.cumsum(count)  # cum[k] = beats at ticks < k
+    strength = np.asarray(grid.strength, dtype=float)
+    if len(strength) != len(beats):
+        strength = np.zeros(len(beats))
+    half_frame = 0.5 * q + 1e-6
+    beat_value = weights.onset * strength
+    beat_value = beat_value + weights.downbeat * (_on_points(beats, grid.downbeats, 1e-6) >= 0)
+    k = _on_points(beats, grid.phrase_boundaries, 1e-6)
+    beat_value = beat_value + weights.phrase * _values_at(k, grid.phrase_strength)
+    k = _on_points(beats, grid.section_boundaries, 1e-6)
+    beat_value = beat_value + weights.section * _values_at(k, grid.section_strength)
+    novel = np.zeros(len(beats))
+    if mode != "random" and novelty_times is not None and novelty is not None and len(novelty):
+        peaks = _local_peaks(np.asarray(novelty, dtype=float), novelty_threshold)
+        if len(peaks):
+            k = _on_points(beats, np.asarray(novelty_times, dtype=float)[peaks], 0.5 * period)
+            novel = np.clip(_values_at(k, np.asarray(novelty, dtype=float)[peaks]) - novelty_threshold, 0.0, None)
+    beat_value = beat_value + weights.novelty * novel
+    if mode == "random":
+        beat_value = beat_value + weights.random * np.random.default_rng(seed).random(len(beats))
+    on_beat = np.full(n + 1, -np.inf)
+    np.maximum.at(on_beat, beat_tick[inside], beat_value[inside])  # several beats on one frame: the best counts
+    reward = np.where(np.isfinite(on_beat), on_beat, reward)
+    reward[n] = 0.0
+    # preferred length, in beats
+    lo_beats, hi_beats = min_seconds / period, max_seconds / period
+    target = float(beats_per_cut) if mode != "random" else 0.5 * (lo_beats + hi_beats)
+    target = float(np.clip(target, lo_beats, hi_beats))
+    best = np.full(n + 1, -np.inf)
+    back = np.zeros(n + 1, dtype=int)
+    best[0] = 0.0
+    for end in range(mn, n + 1):
+        a, b = max(0, end - mx), end - mn
+        if b < a:
+            continue
+        prev = best[a : b + 1]
+        if not np.isfinite(prev).any():
+            continue
+        in_beats = cum[end] - cum[a : b + 1]
+        cost = weights.length * ((in_beats - target) / per_bar) ** 2
+        total = prev - cost
+        j = int(np.argmax(total))
+        if np.isfinite(total[j]):
+            best[end] = total[j] + reward[end]
+            back[end] = a + j
+    if not np.isfinite(best[n]):
+        return None
+    cuts = []
+    k = n
+    while k > 0:
+        k = int(back[k])
+        if k > 0:
+            cuts.append(k)
+    cuts = cuts[::-1]
+    times = [round(float(c * q), 9) for c in cuts]
+    beat_of = _on_points(np.array([c * q for c in cuts]), beats, half_frame)
+    is_down = _on_points(np.array([c * q for c in cuts]), np.asarray(grid.downbeats, dtype=float), half_frame) >= 0
+    on_section = _on_points(np.array([c * q for c in cuts]), np.asarray(grid.section_boundaries), half_frame) >= 0
+    reasons, snaps = [], []
+    starts = [0, *cuts]
+    for i, c in enumerate(cuts):
+        if mode == "random":
+            reasons.append("random")
+        elif on_section[i] or (beat_of[i] >= 0 and novel[beat_of[i]] > 0):
+            reasons.append("novelty")
+        elif (c - starts[i]) * q >= max_seconds - 0.5 * period:
+            reasons.append("max_length")
+        else:
+            reasons.append("beat_count")
+        snaps.append("downbeat" if is_down[i] else ("beat" if beat_of[i] >= 0 else ""))
+    return Cuts(times, reasons + ["end"], snaps, [0.0] * len(cuts))
+
+
 def _local_peaks(x: np.ndarray, threshold: float) -> np.ndarray:
     if len(x) < 3:
         return np.zeros(0, dtype=int)
@@ -326,6 +514,67 @@ def effective_bounds(
     return (min_seconds if min_seconds < cap else cap / 2.0), cap
 
 
+def _mark(segments: list[Segment], grid: BeatGrid, fps: int) -> list[Segment]:
+    """Set each segment's on_downbeat / on_phrase_boundary / on_section_boundary (cut at its end, half a frame)."""
+    tol = 0.5 / fps + 1e-6
+    ends = np.array([s.end for s in segments[:-1]], dtype=float)
+    down = _on_points(ends, np.asarray(grid.downbeats, dtype=float), tol) >= 0
+    phrase = _on_points(ends, np.asarray(grid.phrase_boundaries, dtype=float), tol) >= 0
+    section = _on_points(ends, np.asarray(grid.section_boundaries, dtype=float), tol) >= 0
+    return [
+        s.model_copy(
+            update={
+                "on_downbeat": bool(down[i]),
+                "on_phrase_boundary": bool(phrase[i]),
+                "on_section_boundary": bool(section[i]),
+            }
+        )
+        if i < len(ends)
+        else s
+        for i, s in enumerate(segments)
+    ]
+
+
+def confidence_note(grid: BeatGrid, min_confidence: float, warn_confidence: float) -> str:
+    """What the tracker's confidence means for the cuts, for the user ('' when it is fine).
+
+    Parameters
+    ----------
+    grid : BeatGrid
+    min_confidence, warn_confidence : float
+        0..1: below the first no grid is credible (cuts stay unsnapped); below the second the
+        grid is used but may be off the beat in places.
+
+    Returns
+    -------
+    str
+    """
+    if len(grid.beats) < 8:
+        return "no beat found (fewer than two bars of beats): cuts are the paper's unsnapped ones"
+    terms = grid.confidence_terms
+    why = ""
+    if terms:
+        weakest = min(("on_attack", "regularity", "phase"), key=lambda k: terms.get(k, 1.0))
+        why = {
+            "on_attack": "few beats fall on clear note attacks",
+            "regularity": "the tempo is unsteady",
+            "phase": "the beats are hardly stronger than the off-beats (the grid may be half a beat off)",
+        }[weakest]
+    if grid.confidence < min_confidence:
+        return (
+            f"beat tracking confidence {grid.confidence:.2f} is below {min_confidence:.2f}"
+            + (f" ({why})" if why else "")
+            + ": cuts are the paper's unsnapped ones"
+        )
+    if grid.confidence < warn_confidence:
+        return (
+            f"beat tracking confidence {grid.confidence:.2f} is low"
+            + (f" ({why})" if why else "")
+            + ": some cuts may sit off the beat"
+        )
+    return ""
+
+
 def plan_segments(
     y: np.ndarray,
     sr: int,
@@ -337,7 +586,7 @@ def plan_segments(
     grid: BeatGrid | None = None,
     novelty_curve: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Segmentation:
-    """The segment stage's algorithm, top to bottom: beats -> cuts (snapped as made) -> frame grid.
+    """The segment stage's algorithm, top to bottom: beats -> cuts -> frame grid.
 
     Parameters
     ----------
@@ -354,14 +603,18 @@ def plan_segments(
     max_clip_seconds : float
         The active video backend's longest clip, seconds; caps the maximum segment length so no
         segment needs a longer clip than the model renders (Wan 2.1: 81 frames / 16 fps = 5.06 s).
-    grid, novelty_curve : optional
-        A `BeatGrid` and a novelty curve (times, values) for callers that already have them (the
-        benchmark); computed from `y` otherwise.
+    grid : BeatGrid, optional
+        A grid the caller already has (the segment task with beat-this, the benchmark); else
+        the built-in tracker runs on `y`.
+    novelty_curve : (numpy.ndarray, numpy.ndarray), optional
+        A novelty curve (times in seconds, values 0..1); computed from `y` otherwise.
 
     Returns
     -------
     Segmentation
-        Segments that tile ``[0, duration]`` exactly, each cut on an output frame.
+        Segments that tile ``[0, duration]`` exactly, each cut on an output frame, each marked
+        on_downbeat / on_phrase_boundary / on_section_boundary; the grid's confidence and, when it
+        is low, `confidence_note`.
 
     Raises
     ------
@@ -370,6 +623,10 @@ def plan_segments(
 
     Notes
     -----
+    With ``beat_snap`` and a credible grid (`is_credible`: at least 8 beats and confidence >=
+    ``min_confidence``) the cuts are placed by ``planner``: ``joint`` (`plan_joint`) or
+    ``greedy`` (each cut moved to the best beat within reach as it is made, `BeatSnap`). With no
+    credible grid, or ``beat_snap`` off, the cuts are the paper's (``cut_planner = "unsnapped"``).
     Thresholds in musical units:
 
     - ``min_seconds`` / ``max_seconds`` (random mode: ``random_max_seconds``): segment length
@@ -377,8 +634,8 @@ def plan_segments(
     - ``beats_per_cut``: beats between cuts for the beat-count rule (12 = three bars of 4/4).
     - ``novelty_threshold``: share of the song's largest timbre/harmony change (0..1) a change
       must exceed to cut; novelty compares the bar before with the bar after each point.
-    - ``snap_tolerance_seconds``: how far a cut may move to reach a beat - or one beat, whichever
-      is more; downbeats and strong onsets are preferred (`BeatSnap`).
+    - ``snap_tolerance_seconds`` (greedy planner): how far a cut may move to reach a beat - or one
+      beat, whichever is more.
     """
     if fps < 1:
         raise ValueError(f"fps must be at least 1, not {fps}")
@@ -389,29 +646,53 @@ def plan_segments(
         grid = track_beats(y, sr)
     top = settings.random_max_seconds if settings.mode == "random" else settings.max_seconds
     lo, cap = effective_bounds(settings.min_seconds, top, max_clip_seconds)
-    snap = None
-    if settings.beat_snap and len(grid.beats):
-        snap = BeatSnap(grid.beats, grid.downbeats, grid.strength, tolerance=settings.snap_tolerance_seconds)
-    if settings.mode == "random":
-        cuts = segment_random(duration, seed=settings.seed, min_seconds=lo, max_seconds=cap, fps=fps, snap=snap)
-    else:
+    credible = is_credible(grid, settings.min_confidence)
+    snapping = settings.beat_snap and credible
+    planner = settings.planner if snapping else "unsnapped"
+    nov_t = nov = None
+    if settings.mode != "random":
         if novelty_curve is None:
             bar = grid.period * grid.beats_per_bar if len(grid.beats) > 2 else 2.0
             novelty_curve = spectral_novelty(y, sr, context_seconds=float(np.clip(bar, 1.5, 4.0)))
         nov_t, nov = novelty_curve
-        cuts = segment_rule_based(
+    cuts = None
+    if planner == "joint":
+        cuts = plan_joint(
             duration,
-            beats=grid.beats,
-            novelty_times=nov_t,
-            novelty=nov,
+            grid,
+            mode=settings.mode,
             min_seconds=lo,
             max_seconds=cap,
-            beats_per_cut=settings.beats_per_cut,
-            novelty_threshold=settings.novelty_threshold,
             fps=fps,
-            snap=snap,
+            seed=settings.seed,
+            beats_per_cut=settings.beats_per_cut,
+            novelty_times=nov_t,
+            novelty=nov,
+            novelty_threshold=settings.novelty_threshold,
         )
-    segments = segments_from_cuts(cuts, duration, fps, grid.beats)
+        if cuts is None:  # the bounds cannot tile the song: the greedy walk lets the minimum yield
+            planner = "greedy"
+    if cuts is None:
+        snap = None
+        if snapping:
+            snap = BeatSnap(grid.beats, grid.downbeats, grid.strength, tolerance=settings.snap_tolerance_seconds)
+        if settings.mode == "random":
+            cuts = segment_random(duration, seed=settings.seed, min_seconds=lo, max_seconds=cap, fps=fps, snap=snap)
+        else:
+            cuts = segment_rule_based(
+                duration,
+                beats=grid.beats,
+                novelty_times=nov_t,
+                novelty=nov,
+                min_seconds=lo,
+                max_seconds=cap,
+                beats_per_cut=settings.beats_per_cut,
+                novelty_threshold=settings.novelty_threshold,
+                fps=fps,
+                snap=snap,
+            )
+    segments = _mark(segments_from_cuts(cuts, duration, fps, grid.beats), grid, fps)
+    note = confidence_note(grid, settings.min_confidence, settings.warn_confidence)
     return Segmentation(
         song_hash=song_hash,
         duration=duration,
@@ -427,4 +708,12 @@ def plan_segments(
         tempo_level=grid.tempo_level if len(grid.beats) else None,
         min_seconds=round(lo, 6),
         max_seconds=round(cap, 6),
+        beat_tracker=grid.tracker,
+        cut_planner=planner if settings.beat_snap else "unsnapped",
+        grid_credible=credible,
+        low_confidence=grid.confidence < settings.warn_confidence,
+        confidence_note=note,
+        confidence_terms={k: round(float(v), 4) for k, v in grid.confidence_terms.items()},
+        phrase_boundaries=[round(float(b), 4) for b in grid.phrase_boundaries],
+        section_boundaries=[round(float(b), 4) for b in grid.section_boundaries],
     )

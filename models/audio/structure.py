@@ -1,0 +1,163 @@
+"""Musical structure for cut planning: 4/8-bar phrase starts and section boundaries.
+
+Pure functions on arrays (numpy, scipy, librosa). Times are seconds; features are per analysis
+frame of ``beats.HOP`` samples at ``beats.SR`` Hz (11.6 ms).
+
+- `phrase_boundaries`: bars are counted from the downbeats; which downbeat starts a 4-bar group
+  (and which 4-bar group starts an 8-bar one) is chosen by the timbre/harmony change at the
+  candidate starts. Strength 0.5 (4-bar) or 1.0 (8-bar) x (0.5 + 0.5 x relative change).
+- `section_boundaries`: Foote checkerboard novelty on a beat-synchronous self-similarity matrix
+  of MFCC + chroma (the recurrence view of ``librosa.segment``), peaks at least 16 beats apart
+  and at least 30 % of the largest, each moved onto the nearest downbeat. Strength = novelty /
+  largest novelty (0..1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.signal
+
+from soundsight.models.audio.beats import HOP, N_FFT, SR, analysis_audio, feature_change, librosa
+
+__all__ = ["phrase_boundaries", "section_boundaries", "song_structure", "timbre_harmony"]
+
+
+def timbre_harmony(power: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+    """Standardised MFCC (13) + chroma (12) per frame: what sections differ in.
+
+    Parameters
+    ----------
+    power : np.ndarray [shape=(1025, n)]
+        Power spectrogram (2048-sample window, ``HOP`` hop, ``SR`` Hz).
+    chroma : np.ndarray [shape=(12, n)]
+        Chroma of the same frames.
+
+    Returns
+    -------
+    np.ndarray [shape=(25, n)]
+        Each row standardised to zero mean, unit variance over the song.
+    """
+    mel = librosa.feature.melspectrogram(S=power, sr=SR, n_mels=64)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=13)
+    mfcc = (mfcc - mfcc.mean(axis=1, keepdims=True)) / (mfcc.std(axis=1, keepdims=True) + 1e-9)
+    chroma = chroma / (chroma.max(axis=0, keepdims=True) + 1e-9)
+    chroma = (chroma - chroma.mean(axis=1, keepdims=True)) / (chroma.std(axis=1, keepdims=True) + 1e-9)
+    return np.vstack([mfcc, chroma])
+
+
+def _frames(t: np.ndarray, n: int) -> np.ndarray:
+    return np.clip(np.round(np.asarray(t) * SR / HOP).astype(int), 0, max(0, n - 1))
+
+
+def phrase_boundaries(features: np.ndarray, downbeats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4- and 8-bar phrase starts and their strength.
+
+    Parameters
+    ----------
+    features : np.ndarray [shape=(d, n)]
+        Per-frame features (`timbre_harmony`).
+    downbeats : np.ndarray
+        Seconds.
+
+    Returns
+    -------
+    times : np.ndarray
+        Seconds (a subset of `downbeats`); empty with fewer than 8 bars.
+    strength : np.ndarray
+        0..1: 0.5 for a 4-bar start, 1.0 for an 8-bar start, times 0.5 + 0.5 x its change
+        (one bar before vs after) relative to the largest one.
+    """
+    if len(downbeats) < 8:
+        return np.zeros(0), np.zeros(0)
+    bar = int(round(float(np.median(np.diff(downbeats))) * SR / HOP))
+    change = feature_change(features - features.min(), _frames(downbeats, features.shape[1]), max(2, bar))
+    best4 = max(range(4), key=lambda o: change[o::4].mean() if len(change[o::4]) else -1)
+    best8 = max((best4, best4 + 4), key=lambda o: change[o::8].mean() if len(change[o::8]) else -1)
+    idx = np.arange(best4, len(downbeats), 4)
+    level = np.where((idx - best8) % 8 == 0, 1.0, 0.5)
+    rel = change[idx] / (change.max() + 1e-9)
+    return downbeats[idx], np.clip(level * (0.5 + 0.5 * rel), 0.0, 1.0)
+
+
+def section_boundaries(
+    features: np.ndarray,
+    beats: np.ndarray,
+    downbeats: np.ndarray,
+    kernel_beats: int = 16,
+    min_strength: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Section boundaries on downbeats and their strength.
+
+    Parameters
+    ----------
+    features : np.ndarray [shape=(d, n)]
+        Per-frame features (`timbre_harmony`).
+    beats, downbeats : np.ndarray
+        Seconds.
+    kernel_beats : int
+        Half-width of the checkerboard kernel, beats (16 = four bars of 4/4); also the least
+        distance between two boundaries.
+    min_strength : float
+        Peaks below this share (0..1) of the largest novelty are not boundaries.
+
+    Returns
+    -------
+    times : np.ndarray
+        Seconds, on downbeats (on beats when there are none).
+    strength : np.ndarray
+        0..1, novelty relative to the song's largest.
+    """
+    if len(beats) < 2 * kernel_beats + 2:
+        return np.zeros(0), np.zeros(0)
+    fr = _frames(beats, features.shape[1])
+    sync = librosa.util.sync(features, fr, aggregate=np.mean)[:, 1:]
+    sync = sync / (np.linalg.norm(sync, axis=0, keepdims=True) + 1e-9)
+    ssm = sync.T @ sync
+    k = kernel_beats
+    u = np.arange(-k, k) + 0.5
+    taper = np.exp(-0.5 * (u / (0.5 * k)) ** 2)
+    kernel = np.outer(np.sign(u), np.sign(u)) * np.outer(taper, taper)
+    n = ssm.shape[0]
+    padded = np.pad(ssm, k, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (2 * k, 2 * k))
+    nov = np.array([np.sum(kernel * windows[i, i]) for i in range(n)])
+    nov = np.maximum(nov, 0.0)
+    nov[: k // 2] = 0.0
+    nov[n - k // 2 :] = 0.0
+    if nov.max() <= 0:
+        return np.zeros(0), np.zeros(0)
+    nov = nov / nov.max()
+    peaks, _ = scipy.signal.find_peaks(nov, height=min_strength, distance=k)
+    times = beats[np.clip(peaks, 0, len(beats) - 1)]
+    if len(downbeats):
+        times = downbeats[np.argmin(np.abs(downbeats[None, :] - times[:, None]), axis=1)]
+    times, first = np.unique(times, return_index=True)
+    return times, nov[peaks][first]
+
+
+def song_structure(
+    y: np.ndarray, sr: int, beats: np.ndarray, downbeats: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Phrases and sections of a song for a grid from another tracker (e.g. beat-this).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Audio at `sr`.
+    sr : int
+        Sampling rate, Hz.
+    beats, downbeats : np.ndarray
+        Seconds.
+
+    Returns
+    -------
+    phrases, phrase_strength, sections, section_strength : np.ndarray
+        As `phrase_boundaries` and `section_boundaries`.
+    """
+    y = analysis_audio(y, sr)
+    power = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP)) ** 2
+    chroma = librosa.feature.chroma_stft(S=power, sr=SR, tuning=0.0)
+    feats = timbre_harmony(power, chroma)
+    phr, phr_s = phrase_boundaries(feats, downbeats)
+    sec, sec_s = section_boundaries(feats, beats, downbeats)
+    return phr, phr_s, sec, sec_s
