@@ -19,7 +19,8 @@ chart's first tick.
 
 Trackers
 --------
-``new`` (`models.audio.beats.track_beats`, cuts by the joint planner), and the baselines, whose
+``new`` (`models.audio.beats.track_beats`, cuts by the default planner, ``auto``: joint on a
+confident grid, else greedy), ``new_joint`` (always the joint planner), and the baselines, whose
 beats are used by the greedy snap (`BeatSnap`, as before this change): ``librosa``
 (`librosa.beat.beat_track` on its default onset envelope), ``librosa_perc`` (`beat_track` on the
 onset envelope of the HPSS percussive part), ``plp`` (local maxima of `librosa.beat.plp`), and
@@ -74,7 +75,7 @@ if not MUSIC.is_dir():
     MUSIC = Path("/work/shared/music")
 REAL = ["war_of_freedom", "escape_from_chaosland", "feelings", "metal_madness"]
 OLD_TRACKER_COMMIT = "332bcf2"
-TRACKERS = ["new", "new_greedy", "librosa", "librosa_perc", "plp", "old"]
+TRACKERS = ["new", "new_joint", "new_greedy", "librosa", "librosa_perc", "plp", "old"]
 BASELINES = ["librosa", "librosa_perc", "plp"]
 GROUPS = ["real", "drums", "no drums"]
 
@@ -404,7 +405,7 @@ def evaluate(items: list[Item], cache: Path, trackers=TRACKERS) -> dict:
         novelty = B.spectral_novelty(it.audio, SR, context_seconds=float(np.clip(bar, 1.5, 4.0)))
         rows[(it.name, "paper")] = dict(F=np.nan, **score_cuts(it, new, novelty, "joint", snap=False))
         for name in trackers:
-            if name in ("new", "new_greedy"):
+            if name in ("new", "new_joint", "new_greedy"):
                 grid, secs = new, t_new
             else:
                 got = cached_grid(cache, it, name, old)
@@ -417,7 +418,7 @@ def evaluate(items: list[Item], cache: Path, trackers=TRACKERS) -> dict:
             r["AMLt"] = float(mir_eval.beat.continuity(it.beats, est)[3]) if len(est) > 1 else 0.0
             if len(grid.downbeats) > 1:
                 r["dF"] = float(mir_eval.beat.f_measure(it.downbeats, np.asarray(grid.downbeats)))
-            r.update(score_cuts(it, grid, novelty, "greedy" if name != "new" else "joint"))
+            r.update(score_cuts(it, grid, novelty, {"new": "auto", "new_joint": "joint"}.get(name, "greedy")))
             rows[(it.name, name)] = r
         print(
             f"  {it.name}: " + " ".join(f"{n} {rows[(it.name, n)]['F']:.2f}" for n in trackers if (it.name, n) in rows),
@@ -525,7 +526,7 @@ def report(rows: dict, items: list[Item], trackers=TRACKERS) -> str:
     for g in GROUPS:
         sel = [it for it in items if it.group == g]
         for mode, _ in MODES:
-            for n in ("new", "new_greedy"):
+            for n in ("new", "new_joint", "new_greedy"):
                 dd = _pooled(rows, sel, n, "on_detected_downbeat", mode)
                 ds = _pooled(rows, sel, n, "on_detected_section", mode)
                 derr = _pooled(rows, sel, n, "derr", mode)

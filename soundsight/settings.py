@@ -48,10 +48,18 @@ class SegmentSettings(BaseModel):
         ge=0.0,
         description="beat_snap: furthest a cut may move to reach a beat, seconds (or one beat, whichever is larger).",
     )
-    planner: Literal["joint", "greedy"] = Field(
-        "joint",
+    planner: Literal["auto", "joint", "greedy"] = Field(
+        "auto",
         description="beat_snap: joint places all cuts at once on beats, preferring downbeats, 4/8-bar phrase "
-        "starts and section boundaries within the length rules; greedy moves each cut to a nearby beat as it is made.",
+        "starts and section boundaries within the length rules; greedy moves each cut to a nearby beat as it is made; "
+        "auto: joint when the tracker's confidence reaches joint_confidence, else greedy.",
+    )
+    joint_confidence: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="planner=auto: the tracker confidence from which bar lines are trusted enough to place cuts on "
+        "them (below it a grid may be half a beat off in places, where downbeat-seeking cuts would be off too).",
     )
     beat_tracker: Literal["librosa", "beat_this"] = Field(
         "librosa",

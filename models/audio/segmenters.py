@@ -649,6 +649,8 @@ def plan_segments(
     credible = is_credible(grid, settings.min_confidence)
     snapping = settings.beat_snap and credible
     planner = settings.planner if snapping else "unsnapped"
+    if planner == "auto":  # bar lines only where the grid is trusted: an off-phase grid's downbeats are off too
+        planner = "joint" if grid.confidence >= settings.joint_confidence else "greedy"
     nov_t = nov = None
     if settings.mode != "random":
         if novelty_curve is None:
