@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from soundsight.flows.prefect_server import server_healthy, temporary_server
+from soundsight.flows.prefect_server import server_healthy, server_usable, temporary_server
 
 LOCAL_SERVER = "http://127.0.0.1:4200/api"
 
@@ -198,10 +198,12 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
     with contextlib.ExitStack() as resources:
         try:
             if not os.environ.get("PREFECT_API_URL"):
-                if server_healthy(LOCAL_SERVER):
+                if server_usable(LOCAL_SERVER):
                     os.environ["PREFECT_API_URL"] = LOCAL_SERVER
                     say(f"using the Prefect server at {LOCAL_SERVER}")
                 else:
+                    if server_healthy(LOCAL_SERVER):
+                        say(f"the Prefect server at {LOCAL_SERVER} refuses this client (set PREFECT_API_AUTH_STRING)")
                     say(
                         "no Prefect server found: starting a temporary one (about 15 s). "
                         "To skip this on every run, start one once:  prefect server start"

@@ -33,6 +33,23 @@ def server_healthy(api_url: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def server_usable(api_url: str, timeout: float = 1.0) -> bool:
+    """Whether the Prefect API at `api_url` answers this client (with PREFECT_API_AUTH_STRING if set).
+
+    A server that is healthy but refuses us (it wants an auth string we do not have) is not usable.
+    """
+    import base64
+
+    request = urllib.request.Request(api_url.rstrip("/") + "/admin/version")
+    if auth := os.environ.get("PREFECT_API_AUTH_STRING"):
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status == 200
+    except Exception:  # noqa: BLE001 - refused, 401, timed out: not for us
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
