@@ -26,12 +26,15 @@ class Cue:
     start, end : float
         Seconds.
     words : tuple of LyricWord
-        Its words, timed (one untimed pseudo-word when the line has no word times).
+        Its words (a line without word times: one pseudo-word spanning the line).
+    timed : bool
+        Whether the words carry their own times (else karaoke has nothing to follow).
     """
 
     start: float
     end: float
     words: tuple[LyricWord, ...]
+    timed: bool = True
 
     @property
     def text(self) -> str:
@@ -45,7 +48,7 @@ class Cue:
 
 
 def _pieces(line: LyricLine, max_chars: int) -> list[list[LyricWord]]:
-    words = line.words or [LyricWord(text=line.text, start=line.start, end=line.end)]
+    words = line.words or [LyricWord(text=line.text, start=line.start, end=line.end, how="given", sep="")]
     out: list[list[LyricWord]] = [[]]
     length = 0
     for w in words:
@@ -77,17 +80,17 @@ def caption_cues(lyrics: Lyrics, *, max_chars: int = 42, min_seconds: float = 0.
     list of Cue
         In time order.
     """
-    raw: list[list[LyricWord]] = [p for line in lyrics.lines for p in _pieces(line, max_chars) if p]
-    raw.sort(key=lambda ws: ws[0].start)
+    raw = [(p, bool(line.words)) for line in lyrics.lines for p in _pieces(line, max_chars) if p]
+    raw.sort(key=lambda item: item[0][0].start)
     cues: list[Cue] = []
-    for i, ws in enumerate(raw):
+    for i, (ws, timed) in enumerate(raw):
         start = ws[0].start
         end = max(ws[-1].end, start)
-        nxt = raw[i + 1][0].start if i + 1 < len(raw) else lyrics.duration or end + min_seconds
+        nxt = raw[i + 1][0][0].start if i + 1 < len(raw) else lyrics.duration or end + min_seconds
         end = min(max(end, start + min_seconds), max(nxt, end))
         if cues and start < cues[-1].end:
-            cues[-1] = Cue(cues[-1].start, max(cues[-1].start, start), cues[-1].words)
-        cues.append(Cue(round(start, 3), round(end, 3), tuple(ws)))
+            cues[-1] = Cue(cues[-1].start, max(cues[-1].start, start), cues[-1].words, cues[-1].timed)
+        cues.append(Cue(round(start, 3), round(end, 3), tuple(ws), timed))
     return cues
 
 
@@ -183,7 +186,7 @@ def captions(
     ]
     events = [
         f"Dialogue: 0,{_ass_time(c.start)},{_ass_time(c.end)},Lyrics,,0,0,0,,"
-        + (_ass_karaoke(c) if karaoke else _ass_text(c.text))
+        + (_ass_karaoke(c) if karaoke and c.timed else _ass_text(c.text))
         for c in cues
     ]
     return "\n".join(head + events) + "\n"
