@@ -329,6 +329,35 @@ def test_an_instrumental_never_calls_the_model_loader(instrumental, tiny_whisper
     assert len(lyrics.segments) == 5 and not any(s.vocals or s.text for s in lyrics.segments)
 
 
+def test_clap_vocals_label_opens_the_gate_and_mode_off_does_nothing(instrumental, tmp_path):
+    from soundsight.schemas import Analysis, Label, SegmentLabels
+
+    def label(top: str) -> Label:
+        return Label.from_distribution("prominent_element", "Prominent element", [top, "Guitars"], [0.9, 0.1])
+
+    segments = [
+        SegmentLabels(index=i, labels={"prominent_element": label(top)})
+        for i, top in enumerate(["Guitars", "Vocals", "Vocals", "Guitars", "Guitars"])
+    ]
+    for backend, expected in (("clap", [1, 2]), ("features", [])):
+        path = tmp_path / backend / "analysis.json"
+        path.parent.mkdir()
+        write_json_atomic(
+            path, Analysis(backend=backend, backend_id="x", vocabulary_hash="", track={}, visual={}, segments=segments)
+        )
+        analysis = written("analyse", tmp_path, {"analysis": path})
+        settings = LyricsSettings(model=MISSING)
+        song, segs, where = instrumental["song"], instrumental["segments"], str(instrumental["path"])
+        lyrics = read_lyrics(find_song_lyrics.fn(song, segs, settings, where, analysis=analysis))
+        assert lyrics.vocals.clap_vocal_segments == expected
+        assert [s.vocals for s in lyrics.segments] == [i in expected for i in range(5)]
+        # CLAP's Vocals on 2 of 5 segments passes the gate: Whisper is asked for (and is missing here)
+        assert lyrics.source == "none" and ("hf download" in lyrics.note) == bool(expected)
+    off = read_lyrics(find_song_lyrics.fn(song, segs, LyricsSettings(mode="off"), where, analysis=analysis))
+    assert off.source == "none" and off.note == "lyrics.mode is off" and off.vocals is None
+    assert W.whisper_stats()["load_calls"] == 1  # the clap case only
+
+
 def test_missing_checkpoint_gives_no_lyrics_and_names_the_download(sung, caplog):
     with caplog.at_level(logging.WARNING, logger="soundsight"):
         lyrics = read_lyrics(
