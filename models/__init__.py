@@ -4,6 +4,7 @@ One subpackage per stage job, mirroring `tasks/`:
 
 - `audio`: decoding songs, beats and downbeats, cutting a song into segments;
 - `analysis`: labelling segments with the vocabulary (librosa features, CLAP);
+- `lyrics`: the vocal check, Whisper transcription, lyrics files, captions;
 - `script`: writing the scene script (the template writer, an LLM behind an OpenAI-compatible
   endpoint, and the parsing of its answers);
 - `render`: turning scenes into clips (the CPU animatic, diffusion models, the GPU worker pool);
@@ -11,4 +12,4 @@ One subpackage per stage job, mirroring `tasks/`:
 and `hub`, which finds checkpoints, devices and dtypes for every model backend.
 """
 
-__all__ = ["analysis", "audio", "base", "hub", "render", "script"]
+__all__ = ["analysis", "audio", "base", "hub", "lyrics", "render", "script"]

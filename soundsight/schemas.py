@@ -1,7 +1,7 @@
 """The typed, human-readable results each stage writes and the next stage reads.
 
 Every model here is written to the run folder as indented JSON (`song.json`, `segments.json`,
-`analysis.json`, `script.json`) and the small `*Manifest` models are what Prefect persists as
+`analysis.json`, `lyrics.json`, `script.json`) and the small `*Manifest` models are what Prefect persists as
 task results: paths and content hashes, never media bytes.
 """
 
@@ -169,6 +169,81 @@ class SceneScript(BaseModel):
     characters: str = ""
     style: str = Field("", description="Visual guidelines appended to every scene's video prompt.")
     scenes: list[Scene]
+
+
+LyricsSource = Literal["none", "lrc", "txt-aligned", "txt-spread", "transcription"]
+WordTiming = Literal["given", "transcribed", "matched", "replaced", "interpolated", "spread"]
+
+
+class LyricWord(BaseModel):
+    """One sung word (or, from an enhanced LRC, one syllable) with its time span."""
+
+    text: str
+    start: float = Field(description="Seconds from the song's start.")
+    end: float = Field(description="Seconds; >= start.")
+    how: WordTiming = Field(
+        "given",
+        description="Where its times come from: given (an LRC), transcribed (Whisper), matched / replaced / "
+        "interpolated (a .txt aligned to a transcription), spread (a .txt laid over the vocal regions).",
+    )
+    sep: str = Field(" ", description="What follows it inside its line: ' ', or '' for a syllable of a longer word.")
+
+
+class LyricLine(BaseModel):
+    """One sung line."""
+
+    text: str
+    start: float = Field(description="Seconds.")
+    end: float = Field(description="Seconds; >= start.")
+    words: list[LyricWord] = Field(default_factory=list, description="Empty when only line times are known.")
+    matched: float | None = Field(
+        None, description="A .txt aligned to a transcription: share of its words the transcription matched, 0..1."
+    )
+
+
+class LyricSegment(BaseModel):
+    """What is sung in one segment (scene): the words whose midpoint falls inside it."""
+
+    index: int
+    start: float = Field(description="Seconds.")
+    end: float = Field(description="Seconds.")
+    vocals: bool = Field(False, description="The vocal check's decision for this segment.")
+    text: str = ""
+    lines: list[int] = Field(default_factory=list, description="Indices into `Lyrics.lines` contributing words.")
+
+
+class VocalCheck(BaseModel):
+    """The weight-free vocal-activity detector's record (and CLAP's Vocals label, where given)."""
+
+    detector: str = Field(description="Detector version.")
+    threshold: float = Field(description="Per-window probability at or above which a window is vocal.")
+    window_seconds: float
+    active_fraction: float = Field(description="Share of the song's windows that are vocal, 0..1.")
+    track_min_fraction: float
+    track_gate: bool = Field(description="Whether the song counts as having vocals (transcription runs).")
+    regions: list[tuple[float, float]] = Field(default_factory=list, description="Vocal [start, end) seconds.")
+    clap_vocal_segments: list[int] = Field(
+        default_factory=list, description="Segments whose CLAP prominent element is Vocals (when given)."
+    )
+
+
+class Lyrics(BaseModel):
+    """`lyrics.json`: the song's sung lines and words, timed, and what each segment sings."""
+
+    source: LyricsSource = Field(description="Where the lines come from ('none': no lyrics).")
+    note: str = Field("", description="Why there are no lyrics, or what fell back to what.")
+    duration: float = Field(description="Song length, seconds.")
+    language: str = Field("", description="Language code given or detected ('' when unknown).")
+    model: str = Field("", description="The Whisper that transcribed: '<model id>@<revision>' ('' if none).")
+    metadata: dict[str, str] = Field(default_factory=dict, description="An LRC file's tags (ti, ar, al, ...).")
+    vocals: VocalCheck | None = Field(None, description="The vocal check; None when it did not run (an .lrc, off).")
+    lines: list[LyricLine] = Field(default_factory=list)
+    segments: list[LyricSegment] = Field(default_factory=list)
+
+    @property
+    def words(self) -> list[LyricWord]:
+        """Every word in order."""
+        return [w for line in self.lines for w in line.words]
 
 
 class Manifest(BaseModel):

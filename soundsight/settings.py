@@ -18,8 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-STAGES = ("load", "segment", "analyse", "script", "render", "assemble")
-Stage = Literal["load", "segment", "analyse", "script", "render", "assemble"]
+STAGES = ("load", "segment", "lyrics", "analyse", "script", "render", "assemble")
+Stage = Literal["load", "segment", "lyrics", "analyse", "script", "render", "assemble"]
 
 
 class SegmentSettings(BaseModel):
@@ -111,6 +111,71 @@ class AnalysisSettings(BaseModel):
         "auto", description="CLAP weights' dtype; auto: float16 on CUDA, float32 on CPU."
     )
     device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:1 ...")
+
+
+class LyricsSettings(BaseModel):
+    """Songs with words: vocal check, transcription (Whisper), lyrics files beside the song."""
+
+    mode: Literal["auto", "always", "off"] = Field(
+        "auto",
+        description="auto: an .lrc beside the song, else transcribe when the vocal check finds vocals; "
+        "always: transcribe the whole song whatever the check says; off: no lyrics.",
+    )
+    model: str = Field(
+        "openai/whisper-large-v3-turbo",
+        description="Whisper checkpoint (hub id in the local cache, or a local directory); any Whisper works.",
+    )
+    language: str = Field("", description="Language code of the words (e.g. en); empty: detected.")
+    timestamps: Literal["word", "line"] = Field(
+        "word",
+        description="word: Whisper's word times (cross-attention alignment, slower); "
+        "line: its segment times, words spread inside by syllables.",
+    )
+    num_beams: int = Field(1, ge=1, le=8, description="Beam width (1 = greedy; transformers' pipeline would use 5).")
+    max_new_tokens: int = Field(
+        160, ge=16, le=440, description="Longest transcription per 30 s window, tokens (caps runaway decoding)."
+    )
+    vocal_threshold: float = Field(
+        0.9, gt=0.0, lt=1.0, description="Vocal check: a 1 s window is vocal at or above this probability."
+    )
+    track_min_fraction: float = Field(
+        0.10, ge=0.0, le=1.0, description="Vocal check: the song has vocals when at least this share of it is vocal."
+    )
+    segment_min_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="Vocal check: a segment has vocals when at least this share of it is vocal."
+    )
+    clap_vocals: bool = Field(
+        True, description="Also count segments whose CLAP prominent element is Vocals (when CLAP labels exist)."
+    )
+    separation: Literal["none", "demucs"] = Field(
+        "none",
+        description="Separate a vocal stem before transcribing: none (only this is implemented); "
+        "demucs is refused (see docs/lyrics.md).",
+    )
+    device: str = Field("auto", description="torch device for Whisper: auto, cpu, cuda, cuda:1 ...")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Whisper weights' dtype; auto: float16 on CUDA, float32 on CPU."
+    )
+
+    @field_validator("separation")
+    @classmethod
+    def _separation_not_built(cls, value: str) -> str:
+        if value != "none":
+            raise ValueError(
+                f"vocal separation ({value}) is not implemented: soundsight transcribes the full mix. Leave "
+                "lyrics.separation at none, or put the lyrics beside the song as <song>.lrc or <song>.txt "
+                "(docs/lyrics.md: separating a vocal stem yourself with Demucs, whose code is MIT but whose "
+                "weights are provided for research only)"
+            )
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not (value.replace("_", "").isalpha() and len(value) <= 16):
+            raise ValueError(f"must be a language code such as 'en' or 'french', got {value!r}")
+        return value
 
 
 class ScriptSettings(BaseModel):
@@ -260,6 +325,7 @@ class Settings(BaseSettings):
     )
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    lyrics: LyricsSettings = Field(default_factory=LyricsSettings)
     script: ScriptSettings = Field(default_factory=ScriptSettings)
     render: RenderSettings = Field(default_factory=RenderSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
