@@ -13,17 +13,17 @@ import time
 from typing import Any
 
 from prefect import task
+
+from soundsight.errors import MissingCheckpointError
+from soundsight.media import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from soundsight.models.lyrics.captions import write_captions
 from soundsight.models.lyrics.formats import write_lrc
 from soundsight.models.lyrics.song import find_lyrics, lyrics_file_beside
 from soundsight.models.lyrics.vocals import DETECTOR_VERSION
-from soundsight.tasks.common import stage_folder, stage_options, written
-from soundsight.tasks.load import read_song
-
-from soundsight.errors import MissingCheckpointError
-from soundsight.media import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from soundsight.schemas import Analysis, Lyrics, Manifest, Segmentation
 from soundsight.settings import LyricsSettings
+from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.tasks.load import read_song
 
 __all__ = ["clap_vocal_segments", "find_song_lyrics", "lyrics_identity", "read_lyrics"]
 

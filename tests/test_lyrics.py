@@ -20,18 +20,17 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.register_assert_rewrite("tests.whisper_fixtures")
 
+from soundsight.media import write_json_atomic  # noqa: E402
 from soundsight.models.lyrics import align as A  # noqa: E402
 from soundsight.models.lyrics import formats as F  # noqa: E402
 from soundsight.models.lyrics import whisper as W  # noqa: E402
 from soundsight.models.lyrics.captions import caption_cues, captions  # noqa: E402
 from soundsight.models.lyrics.summary import line_starts, script_inputs, themes  # noqa: E402
+from soundsight.schemas import Lyrics, Manifest, Segment, Segmentation  # noqa: E402
+from soundsight.settings import LyricsSettings, Settings  # noqa: E402
 from soundsight.tasks.common import publish, written  # noqa: E402
 from soundsight.tasks.load import load_song  # noqa: E402
 from soundsight.tasks.lyrics import find_song_lyrics, lyrics_identity, read_lyrics  # noqa: E402
-
-from soundsight.media import write_json_atomic  # noqa: E402
-from soundsight.schemas import Lyrics, Manifest, Segment, Segmentation  # noqa: E402
-from soundsight.settings import LyricsSettings, Settings  # noqa: E402
 from tests.whisper_fixtures import SUNG_LINES, make_sung_mix, timestamp_token_names  # noqa: E402
 
 pytest_plugins = ["tests.whisper_fixtures"]
@@ -537,9 +536,9 @@ def test_settings_group_and_separation_is_refused(monkeypatch):
 @pytest.mark.usefixtures("prefect_server")
 def test_stage_runs_in_prefect_and_is_cached_until_the_lyrics_file_changes(sung, tmp_path):
     from prefect import flow
-    from soundsight.tasks.common import configured
 
     from soundsight.settings import OutputSettings
+    from soundsight.tasks.common import configured
 
     song_path = beside(sung, "sung.lrc", GIVEN_LRC)
     task = configured(find_song_lyrics, OutputSettings(runs_dir=Path(sung["song"].run_dir).parent))

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from soundsight.errors import MissingCheckpointError
 from soundsight.models.hub import download_hint
 from soundsight.models.lyrics.align import (
     align_lines_to_words,
@@ -31,8 +33,6 @@ from soundsight.models.lyrics.align import (
 )
 from soundsight.models.lyrics.formats import close_lines, parse_lrc, parse_txt
 from soundsight.models.lyrics.vocals import DETECTOR_VERSION, segments_with_vocals, track_has_vocals, vocal_activity
-
-from soundsight.errors import MissingCheckpointError
 from soundsight.schemas import Lyrics, LyricSegment, Segment, VocalCheck
 from soundsight.settings import LyricsSettings
 

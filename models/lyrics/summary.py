@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections import Counter
 
 from soundsight.models.lyrics.align import normalise
-
 from soundsight.schemas import Lyrics
 
 __all__ = ["STOPWORDS", "line_starts", "script_inputs", "themes"]

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from soundsight.models.hub import Checkpoint, download_hint, resolve_checkpoint, resolve_device, torch_dtype
-from soundsight.models.lyrics.align import clean_asr_words, spread_words
 
 from soundsight.errors import MissingCheckpointError, SoundsightError
+from soundsight.models.hub import Checkpoint, download_hint, resolve_checkpoint, resolve_device, torch_dtype
+from soundsight.models.lyrics.align import clean_asr_words, spread_words
 
 if TYPE_CHECKING:
     import torch
