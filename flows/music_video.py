@@ -16,9 +16,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from soundsight.flows import fan_out
 from soundsight.media import sweep_stale_parts
 from soundsight.settings import Settings, unknown_environment_variables
+from soundsight.tasks.analyse import resolve_backend
 from soundsight.tasks.assemble import assemble_video
 from soundsight.tasks.common import publish
 from soundsight.tasks.load import load_song
+from soundsight.tasks.lyrics import find_song_lyrics
 from soundsight.tasks.render import check_renderer, plan_scenes, renderer_spec
 from soundsight.tasks.report import StageLog, publish_script, publish_timings, publish_video
 from soundsight.tasks.script import check_endpoint, write_script
@@ -39,18 +41,27 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     check_endpoint(settings.script)  # fail in seconds, before any work, when a service or model is missing
     check_renderer(settings.render)
     spec = renderer_spec(settings.render)
+    lines_first = settings.segment.prefer_line_starts
     stage = StageLog(out)  # each stage's task, configured for this run, timed for the report
 
     loaded = publish(stage(load_song)(song, str(out.runs_dir), out.run_name, settings.segment.min_seconds))
     sweep_stale_parts(Path(loaded.run_dir))  # temporary files of renders that were killed
-    segments = publish(stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds, song))
+    # Sung lines come before the cuts when cuts should land on them, else after the labels (CLAP's
+    # Vocals label then helps decide whether the song is sung).
+    lyrics = publish(stage(find_song_lyrics)(loaded, None, settings.lyrics, song)) if lines_first else None
+    segments = publish(
+        stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds, song, lyrics)
+    )
     analysis = publish(fan_out.analyse(stage, loaded, segments, settings.analysis))
+    if lyrics is None:
+        clap = analysis if resolve_backend(settings.analysis) == "clap" else None
+        lyrics = publish(stage(find_song_lyrics)(loaded, segments, settings.lyrics, song, clap))
     script = publish(stage(write_script)(loaded, segments, analysis, settings.script))
     publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
     clips = fan_out.render(stage, loaded, scenes, settings.render)
-    video = publish(stage(assemble_video)(loaded, segments, clips, settings.render))
+    video = publish(stage(assemble_video)(loaded, segments, clips, settings.render, lyrics))
     publish_video(video, out)
     publish_timings(video, stage)
     return str(Path(video.run_dir) / video.links["video"])

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-CutReason = Literal["start", "novelty", "beat_count", "max_length", "random", "end"]
+CutReason = Literal["start", "novelty", "beat_count", "max_length", "random", "lyric_line", "end"]
 
 
 class Song(BaseModel):

@@ -48,6 +48,11 @@ class SegmentSettings(BaseModel):
         ge=0.0,
         description="beat_snap: furthest a cut may move to reach a beat, seconds (or one beat, whichever is larger).",
     )
+    prefer_line_starts: bool = Field(
+        False,
+        description="Move cuts onto the start of a sung line within a bar where the length bounds allow (needs "
+        "lyrics: the lyrics stage then runs before segmentation); such cuts have reason lyric_line.",
+    )
     planner: Literal["auto", "joint", "greedy"] = Field(
         "auto",
         description="beat_snap: joint places all cuts at once on beats, preferring downbeats, 4/8-bar phrase "
@@ -228,6 +233,11 @@ class RenderSettings(BaseModel):
     device: str = Field("auto", description="torch device for diffusion backends: auto, cpu, cuda, cuda:1 ...")
     cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
     vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
+    captions: Literal["off", "soft", "burned"] = Field(
+        "off",
+        description="Sung-line captions in video.mp4 when the song has lyrics: soft (a subtitle track players "
+        "can switch on), burned (karaoke lines drawn into the picture; re-encodes the video) or off.",
+    )
     model_width: int = Field(
         0, ge=0, description="Size the diffusion model renders at, pixels; 0: the backend's default."
     )

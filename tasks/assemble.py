@@ -67,9 +67,32 @@ def concat_quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "'\\''") + "'"
 
 
-@task(**stage_options("assemble", 2))
-def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], settings: RenderSettings) -> Manifest:
-    """The clips in order under the original audio -> video.mp4."""
+def caption_args(lyrics: Manifest | None, settings: RenderSettings, scratch: Path) -> tuple[list[str], list[str]]:
+    """(extra inputs, output options) for the sung-line captions `settings.captions` asks for.
+
+    ``soft``: the lyrics' SRT as a subtitle track players can switch on (mov_text); ``burned``:
+    the karaoke ASS drawn into the picture (libass; the video is re-encoded); ``off``, or a song
+    without lyrics: nothing.
+    """
+    if settings.captions == "off" or lyrics is None or not int(lyrics.info.get("lines", 0)):
+        return [], ["-c:v", "copy"]
+    if settings.captions == "soft":
+        return ["-i", str(lyrics.path("srt"))], ["-map", "2:s:0", "-c:v", "copy", "-c:s", "mov_text",
+                                                 "-metadata:s:s:0", "title=Sung lines"]  # fmt: skip
+    ass = scratch / "captions.ass"  # a plain path: the filter's argument needs no escaping
+    ass.write_bytes(lyrics.path("ass").read_bytes())
+    return [], ["-vf", f"ass={ass}", *H264_ARGS]
+
+
+@task(**stage_options("assemble", 3))
+def assemble_video(
+    song: Manifest,
+    segments: Manifest,
+    clips: list[Manifest],
+    settings: RenderSettings,
+    lyrics: Manifest | None = None,
+) -> Manifest:
+    """The clips in order under the original audio (and optional sung-line captions) -> video.mp4."""
     meta = Song.model_validate_json(song.path("song").read_text())
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     if len(clips) != len(segmentation.segments):
@@ -97,10 +120,11 @@ def assemble_video(song: Manifest, segments: Manifest, clips: list[Manifest], se
         listing = Path(scratch) / "clips.txt"
         listing.write_text("".join(f"file {concat_quoted(p.resolve())}\n" for p in parts))
         total_frames = segmentation.segments[-1].end_frame
+        inputs, video_options = caption_args(lyrics, settings, Path(scratch))
         with atomic_path(out) as tmp:
             run_ffmpeg(
-                ["-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(source),
-                 "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-af", "apad", *AUDIO_ARGS,
+                ["-f", "concat", "-safe", "0", "-i", str(listing), "-i", str(source), *inputs,
+                 "-map", "0:v:0", "-map", "1:a:0", *video_options, "-af", "apad", *AUDIO_ARGS,
                  "-t", f"{meta.duration:.6f}",
                  "-metadata", f"title={meta.title or meta.slug}", "-metadata", f"artist={meta.artist}",
                  "-metadata", "comment=Rendered by soundsight; keep the song's licence line with this video.",

@@ -9,10 +9,12 @@ from prefect import task
 
 from soundsight.media import sha256_file, write_json_atomic
 from soundsight.models.audio.segmenters import plan_segments
+from soundsight.models.lyrics import line_starts
 from soundsight.schemas import Manifest
 from soundsight.settings import SegmentSettings
 from soundsight.tasks.common import stage_folder, stage_options, written
 from soundsight.tasks.load import read_song
+from soundsight.tasks.lyrics import read_lyrics
 from soundsight.tasks.reference_beats import load_reference_beats, reference_file, reference_metrics
 
 # 4: the beat tracker of issue 12 (off-beat correction, tempo hypotheses, phrases and sections) and
@@ -42,7 +44,12 @@ def segment_identity(inputs: dict[str, Any]) -> str:
 
 @task(**stage_options("segment", VERSION, identity=segment_identity))
 def segment_song(
-    song: Manifest, settings: SegmentSettings, fps: int, max_clip_seconds: float, song_path: str = ""
+    song: Manifest,
+    settings: SegmentSettings,
+    fps: int,
+    max_clip_seconds: float,
+    song_path: str = "",
+    lyrics: Manifest | None = None,
 ) -> Manifest:
     """Segments that tile the song exactly, each cut on an output frame.
 
@@ -71,6 +78,7 @@ def segment_song(
         fps=fps,
         max_clip_seconds=max_clip_seconds,
         grid=grid,
+        line_starts=line_starts(read_lyrics(lyrics)) if lyrics is not None and settings.prefer_line_starts else None,
     )
     if segmentation.confidence_note:
         log.warning("segment: %s: %s", meta.title or meta.slug, segmentation.confidence_note)

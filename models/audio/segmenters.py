@@ -575,6 +575,60 @@ def confidence_note(grid: BeatGrid, min_confidence: float, warn_confidence: floa
     return ""
 
 
+def move_to_line_starts(
+    cuts: Cuts,
+    line_starts: np.ndarray,
+    grid: BeatGrid,
+    duration: float,
+    min_seconds: float,
+    max_seconds: float,
+    fps: int,
+) -> Cuts:
+    """Move each cut to a sung line's start within reach, where the length bounds still hold.
+
+    Parameters
+    ----------
+    cuts : Cuts
+        From a planner.
+    line_starts : numpy.ndarray
+        Times the sung lines start, seconds.
+    grid : BeatGrid
+        A line start moves the cut onto the beat nearest it when the grid has beats (singers come
+        in on or just before a beat); else onto the line start itself.
+    duration, min_seconds, max_seconds : float
+        Song length and segment length bounds, seconds.
+    fps : int
+        Output frame rate: cuts land on output frames.
+
+    Returns
+    -------
+    Cuts
+        The same cuts, those moved marked with reason ``"lyric_line"``. Reach: one bar (or 2 s
+        without a grid) either side; a cut stays where it is when no line start is in reach or
+        moving it would break a bound.
+    """
+    starts = np.sort(np.asarray(line_starts, dtype=float))
+    if not len(starts) or not cuts.times:
+        return cuts
+    beats = np.asarray(grid.beats, dtype=float)
+    reach = grid.period * grid.beats_per_bar if len(beats) > 2 else 2.0
+    times, reasons = list(cuts.times), list(cuts.reasons)
+    frame = 1.0 / fps
+    for k, t in enumerate(times):
+        near = starts[np.abs(starts - t) <= reach]
+        for start in sorted(near, key=lambda s: abs(s - t)):
+            target = float(beats[np.argmin(np.abs(beats - start))]) if len(beats) else float(start)
+            target = round(target * fps) / fps
+            previous = times[k - 1] if k else 0.0
+            following = times[k + 1] if k + 1 < len(times) else duration
+            if min_seconds - frame / 2 <= target - previous <= max_seconds + frame / 2 and (
+                min_seconds - frame / 2 <= following - target <= max_seconds + frame / 2
+            ):
+                times[k], reasons[k] = target, "lyric_line"
+                break
+    return Cuts(times, reasons, cuts.snaps, cuts.shifts)
+
+
 def plan_segments(
     y: np.ndarray,
     sr: int,
@@ -585,6 +639,7 @@ def plan_segments(
     max_clip_seconds: float = float("inf"),
     grid: BeatGrid | None = None,
     novelty_curve: tuple[np.ndarray, np.ndarray] | None = None,
+    line_starts: list[float] | None = None,
 ) -> Segmentation:
     """The segment stage's algorithm, top to bottom: beats -> cuts -> frame grid.
 
@@ -693,6 +748,8 @@ def plan_segments(
                 fps=fps,
                 snap=snap,
             )
+    if line_starts:  # segment.prefer_line_starts: sung lines, from the lyrics stage
+        cuts = move_to_line_starts(cuts, np.asarray(line_starts), grid, duration, lo, cap, fps)
     segments = _mark(segments_from_cuts(cuts, duration, fps, grid.beats), grid, fps)
     note = confidence_note(grid, settings.min_confidence, settings.warn_confidence)
     return Segmentation(
