@@ -27,6 +27,7 @@ from soundsight.prompts import load_vocabulary, script_prompt, template_hash
 from soundsight.tasks.common import publish, stage_folder, stage_options, unpublish_beyond, written
 from soundsight.tasks.load import read_song
 
+from soundsight.errors import SoundsightError
 from soundsight.media import write_json_atomic, write_text_atomic
 from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation
 from soundsight.settings import LALMSettings, ScriptSettings, Settings
@@ -199,8 +200,8 @@ def write_story(
     meta, pcm = read_song(song)
     writer = make_story_writer(settings)
     served = writer.served_model()
-    if served.id != plan.model:
-        raise RuntimeError(f"the server at {settings.base_url} now serves {served.id}, not {plan.model}: run again")
+    if served.id != plan.model:  # it changed models between the plan and now
+        raise SoundsightError(f"the server at {settings.base_url} now serves {served.id}, not {plan.model}: run again")
     request = StoryRequest(
         audio=to_lalm_rate(pcm, meta.sample_rate), plan=plan, characters=characters, story_cues=story_cues
     )
