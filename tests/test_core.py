@@ -20,7 +20,10 @@ def manifest(hash_: str, run_dir: str = "/runs/a") -> Manifest:
 
 def test_cache_key_ignores_paths_and_operational_settings_but_not_content():
     base = stage_key("render", 1, {"song": manifest("h1"), "settings": RenderSettings()})
-    assert base == stage_key("render", 1, {"song": manifest("h1", "/elsewhere"), "settings": RenderSettings()})
+    # The run folder's name counts, not where it lies: a moved runs folder keeps its keys; another
+    # run folder (a run_name) does not share them.
+    assert base == stage_key("render", 1, {"song": manifest("h1", "/elsewhere/a"), "settings": RenderSettings()})
+    assert base != stage_key("render", 1, {"song": manifest("h1", "/runs/b"), "settings": RenderSettings()})
     assert base == stage_key(
         "render", 1, {"song": manifest("h1"), "settings": RenderSettings(dask_address="tcp://x:8786", device="cuda:1")}
     )
