@@ -3,6 +3,10 @@
 The music-video flow: composition only. Each stage is a cached task in `tasks/`; the two
 fan-outs (CLAP batches, scenes) are in `flows/fan_out.py`; the UI's artifacts (script, segments,
 progress, preview, link, timings) come from `tasks/report.py`.
+
+Pipeline 1 (``pipeline=clap``): segment -> analyse -> script. Pipeline 2 (``pipeline=lalm``):
+segment -> (analyse, if ``pipeline_2_analysis``) -> story (an audio-language model listens) ->
+script (the story split into one scene per segment). Both end in the same script.json.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from soundsight.flows import fan_out
 from soundsight.media import sweep_stale_parts
+from soundsight.schemas import Manifest
 from soundsight.settings import Settings, unknown_environment_variables
 from soundsight.tasks.analyse import resolve_backend
 from soundsight.tasks.assemble import assemble_video
@@ -23,7 +28,16 @@ from soundsight.tasks.load import load_song
 from soundsight.tasks.lyrics import find_song_lyrics
 from soundsight.tasks.render import check_renderer, plan_scenes, renderer_spec
 from soundsight.tasks.report import StageLog, publish_script, publish_timings, publish_video
-from soundsight.tasks.script import check_endpoint, write_script
+from soundsight.tasks.script import (
+    check_endpoints,
+    forget_other_pipeline,
+    listening_plan,
+    publish_story,
+    scene_writer_settings,
+    write_scenes,
+    write_script,
+    write_story,
+)
 from soundsight.tasks.segment import segment_song
 
 
@@ -33,12 +47,27 @@ def warn_about_unknown_environment_variables() -> None:
         logging.getLogger("soundsight").warning("%s is not a soundsight setting; it is ignored", variable)
 
 
+def listen_and_write(
+    stage: StageLog,
+    loaded: Manifest,
+    segments: Manifest,
+    analysis: Manifest | None,
+    lyrics: Manifest | None,
+    settings: Settings,
+) -> Manifest:
+    """Pipeline 2's script: the story stage (the LALM listens), then the script stage (the story, split)."""
+    plan = listening_plan(loaded, segments, settings.lalm)
+    characters, cues = settings.script.characters, settings.script.story_cues
+    story = publish_story(stage(write_story)(loaded, plan, settings.lalm, characters, cues))
+    return publish(stage(write_scenes)(loaded, segments, story, analysis, scene_writer_settings(settings), lyrics))
+
+
 @flow(name="render-song", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
 def render_song(song: str, settings: Settings = Settings()) -> str:
     """Render `song` (a path to any audio file) into a music video; returns the video's path."""
     out = settings.output
     warn_about_unknown_environment_variables()
-    check_endpoint(settings.script)  # fail in seconds, before any work, when a service or model is missing
+    check_endpoints(settings)  # fail in seconds, before any work, when a service or model is missing
     check_renderer(settings.render)
     spec = renderer_spec(settings.render)
     lines_first = settings.segment.prefer_line_starts
@@ -46,17 +75,22 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
 
     loaded = publish(stage(load_song)(song, str(out.runs_dir), out.run_name, settings.segment.min_seconds))
     sweep_stale_parts(Path(loaded.run_dir))  # temporary files of renders that were killed
+    forget_other_pipeline(loaded.run_dir, settings)  # links to files this pipeline does not write
     # Sung lines come before the cuts when cuts should land on them, else after the labels (CLAP's
     # Vocals label then helps decide whether the song is sung).
     lyrics = publish(stage(find_song_lyrics)(loaded, None, settings.lyrics, song)) if lines_first else None
     segments = publish(
         stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds, song, lyrics)
     )
-    analysis = publish(fan_out.analyse(stage, loaded, segments, settings.analysis))
+    labelled = settings.pipeline == "clap" or settings.pipeline_2_analysis
+    analysis = publish(fan_out.analyse(stage, loaded, segments, settings.analysis)) if labelled else None
     if lyrics is None:
-        clap = analysis if resolve_backend(settings.analysis) == "clap" else None
+        clap = analysis if analysis is not None and resolve_backend(settings.analysis) == "clap" else None
         lyrics = publish(stage(find_song_lyrics)(loaded, segments, settings.lyrics, song, clap))
-    script = publish(stage(write_script)(loaded, segments, analysis, settings.script))
+    if settings.pipeline == "lalm":
+        script = listen_and_write(stage, loaded, segments, analysis, lyrics, settings)
+    else:
+        script = publish(stage(write_script)(loaded, segments, analysis, settings.script, lyrics))
     publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)

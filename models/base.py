@@ -74,6 +74,8 @@ class ScriptRequest:
     story_cues: str = ""
     song_hash: str = ""
     title: str = ""
+    sung: list[str] = field(default_factory=list)  # per scene, the words sung in it ("" where none)
+    themes: list[str] = field(default_factory=list)  # the lyrics' frequent words
 
 
 @dataclass

@@ -91,6 +91,8 @@ def script_prompt(
     visual_sentences: list[str],
     characters: str = "",
     story_cues: str = "",
+    sung: list[str] | None = None,
+    themes: list[str] | None = None,
 ) -> str:
     """Fill the paper's Block 1 prompt.
 
@@ -102,6 +104,9 @@ def script_prompt(
     visual_sentences : the visual-guideline sentences.
     characters : who appears; empty lets the writer choose (the paper's "at least one animal").
     story_cues : free-form additions (the paper's ``additional_prompt``).
+    sung : per scene, the words sung in it ("" where none); with any, each scene says what is sung
+        and one line is added after the scene list (the only change to Block 1; none without lyrics).
+    themes : the lyrics' frequent words, named in that added line.
     """
     if len(segment_sentences) != len(durations):
         raise ValueError("one list of segment sentences per duration")
@@ -114,15 +119,26 @@ def script_prompt(
             "The story should include at least one animal character. "
             "For consistency, repeat the animal's description in every scene."
         )
+    sung = sung if sung and any(s.strip() for s in sung) else None
     scenes = "\n".join(
-        f"Scene {i + 1}: " + ". ".join(sentences) + f". The scene will be {durations[i]:.2f} seconds long."
+        f"Scene {i + 1}: "
+        + ". ".join(sentences)
+        + f". The scene will be {durations[i]:.2f} seconds long."
+        + (f' Sung here: "{sung[i].strip()}".' if sung and sung[i].strip() else "")
         for i, sentences in enumerate(segment_sentences)
     )
+    lyrics_instruction = ""
+    if sung:
+        about = f" (its words keep returning to: {', '.join(themes)})" if themes else ""
+        lyrics_instruction = (
+            f"\nThe song has lyrics{about}: let each scene show what is sung in it, and let the story follow the words."
+        )
     return template_text().format(
         additional_prompt=story_cues.strip(),
         character_instruction=character_instruction,
         number_of_scenes=len(durations),
         overall_song_description_keywords=". ".join(track_sentences) + ".",
         scene_descriptions=scenes,
+        lyrics_instruction=lyrics_instruction,
         overall_song_description_keywords_visual_guides=". ".join(visual_sentences) + ".",
     )

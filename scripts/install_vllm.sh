@@ -34,6 +34,7 @@ for gone in ("torchvision", "torchaudio", "torchcodec", "triton"):
         continue
     sys.exit(f"{gone} is still installed")
 import vllm.entrypoints.openai.api_server  # noqa: F401  (imports the whole server stack)
+import soundfile  # noqa: F401  (vLLM's audio decoder on this build: pipeline 2's audio requests need it)
 PY
     return 0
 }
@@ -74,6 +75,14 @@ for pkg in torchvision torchaudio torchcodec triton; do
         pip_run uninstall --quiet --yes "$pkg"
     fi
 done
+
+# Audio requests (pipeline 2's input_audio parts) are decoded by vLLM with torchcodec, else
+# soundfile, else PyAV; torchcodec is removed above and PyAV is not installed, so without
+# soundfile every audio request fails with HTTP 500 "No package metadata was found for vllm"
+# (the real error, "No module named ...", is only in the server's log). No resampler is needed:
+# soundsight sends 16 kHz audio (vLLM would resample with torchaudio, which is removed too).
+say "installing soundfile (vLLM's audio decoder here)"
+pip_run install --quiet soundfile
 
 if works; then
     say "done: start a server with $VENV/bin/python scripts/vllm_serve.py serve MODEL_DIR --host 127.0.0.1 --port 8000"

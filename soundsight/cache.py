@@ -39,6 +39,7 @@ OPERATIONAL_FIELDS = frozenset(
         "device",
         "timeout_seconds",
         "llm_api_key",
+        "api_key",
         "clap_batch_size",
         "clap_segments_per_task",
         "force",

@@ -157,7 +157,11 @@ class Scene(BaseModel):
     index: int = Field(description="0-based; the paper's SCENE numbers are index + 1.")
     description: str
     duration: float = Field(description="Seconds.")
-    source: Literal["writer", "llm", "fallback"] = "writer"
+    source: Literal["writer", "llm", "lalm", "fallback"] = Field(
+        "writer",
+        description="writer: the template writer; llm / lalm: a served model (lalm: the audio-language "
+        "model of pipeline 2); fallback: the template writer filling a scene the model did not write.",
+    )
 
 
 class SceneScript(BaseModel):
@@ -244,6 +248,37 @@ class Lyrics(BaseModel):
     def words(self) -> list[LyricWord]:
         """Every word in order."""
         return [w for line in self.lines for w in line.words]
+
+
+class ListeningWindow(BaseModel):
+    """A stretch of the song one request carries (pipeline 2), seconds."""
+
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        """Length, seconds."""
+        return self.end - self.start
+
+
+class ListeningPlan(BaseModel):
+    """How the audio-language model hears the song (pipeline 2; ``listen/plan.json``).
+
+    Part of the story stage's cache key: the served model, the audio limit and every window.
+    """
+
+    model: str = Field(description="The served model's id (vLLM's /v1/models).")
+    model_root: str = Field("", description="The served model's root (hub id or checkpoint path), when listed.")
+    limit_seconds: float = Field(description="Longest audio one request carries, seconds.")
+    limit_source: str = Field(description="Where the limit comes from (model table row, setting, default).")
+    duration: float = Field(description="The song's length, seconds.")
+    mode: Literal["whole", "windows", "truncated"] = Field(
+        description="whole: one request hears the whole song; windows: one request per window, then one for "
+        "the story; truncated: windowing is off and the model hears only the first limit_seconds."
+    )
+    windows: list[ListeningWindow] = Field(description="What each listening request carries (one for whole/truncated).")
+    excerpt: ListeningWindow | None = Field(None, description="windows: the passage sent with the story request.")
 
 
 class Manifest(BaseModel):

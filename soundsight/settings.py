@@ -18,8 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-STAGES = ("load", "segment", "lyrics", "analyse", "script", "render", "assemble")
-Stage = Literal["load", "segment", "lyrics", "analyse", "script", "render", "assemble"]
+STAGES = ("load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble")
+Stage = Literal["load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble"]
 
 
 class SegmentSettings(BaseModel):
@@ -208,6 +208,51 @@ class ScriptSettings(BaseModel):
     seed: int = Field(0, description="Sampling seed; each re-ask adds one.")
     timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
     repair_attempts: int = Field(2, ge=0, description="Re-asks after an unusable answer before falling back.")
+    scene_writer: Literal["lalm", "llm"] = Field(
+        "lalm",
+        description="Pipeline 2 (pipeline=lalm): who splits the story into one scene per segment. "
+        "lalm: the audio-language model itself (a text request to lalm.base_url); llm: the LLM at "
+        "llm_base_url (the paper's reasoning LLM). Sampling, output mode and repairs: the fields above.",
+    )
+
+
+class LALMSettings(BaseModel):
+    """The audio-language model that listens to the song and writes the story (pipeline 2)."""
+
+    base_url: str = Field(
+        "http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint that accepts input_audio parts."
+    )
+    api_key: str = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
+    model: str = Field(
+        "",
+        description="Served model name; empty: the first one the server lists (e.g. Qwen/Qwen3-Omni-30B-A3B-Instruct).",
+    )
+    max_audio_seconds: float = Field(
+        0.0,
+        ge=0.0,
+        description="Longest audio one request carries, seconds; 0: from the served model's row in "
+        "prompts/lalm_models.toml (30 s for a model not in it).",
+    )
+    windowing: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: a song longer than the limit is described window by window (windows end on "
+        "segment boundaries), then the story is written from the descriptions and an excerpt; "
+        "off: the model hears only the first max_audio_seconds.",
+    )
+    window_seconds: float = Field(0.0, ge=0.0, description="Longest listening window, seconds; 0: the audio limit.")
+    excerpt_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="Windowed songs: seconds of the loudest passage sent with the final story request; 0: none.",
+    )
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(
+        0.9, gt=0.0, le=1.0, description="Nucleus sampling: keep the most likely tokens up to this probability."
+    )
+    max_tokens: int = Field(1024, ge=8, description="Longest story, tokens (reasoning included).")
+    window_max_tokens: int = Field(400, ge=8, description="Longest description of one window, tokens.")
+    seed: int = Field(0, description="Sampling seed (each window request adds its number).")
+    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
 
 
 class RenderSettings(BaseModel):
@@ -328,15 +373,21 @@ class Settings(BaseSettings):
         env_prefix="SOUNDSIGHT_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    pipeline: Literal["clap"] = Field(
+    pipeline: Literal["clap", "lalm"] = Field(
         "clap",
-        description="clap: labels -> script (the paper's pipeline 1). Pipeline 2 (an audio-language "
-        "model writes the story from the raw audio) is not implemented yet.",
+        description="clap: labels -> script (the paper's pipeline 1); lalm: an audio-language model "
+        "listens to the song and writes a story, which is split into scenes (the paper's pipeline 2).",
+    )
+    pipeline_2_analysis: bool = Field(
+        False,
+        description="pipeline=lalm: also run the analyse stage (analysis.json) and give its labels to the "
+        "scene writer. Pipeline 1 always runs it.",
     )
     segment: SegmentSettings = Field(default_factory=SegmentSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     lyrics: LyricsSettings = Field(default_factory=LyricsSettings)
     script: ScriptSettings = Field(default_factory=ScriptSettings)
+    lalm: LALMSettings = Field(default_factory=LALMSettings)
     render: RenderSettings = Field(default_factory=RenderSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 

@@ -122,13 +122,16 @@ def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextMan
 
 
 def plan_scenes(
-    song: Manifest, segments: Manifest, script: Manifest, analysis: Manifest, settings: RenderSettings
+    song: Manifest, segments: Manifest, script: Manifest, analysis: Manifest | None, settings: RenderSettings
 ) -> list[SceneInput]:
-    """One `SceneInput` per segment: the scene sentence plus the run's style guidelines."""
+    """One `SceneInput` per segment: the scene sentence plus the run's style guidelines.
+
+    `analysis` is None when pipeline 2 ran without labels: the renderer's default palette then.
+    """
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     scenes = SceneScript.model_validate_json(script.path("script").read_text())
-    labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
-    palette = labels.visual["visual_style"].label
+    labels = Analysis.model_validate_json(analysis.path("analysis").read_text()) if analysis is not None else None
+    palette = labels.visual["visual_style"].label if labels is not None else ""
     return [
         SceneInput(
             index=seg.index,

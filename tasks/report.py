@@ -189,13 +189,13 @@ def _clock(seconds: float) -> str:
 
 
 @_safely
-def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> None:
-    """The script as markdown, and the segment/label table."""
+def publish_script(script: Manifest, segments: Manifest, analysis: Manifest | None) -> None:
+    """The script as markdown, and the segment/label table (`analysis`: None when pipeline 2 ran without labels)."""
     written = SceneScript.model_validate_json(script.path("script").read_text())
     cut = Segmentation.model_validate_json(segments.path("segments").read_text())
-    labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
+    labels = Analysis.model_validate_json(analysis.path("analysis").read_text()) if analysis is not None else None
 
-    mood = labels.track["mood"].label if "mood" in labels.track else "—"
+    mood = labels.track["mood"].label if labels is not None and "mood" in labels.track else "—"
     lines = [
         f"# {md_escape(written.title or 'Script')}",
         "",
@@ -219,7 +219,7 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> 
     )
 
     rows = []
-    for seg, seg_labels in zip(cut.segments, labels.segments):
+    for seg, seg_labels in zip(cut.segments, labels.segments if labels is not None else [None] * len(cut.segments)):
         row: dict[str, Any] = {
             "scene": seg.index + 1,
             "start": round(seg.start, 2),
@@ -228,12 +228,12 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest) -> 
             "frames": seg.frames,
             "cut": seg.reason,
         }
-        row.update({label.name: f"{label.label} ({label.score:.2f})" for label in seg_labels.labels.values()})
+        if seg_labels is not None:
+            row.update({label.name: f"{label.label} ({label.score:.2f})" for label in seg_labels.labels.values()})
         rows.append(row)
+    source = f"segments.json + analysis.json ({labels.backend})" if labels is not None else "segments.json"
     create_table_artifact(
-        rows,
-        key=artifact_key(segments, "segments"),
-        description=f"segments.json + analysis.json ({labels.backend}) of {Path(segments.run_dir).name}",
+        rows, key=artifact_key(segments, "segments"), description=f"{source} of {Path(segments.run_dir).name}"
     )
 
 

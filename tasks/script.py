@@ -1,26 +1,41 @@
-"""Stage 4: the paper's prompt (Block 1) and a scene-per-segment script.
+"""Stage 4: the paper's prompt (Block 1) and a scene-per-segment script; pipeline 2's story.
 
 Writes prompt.txt (what an LLM is asked), response.txt (everything it answered, reasoning
 included), script.json and script.txt (the paper's "BEGIN SCRIPT / SCENE #:" format).
+
+Pipeline 2 (``pipeline=lalm``) has two cached stages here, so that changing only the scene
+writer re-splits the story without listening again:
+
+- ``story`` (`write_story`): an audio-language model hears the song as `listening_plan` says
+  (whole, or window by window) and writes story.txt (+ listen/: the plan, the story prompt,
+  every raw answer, one window_NN.txt per window);
+- ``script`` (`write_scenes`): the story and every segment's times and beats
+  (prompts/lalm_scenes.txt) go to the scene writer - the LALM itself or the pipeline-1 LLM -
+  which answers with exactly one scene per segment; the same script.json as pipeline 1.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.concurrency.sync import concurrency
 
+from soundsight.errors import SoundsightError
 from soundsight.media import write_json_atomic, write_text_atomic
 from soundsight.models.base import ScriptRequest, ScriptWriter
+from soundsight.models.lyrics import sung_per_segment, themes
 from soundsight.models.script.template import TemplateScriptWriter
-from soundsight.prompts import script_prompt, template_hash
-from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
-from soundsight.settings import ScriptSettings
-from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.prompts import load_vocabulary, script_prompt, template_hash
+from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation
+from soundsight.settings import LALMSettings, ScriptSettings, Settings
+from soundsight.tasks.common import publish, stage_folder, stage_options, unpublish_beyond, written
 from soundsight.tasks.load import read_song
+from soundsight.tasks.lyrics import read_lyrics
 
 LLM_CONCURRENCY_LIMIT = "vllm"
+LALM_CONCURRENCY_LIMIT = "lalm"  # requests to the audio-language model (`prefect gcl create lalm --limit N`)
 
 
 def make_writer(settings: ScriptSettings) -> ScriptWriter:
@@ -54,9 +69,28 @@ def script_identity(inputs: dict[str, Any]) -> str:
     return f"{TemplateScriptWriter.writer_id}|template={template_hash()}"
 
 
-def build_prompt(analysis: Analysis, durations: list[float], settings: ScriptSettings) -> str:
-    """The paper's Block 1 prompt filled with this run's labels and durations."""
+def sung_words(lyrics: Manifest | None, segmentation: Segmentation) -> tuple[list[str], list[str]]:
+    """(what each segment sings, the lyrics' themes) for the script prompts; empty without lyrics."""
+    if lyrics is None:
+        return [], []
+    found = read_lyrics(lyrics)
+    if not found.lines:
+        return [], []
+    spans = [(s.start, s.end) for s in segmentation.segments]
+    return sung_per_segment(found, spans), themes(found)
+
+
+def build_prompt(
+    analysis: Analysis,
+    durations: list[float],
+    settings: ScriptSettings,
+    sung: list[str] | None = None,
+    lyric_themes: list[str] | None = None,
+) -> str:
+    """The paper's Block 1 prompt filled with this run's labels, durations and (if sung) lyrics."""
     return script_prompt(
+        sung=sung,
+        themes=lyric_themes,
         track_sentences=[label.sentence() for label in analysis.track.values()],
         segment_sentences=[[label.sentence() for label in seg.labels.values()] for seg in analysis.segments],
         durations=durations,
@@ -74,14 +108,17 @@ def script_text(script: SceneScript) -> str:
     return "\n".join(lines + ["END SCRIPT", ""])
 
 
-@task(**stage_options("script", 2, identity=script_identity, retries=2, retry_delay_seconds=5))
-def write_script(song: Manifest, segments: Manifest, analysis: Manifest, settings: ScriptSettings) -> Manifest:
-    """prompt.txt, response.txt, script.json and script.txt."""
+@task(**stage_options("script", 3, identity=script_identity, retries=2, retry_delay_seconds=5))
+def write_script(
+    song: Manifest, segments: Manifest, analysis: Manifest, settings: ScriptSettings, lyrics: Manifest | None = None
+) -> Manifest:
+    """prompt.txt, response.txt, script.json and script.txt (pipeline 1: labels -> script)."""
     meta, _ = read_song(song)
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
     durations = [round(s.duration, 2) for s in segmentation.segments]
-    prompt = build_prompt(labels, durations, settings)
+    sung, lyric_themes = sung_words(lyrics, segmentation)
+    prompt = build_prompt(labels, durations, settings, sung, lyric_themes)
 
     writer = make_writer(settings)
     request = ScriptRequest(
@@ -92,6 +129,8 @@ def write_script(song: Manifest, segments: Manifest, analysis: Manifest, setting
         story_cues=settings.story_cues,
         song_hash=meta.content_hash,
         title=meta.title,
+        sung=sung,
+        themes=lyric_themes,
     )
     if settings.backend == "llm":
         # The global concurrency limit "vllm" (create it with `prefect gcl create vllm --limit N`)
@@ -122,3 +161,256 @@ def write_script(song: Manifest, segments: Manifest, analysis: Manifest, setting
     write_text_atomic(folder / names["script_text"], script_text(script))
     files = {name: folder / file for name, file in names.items()}
     return written("script", song.run_dir, files, links=names, writer=writer.name, scenes=len(script.scenes))
+
+
+# -- pipeline 2: an audio-language model listens and writes the story ----------------------------
+
+
+def make_story_writer(settings: LALMSettings):
+    """The audio-language model's story writer (`models.script.lalm.LALMStoryWriter`)."""
+    from soundsight.models.script.lalm import LALMStoryWriter
+
+    return LALMStoryWriter(settings)
+
+
+def check_endpoints(settings: Settings) -> None:
+    """Fail in seconds, before any stage runs, when an endpoint the run needs is down.
+
+    Pipeline 1: the LLM when ``script.backend=llm``. Pipeline 2: the audio-language model, and
+    the LLM when it splits the story (``script.scene_writer=llm``).
+
+    Raises
+    ------
+    LLMUnavailableError
+        One line naming the URL.
+    """
+    if settings.pipeline != "lalm":
+        check_endpoint(settings.script)
+        return
+    from soundsight.models.script.chat import ChatClient
+    from soundsight.models.script.lalm import UNAVAILABLE_HINT
+
+    ChatClient(settings.lalm.base_url, settings.lalm.api_key, unavailable_hint=UNAVAILABLE_HINT).check_reachable()
+    if settings.script.scene_writer == "llm":
+        ChatClient(settings.script.llm_base_url, settings.script.llm_api_key).check_reachable()
+
+
+def segment_boundaries(segmentation: Segmentation) -> list[float]:
+    """Where the song's segments meet, seconds (no 0, no end)."""
+    return [seg.start for seg in segmentation.segments[1:]]
+
+
+def listening_plan(song: Manifest, segments: Manifest, settings: LALMSettings) -> ListeningPlan:
+    """How the served model will hear this song: whole, window by window, or its beginning.
+
+    Asks the server which model it serves (the audio limit depends on it). A song within the
+    limit gets the same plan whatever the segments, so re-segmenting does not re-listen.
+    """
+    meta, pcm = read_song(song)
+    segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
+    return make_story_writer(settings).plan(pcm, meta.sample_rate, segment_boundaries(segmentation))
+
+
+def story_identity(inputs: dict[str, Any]) -> str:
+    """Served model (id and root), story prompts' hash: what the story cache key depends on besides its inputs."""
+    return make_story_writer(inputs["settings"]).story_id
+
+
+@task(**stage_options("story", 1, identity=story_identity, retries=2, retry_delay_seconds=5))
+def write_story(
+    song: Manifest, plan: ListeningPlan, settings: LALMSettings, characters: str = "", story_cues: str = ""
+) -> Manifest:
+    """story.txt and listen/ (plan.json, prompt.txt, response.txt, window_NN.txt when windowed)."""
+    from soundsight.models.script.lalm import StoryRequest, to_lalm_rate
+
+    meta, pcm = read_song(song)
+    writer = make_story_writer(settings)
+    served = writer.served_model()
+    if served.id != plan.model:  # it changed models between the plan and now
+        raise SoundsightError(f"the server at {settings.base_url} now serves {served.id}, not {plan.model}: run again")
+    request = StoryRequest(
+        audio=to_lalm_rate(pcm, meta.sample_rate), plan=plan, characters=characters, story_cues=story_cues
+    )
+    with concurrency(LALM_CONCURRENCY_LIMIT, occupy=1):
+        result = writer(request)
+
+    folder = stage_folder(song.run_dir, "story")
+    names = {"story": "story.txt", "plan": "plan.json", "prompt": "prompt.txt", "response": "response.txt"}
+    links = {"story": "story.txt", "plan": "listen/plan.json", "prompt": "listen/prompt.txt"}
+    links["response"] = "listen/response.txt"
+    write_text_atomic(folder / names["story"], (result.story or "(the model wrote no story)") + "\n")
+    requests = [
+        {
+            "what": h.what,
+            "audio": h.audio.model_dump() if h.audio else None,
+            "prompt_tokens": h.reply.prompt_tokens,
+            "completion_tokens": h.reply.completion_tokens,
+            "finish_reason": h.reply.finish_reason,
+        }
+        for h in result.heard
+    ]
+    write_json_atomic(folder / names["plan"], {**plan.model_dump(mode="json"), "requests": requests})
+    write_text_atomic(folder / names["prompt"], result.prompt + "\n")
+    write_text_atomic(folder / names["response"], result.transcript())
+    for k, description in enumerate(result.windows, 1):
+        names[f"window_{k:02d}"] = f"window_{k:02d}.txt"
+        links[f"window_{k:02d}"] = f"listen/window_{k:02d}.txt"
+        window = plan.windows[k - 1]
+        write_text_atomic(
+            folder / names[f"window_{k:02d}"], f"[{window.start:.1f}-{window.end:.1f} s]\n{description}\n"
+        )
+    files = {name: folder / file for name, file in names.items()}
+    return written(
+        "story",
+        song.run_dir,
+        files,
+        links=links,
+        model=served.id,
+        mode=plan.mode,
+        requests=len(result.heard),
+        writer_id=writer.story_id,
+    )
+
+
+def publish_story(story: Manifest) -> Manifest:
+    """`publish` the story's files and drop window links an earlier, longer plan left behind."""
+    publish(story)
+    keep = {Path(link).name for link in story.links.values() if link.startswith("listen/")}
+    unpublish_beyond(story.run_dir, "listen", "window_*.txt", keep=keep)
+    return story
+
+
+def forget_other_pipeline(run_dir: str, settings: Settings) -> None:
+    """Remove the run folder's links to files this run's pipeline does not write.
+
+    The names in the run folder show the latest run's files: after a pipeline-2 run without
+    labels, an analysis.json of an earlier run would be taken for this one's; after a pipeline-1
+    run, so would story.txt.
+    """
+    stale = []
+    if settings.pipeline == "lalm" and not settings.pipeline_2_analysis:
+        stale.append(("", "analysis.json"))
+    if settings.pipeline != "lalm":
+        stale += [("", "story.txt"), ("listen", "*")]
+    for folder, pattern in stale:
+        unpublish_beyond(run_dir, folder or ".", pattern, keep=set())
+
+
+def scene_writer_settings(settings: Settings) -> ScriptSettings:
+    """The ``script`` settings as the pipeline-2 scene writer uses them.
+
+    ``scene_writer=lalm`` points the LLM writer's endpoint at the audio-language model's.
+    ``backend`` (pipeline 1's writer) is pinned, so changing it does not re-split a story.
+    """
+    script = settings.script
+    if script.scene_writer == "lalm":
+        update = dict(
+            llm_base_url=settings.lalm.base_url, llm_api_key=settings.lalm.api_key, llm_model=settings.lalm.model
+        )
+    else:
+        update = {}
+    return script.model_copy(update={"backend": "llm", **update})
+
+
+def make_scene_writer(settings: ScriptSettings) -> ScriptWriter:
+    """The LLM writer at the scene writer's endpoint, the template writer filling what it leaves."""
+    from soundsight.models.script.lalm import UNAVAILABLE_HINT
+    from soundsight.models.script.llm import LLMScriptWriter
+
+    if settings.scene_writer == "lalm":
+        return LLMScriptWriter(settings, fallback=TemplateScriptWriter(), unavailable_hint=UNAVAILABLE_HINT)
+    return LLMScriptWriter(settings, fallback=TemplateScriptWriter())
+
+
+def scenes_identity(inputs: dict[str, Any]) -> str:
+    """Scene writer id (its served model), scene prompt hash, and what labels the fallback gets."""
+    from soundsight.models.analysis.features import BACKEND_ID
+    from soundsight.models.script.lalm import scenes_prompt_hash
+
+    settings: ScriptSettings = inputs["settings"]
+    labels = "analysis" if inputs.get("analysis") is not None else f"in-memory:{BACKEND_ID}"
+    return (
+        f"lalm-scenes|{make_scene_writer(settings).writer_id}|scenes-prompt={scenes_prompt_hash()[:16]}"
+        f"|labels={labels}|vocabulary={load_vocabulary().content_hash[:16]}"
+    )
+
+
+@task(**stage_options("script", 3, identity=scenes_identity, retries=2, retry_delay_seconds=5))
+def write_scenes(
+    song: Manifest,
+    segments: Manifest,
+    story: Manifest,
+    analysis: Manifest | None,
+    settings: ScriptSettings,
+    lyrics: Manifest | None = None,
+) -> Manifest:
+    """Pipeline 2's script: prompt.txt (the story and every segment), response.txt, script.json, script.txt.
+
+    `analysis` (``pipeline_2_analysis``) adds labels to the prompt. Without it, the embedded
+    feature labels are computed here, in memory (nothing is written), for the two things that
+    need labels whichever model wrote the scenes: the style sentence ending every video prompt,
+    and the template writer that fills scenes the model did not deliver.
+    """
+    from soundsight.models.analysis.features import FeatureAnalyser
+    from soundsight.models.script.lalm import scene_prompt, segment_levels
+
+    meta, pcm = read_song(song)
+    segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
+    labels = Analysis.model_validate_json(analysis.path("analysis").read_text()) if analysis is not None else None
+    story_text = story.path("story").read_text().strip()
+    if story_text == "(the model wrote no story)":
+        story_text = ""
+    durations = [round(s.duration, 2) for s in segmentation.segments]
+    sung, lyric_themes = sung_words(lyrics, segmentation)
+    prompt = scene_prompt(
+        sung=sung,
+        themes=lyric_themes,
+        story=story_text,
+        segmentation=segmentation,
+        levels_db=segment_levels(pcm, meta.sample_rate, segmentation),
+        analysis=labels,
+        characters=settings.characters,
+        story_cues=settings.story_cues,
+    )
+    context = labels or FeatureAnalyser(load_vocabulary())(
+        pcm, meta.sample_rate, segmentation.segments, segmentation.tempo_bpm or 0.0, segmentation.beats
+    )
+    request = ScriptRequest(
+        prompt=prompt,
+        analysis=context,
+        durations=durations,
+        characters=settings.characters,
+        story_cues=settings.story_cues,
+        song_hash=meta.content_hash,
+        title=meta.title,
+        sung=sung,
+        themes=lyric_themes,
+    )
+    writer = make_scene_writer(settings)
+    limit = LALM_CONCURRENCY_LIMIT if settings.scene_writer == "lalm" else LLM_CONCURRENCY_LIMIT
+    with concurrency(limit, occupy=1):
+        result = writer(request)
+    if len(result.scenes) != len(durations):
+        raise RuntimeError(f"the scene writer wrote {len(result.scenes)} scenes for {len(durations)} segments")
+    scenes = result.scenes
+    if settings.scene_writer == "lalm":  # the LALM wrote them: say so in script.json
+        scenes = [s.model_copy(update={"source": "lalm"}) if s.source == "llm" else s for s in scenes]
+    script = SceneScript(
+        writer="lalm" if settings.scene_writer == "lalm" else "lalm+llm",
+        writer_id=f"story:{story.info.get('writer_id', '?')}|scenes:{writer.writer_id}",
+        title=meta.title or meta.slug,
+        characters=result.characters,
+        style=result.style,
+        scenes=scenes,
+    )
+
+    folder = stage_folder(song.run_dir, "script")
+    names = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
+    write_text_atomic(folder / names["prompt"], prompt + "\n")
+    write_text_atomic(
+        folder / names["response"], result.raw_response + "\n" + "".join(f"note: {n}\n" for n in result.notes)
+    )
+    write_json_atomic(folder / names["script"], script)
+    write_text_atomic(folder / names["script_text"], script_text(script))
+    files = {name: folder / file for name, file in names.items()}
+    return written("script", song.run_dir, files, links=names, writer=script.writer, scenes=len(script.scenes))

@@ -20,7 +20,7 @@ from tests.support import start_prefect_server, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 MUSIC = ROOT.parent / "shared" / "music"
-_PLUGINS = ["llm_fixtures", "clap_fixtures", "video_fixtures", "deploy_fixtures", "robustness_report"]
+_PLUGINS = ["llm_fixtures", "lalm_fixtures", "clap_fixtures", "video_fixtures", "deploy_fixtures", "robustness_report"]
 pytest_plugins = [f"tests.{name}" for name in _PLUGINS if (Path(__file__).parent / f"{name}.py").exists()]
 
 

@@ -15,7 +15,7 @@
 from soundsight.models.lyrics.captions import Cue, caption_cues, captions, write_captions
 from soundsight.models.lyrics.formats import close_lines, format_time, parse_lrc, parse_txt, write_lrc
 from soundsight.models.lyrics.song import find_lyrics, lyrics_file_beside
-from soundsight.models.lyrics.summary import line_starts, script_inputs, themes
+from soundsight.models.lyrics.summary import line_starts, script_inputs, sung_per_segment, themes
 from soundsight.models.lyrics.vocals import VocalActivity, segments_with_vocals, track_has_vocals, vocal_activity
 from soundsight.models.lyrics.whisper import (
     DEFAULT_WHISPER_MODEL,
@@ -44,6 +44,7 @@ __all__ = [
     "resolve_whisper_checkpoint",
     "script_inputs",
     "segments_with_vocals",
+    "sung_per_segment",
     "themes",
     "track_has_vocals",
     "transcribe",

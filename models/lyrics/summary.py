@@ -93,6 +93,29 @@ def script_inputs(lyrics: Lyrics, *, max_themes: int = 8, max_chars: int = 300) 
     }
 
 
+def sung_per_segment(lyrics: Lyrics, spans: list[tuple[float, float]], *, max_chars: int = 300) -> list[str]:
+    """What each of `spans` sings: its words joined ("" where nothing is sung).
+
+    Parameters
+    ----------
+    lyrics : Lyrics
+        Lines with word times (whichever segmentation they were found with, if any).
+    spans : list of (float, float)
+        [start, end) of each segment, seconds, tiling the song.
+    max_chars : int
+        Longest text kept, characters (longer ones end with an ellipsis).
+
+    Returns
+    -------
+    list of str
+        One per span.
+    """
+    from soundsight.models.lyrics.align import assign_to_segments
+
+    texts = [seg["text"] for seg in assign_to_segments([line.model_dump() for line in lyrics.lines], spans)]
+    return [t if len(t) <= max_chars else t[: max_chars - 1].rstrip() + "\u2026" for t in texts]
+
+
 def line_starts(lyrics: Lyrics) -> list[float]:
     """When each sung line starts: cut points a segmenter may prefer.
 

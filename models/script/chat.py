@@ -22,27 +22,29 @@ import openai
 
 from soundsight.errors import SoundsightError
 
-__all__ = ["ChatClient", "LLMRequestError", "LLMUnavailableError", "Reply"]
+__all__ = ["ChatClient", "LLMRequestError", "LLMUnavailableError", "Reply", "ServedModel"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RETRIED_STATUS = frozenset({408, 409, 429, 502, 503, 504})  # a busy or restarting server
+DEFAULT_HINT = (
+    "Start the server (for example `vllm serve deepseek-ai/DeepSeek-R1-Distill-Llama-8B`) "
+    "or point script.llm_base_url at a running one."
+)
 
 
 class LLMUnavailableError(SoundsightError):
     """The endpoint did not answer (connection refused, timeouts, 5xx) after every retry."""
 
-    def __init__(self, base_url: str, attempts: int, last_error: BaseException):
+    def __init__(self, base_url: str, attempts: int, last_error: BaseException, hint: str = DEFAULT_HINT):
         self.base_url = base_url
         self.attempts = attempts
         self.last_error = last_error
         tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         super().__init__(
-            f"the LLM endpoint {base_url} did not answer after {tries} "
-            f"(last error: {_describe_error(last_error)}). Start the server (for example "
-            f"`vllm serve deepseek-ai/DeepSeek-R1-Distill-Llama-8B`) or point script.llm_base_url "
-            f"at a running one."
+            f"the LLM endpoint {base_url} did not answer after {tries} (last error: {_describe_error(last_error)}). "
+            + hint
         )
 
 
@@ -65,6 +67,22 @@ def _describe_error(error: BaseException) -> str:
     cause = error.__cause__ or error.__context__
     text = f"{type(error).__name__}: {error}"
     return f"{text} ({type(cause).__name__}: {cause})" if cause else text
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One entry of the server's ``/models`` list.
+
+    id : the name requests use (vLLM: ``--served-model-name``, else the model argument).
+    root : what the server loaded, when it says (vLLM: the hub id or the checkpoint folder).
+    max_model_len : the server's context length, when it says (vLLM does).
+
+    vLLM's ``created`` field is the time of the listing, not of the model, so it is not kept.
+    """
+
+    id: str
+    root: str = ""
+    max_model_len: int | None = None
 
 
 @dataclass
@@ -97,6 +115,8 @@ class ChatClient:
         `backoff_seconds` up to `max_backoff_seconds`.
     client : openai.OpenAI, optional
         Used instead of building one.
+    unavailable_hint : str
+        What `LLMUnavailableError` tells the user to do when the endpoint does not answer.
     """
 
     def __init__(
@@ -110,8 +130,10 @@ class ChatClient:
         backoff_seconds: float = 2.0,
         max_backoff_seconds: float = 30.0,
         client: openai.OpenAI | None = None,
+        unavailable_hint: str = DEFAULT_HINT,
     ):
         self.base_url = base_url
+        self.unavailable_hint = unavailable_hint
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -121,6 +143,7 @@ class ChatClient:
             base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_seconds, max_retries=0
         )
         self._model_id: str | None = model or None
+        self._served: ServedModel | None = None
         self._reached = False  # whether the server has answered this client yet
 
     def served_model_id(self) -> str:
@@ -135,6 +158,26 @@ class ChatClient:
                 raise SoundsightError(f"the LLM endpoint {self.base_url} serves no models (its /models list is empty)")
             self._model_id = page.data[0].id
         return self._model_id
+
+    def served_model(self) -> ServedModel:
+        """The answering model's entry in the server's ``/models`` list (asked once, then remembered).
+
+        The configured model's entry, else the first one. A configured model the server does not
+        list comes back with only its id (a request for it will then fail with the server's 404).
+        """
+        if self._served is None:
+            page = self.with_retries("listing models", self.client.models.list, notes=[])
+            if not page.data:
+                raise SoundsightError(f"the endpoint {self.base_url} serves no models (its /models list is empty)")
+            wanted = self._model_id or page.data[0].id
+            entry = next((m for m in page.data if m.id == wanted), None)
+            extra = (entry.model_extra or {}) if entry is not None else {}
+            length = extra.get("max_model_len")
+            self._served = ServedModel(
+                id=wanted, root=str(extra.get("root") or ""), max_model_len=length if isinstance(length, int) else None
+            )
+            self._model_id = wanted
+        return self._served
 
     def complete(self, messages: list[dict], *, notes: list[str], **request: Any) -> Reply:
         """One chat completion of `messages` (with transport retries), unpacked into a `Reply`.
@@ -182,13 +225,13 @@ class ChatClient:
                 last: BaseException = error
             except openai.APIConnectionError as error:
                 if not self._reached:
-                    raise LLMUnavailableError(self.base_url, attempt, error) from error
+                    raise LLMUnavailableError(self.base_url, attempt, error, self.unavailable_hint) from error
                 last = error
             except openai.APIStatusError as error:
                 self._reached = True
                 if error.status_code not in RETRIED_STATUS:
                     if error.status_code >= 500:
-                        raise LLMUnavailableError(self.base_url, attempt, error) from error
+                        raise LLMUnavailableError(self.base_url, attempt, error, self.unavailable_hint) from error
                     raise LLMRequestError(self.base_url, error) from error
                 last = error
             if attempt > self.retries:
@@ -202,7 +245,7 @@ class ChatClient:
             notes.append(message)
             time.sleep(wait)
             delay *= 2
-        raise LLMUnavailableError(self.base_url, attempt, last) from last
+        raise LLMUnavailableError(self.base_url, attempt, last, self.unavailable_hint) from last
 
     def check_reachable(self, timeout_seconds: float = 5.0) -> None:
         """Ask the server's ``/models`` once, within `timeout_seconds`.
@@ -218,7 +261,7 @@ class ChatClient:
         try:
             self.client.with_options(timeout=timeout_seconds, max_retries=0).models.list()
         except (openai.APIConnectionError, openai.InternalServerError) as error:
-            raise LLMUnavailableError(self.base_url, 1, error) from error
+            raise LLMUnavailableError(self.base_url, 1, error, self.unavailable_hint) from error
         except openai.APIStatusError:
             pass  # it answered (perhaps it wants a key for /models): reachable
         self._reached = True

@@ -40,7 +40,7 @@ from soundsight.models.script.answers import (
     read_reply,
     script_json_schema,
 )
-from soundsight.models.script.chat import ChatClient, LLMRequestError, Reply
+from soundsight.models.script.chat import DEFAULT_HINT, ChatClient, LLMRequestError, Reply
 from soundsight.models.script.style import style_sentence
 from soundsight.settings import ScriptSettings
 
@@ -71,6 +71,8 @@ class LLMScriptWriter:
         after the first try; the wait doubles from `backoff_seconds` up to `max_backoff_seconds`.
     max_scene_chars, max_character_chars : string bounds of the structured-mode schema.
     client : an ``openai.OpenAI`` client to use instead of building one from `settings`.
+    unavailable_hint : what the error says to do when the endpoint does not answer (default:
+        start the paper's LLM or point ``script.llm_base_url`` at one).
     """
 
     name = "llm"
@@ -86,6 +88,7 @@ class LLMScriptWriter:
         max_scene_chars: int = 400,
         max_character_chars: int = 300,
         client: openai.OpenAI | None = None,
+        unavailable_hint: str = DEFAULT_HINT,
     ):
         self.settings = settings
         self.fallback = fallback
@@ -101,6 +104,7 @@ class LLMScriptWriter:
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
             client=client,
+            unavailable_hint=unavailable_hint,
         )
 
     # -- identity ------------------------------------------------------------------------------
