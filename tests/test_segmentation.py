@@ -356,10 +356,11 @@ def test_an_incredible_grid_keeps_the_papers_cuts_and_says_so():
         assert "below 0.30" in seg.confidence_note and "half a beat off" in seg.confidence_note
     middling = BeatGrid(**{**grid.__dict__, "confidence": 0.4})
     seg = plan_segments(y, 1000, SegmentSettings(), song_hash="h", fps=24, grid=middling, novelty_curve=nov)
-    assert seg.cut_planner == "joint" and seg.low_confidence and "may sit off the beat" in seg.confidence_note
+    # planner=auto: a middling grid gets the greedy snap, a confident one the joint planner.
+    assert seg.cut_planner == "greedy" and seg.low_confidence and "may sit off the beat" in seg.confidence_note
     fine = BeatGrid(**{**grid.__dict__, "confidence": 0.8})
     seg = plan_segments(y, 1000, SegmentSettings(), song_hash="h", fps=24, grid=fine, novelty_curve=nov)
-    assert not seg.low_confidence and seg.confidence_note == ""
+    assert seg.cut_planner == "joint" and not seg.low_confidence and seg.confidence_note == ""
 
 
 # ---------------------------------------------------------------------------------------------
