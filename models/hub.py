@@ -132,6 +132,42 @@ def folder_fingerprint(folder: str | Path) -> str:
 
 CheckFolder = Callable[[str, Path, str], None]
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
+def require_transformers_files(model_id: str, folder: Path, hint: str, also: tuple[str, ...] = ()) -> None:
+    """Raise unless `folder` holds a transformers checkpoint's weights, processor config and tokenizer.
+
+    Parameters
+    ----------
+    model_id, hint : str
+        For the message: what the user named, and how to get it.
+    folder : pathlib.Path
+        The checkpoint folder.
+    also : tuple of str
+        Further files the backend needs (e.g. ``generation_config.json``).
+
+    Raises
+    ------
+    MissingCheckpointError
+        Naming every missing piece (a partial download).
+    """
+    names = {p.name for p in folder.iterdir()}
+    present = {
+        "weights": any(n in names for n in WEIGHT_FILES),
+        "preprocessor_config.json": bool(names & {"preprocessor_config.json", "processor_config.json"}),
+        "tokenizer": "tokenizer.json" in names or {"vocab.json", "merges.txt"} <= names,
+        **{name: name in names for name in also},
+    }
+    missing = [what for what, ok in present.items() if not ok]
+    if missing:
+        raise MissingCheckpointError(model_id, f"{hint}  [incomplete: missing {', '.join(missing)} in {folder}]")
+
 
 def resolve_checkpoint(
     model_id: str, *, check: CheckFolder | None = None, hint: str = "", example_hub_id: str = "<hub id>"

@@ -83,6 +83,18 @@ def template_hash(name: str = "script_prompt.txt") -> str:
     return hashlib.sha256(_read(name)).hexdigest()
 
 
+def character_instruction(characters: str, otherwise: str) -> str:
+    """The prompt's sentence about who appears.
+
+    The user's characters, described identically in every scene, or `otherwise` when none were named.
+    """
+    if characters.strip():
+        return (
+            f"The story should feature {characters.strip()}. For consistency, repeat their description in every scene."
+        )
+    return otherwise
+
+
 def script_prompt(
     *,
     track_sentences: list[str],
@@ -110,15 +122,11 @@ def script_prompt(
     """
     if len(segment_sentences) != len(durations):
         raise ValueError("one list of segment sentences per duration")
-    if characters.strip():
-        character_instruction = (
-            f"The story should feature {characters.strip()}. For consistency, repeat their description in every scene."
-        )
-    else:
-        character_instruction = (
-            "The story should include at least one animal character. "
-            "For consistency, repeat the animal's description in every scene."
-        )
+    who = character_instruction(
+        characters,
+        "The story should include at least one animal character. "
+        "For consistency, repeat the animal's description in every scene.",
+    )
     sung = sung if sung and any(s.strip() for s in sung) else None
     scenes = "\n".join(
         f"Scene {i + 1}: "
@@ -135,7 +143,7 @@ def script_prompt(
         )
     return template_text().format(
         additional_prompt=story_cues.strip(),
-        character_instruction=character_instruction,
+        character_instruction=who,
         number_of_scenes=len(durations),
         overall_song_description_keywords=". ".join(track_sentences) + ".",
         scene_descriptions=scenes,

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from soundsight.errors import MissingCheckpointError, SoundsightError
-from soundsight.models.hub import Checkpoint, download_hint, resolve_checkpoint, resolve_device, torch_dtype
+from soundsight.models.hub import (
+    Checkpoint,
+    download_hint,
+    require_transformers_files,
+    resolve_checkpoint,
+    resolve_device,
+    torch_dtype,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -44,13 +51,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_CLAP_MODEL = "laion/larger_clap_music"
 ALGORITHM_VERSION = "clap-v2"  # bump when windowing, pooling, scoring or the revision rule changes
 ORIGINAL_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
-_FEATURE_CONFIGS = ("preprocessor_config.json", "processor_config.json")
 
 
 class ClapCheckpointFormatError(SoundsightError):
@@ -89,14 +89,7 @@ def check_clap_folder(model_id: str, path: Path, hint: str) -> None:
                 f"tokenizer files. Get one with `{hint}`."
             )
         raise MissingCheckpointError(model_id, hint)
-    present = {
-        "weights": any(n in names for n in _WEIGHT_FILES),
-        "preprocessor_config.json": any(n in names for n in _FEATURE_CONFIGS),
-        "tokenizer": "tokenizer.json" in names or {"vocab.json", "merges.txt"} <= names,
-    }
-    missing = [what for what, ok in present.items() if not ok]
-    if missing:
-        raise MissingCheckpointError(model_id, f"{hint}  [incomplete: missing {', '.join(missing)} in {path}]")
+    require_transformers_files(model_id, path, hint)
 
 
 def resolve_clap_checkpoint(model_id: str = DEFAULT_CLAP_MODEL) -> Checkpoint:

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from soundsight.errors import MissingCheckpointError, SoundsightError
-from soundsight.models.hub import Checkpoint, download_hint, resolve_checkpoint, resolve_device, torch_dtype
+from soundsight.models.hub import (
+    Checkpoint,
+    download_hint,
+    require_transformers_files,
+    resolve_checkpoint,
+    resolve_device,
+    torch_dtype,
+)
 from soundsight.models.lyrics.align import clean_asr_words, spread_words
 
 if TYPE_CHECKING:
@@ -52,12 +59,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_WHISPER_MODEL = "openai/whisper-large-v3-turbo"
 ASR_RATE = 16_000  # Hz: what every Whisper's feature extractor expects
 WINDOW_S = 30.0  # seconds: Whisper's input length
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
 
 
 def check_whisper_folder(model_id: str, path: Path, hint: str) -> None:
@@ -68,17 +69,7 @@ def check_whisper_folder(model_id: str, path: Path, hint: str) -> None:
     MissingCheckpointError
         Files missing (a partial download, or not a Whisper folder).
     """
-    names = {p.name for p in path.iterdir()}
-    present = {
-        "config.json": "config.json" in names,
-        "weights": any(n in names for n in _WEIGHT_FILES),
-        "preprocessor_config.json": bool(names & {"preprocessor_config.json", "processor_config.json"}),
-        "tokenizer": "tokenizer.json" in names or {"vocab.json", "merges.txt"} <= names,
-        "generation_config.json": "generation_config.json" in names,
-    }
-    missing = [what for what, ok in present.items() if not ok]
-    if missing:
-        raise MissingCheckpointError(model_id, f"{hint}  [incomplete: missing {', '.join(missing)} in {path}]")
+    require_transformers_files(model_id, path, hint, also=("config.json", "generation_config.json"))
 
 
 def resolve_whisper_checkpoint(model_id: str = DEFAULT_WHISPER_MODEL) -> Checkpoint:

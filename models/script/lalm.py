@@ -38,7 +38,7 @@ import soundfile as sf
 
 from soundsight.models.script.answers import split_reasoning
 from soundsight.models.script.chat import ChatClient, Reply, ServedModel
-from soundsight.prompts import template_hash, template_text
+from soundsight.prompts import character_instruction, template_hash, template_text
 from soundsight.schemas import Analysis, ListeningPlan, ListeningWindow, Segmentation
 from soundsight.settings import LALMSettings
 
@@ -693,12 +693,10 @@ def scene_prompt(
         labels += (
             f"The song has lyrics{about}: let each scene show what is sung in it, and let the story follow the words.\n"
         )
-    if characters.strip():
-        who = (
-            f"The story should feature {characters.strip()}. For consistency, repeat their description in every scene."
-        )
-    else:
-        who = "Keep the story's characters, and repeat each one's description, word for word, in every scene they appear in."
+    who = character_instruction(
+        characters,
+        "Keep the story's characters, and repeat each one's description, word for word, in every scene they appear in.",
+    )
     return template_text(SCENES_PROMPT).format(
         additional_prompt=story_cues.strip(),
         story=story.strip() or "(The audio-language model wrote no story: invent one that fits the segments below.)",
