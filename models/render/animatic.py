@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
-from soundsight.models.script.bible import palette_for
 from soundsight.prompts import load_storyboard
 
 from soundsight.media import FrameEncoder
@@ -106,12 +105,15 @@ class Shot:
     move : camera move, "push_in", "close", "rise", "pan" or "still".
     effect : "", "fade" (the light dims to the end) or "flash" (a change of light halfway).
     particles : "dust", "rain", "stars", "fireflies" or "embers".
+    action : what the characters do: "run" (cross the frame), "rise" (lift off), "rest" (stay
+        low) or "" (stand and hop on the beats).
     """
 
     layout: str
     move: str
     effect: str
     particles: str
+    action: str = ""
 
 
 def _matches(text: str, words: list[str]) -> bool:
@@ -143,21 +145,27 @@ def read_shot(sentence: str, bible: VisualBible, index: int = 0) -> Shot:
     text = sentence.lower()
     for character in bible.characters:  # "a bat" or "a moth the size of a kite" say nothing of the place
         text = text.replace(character.description.lower(), " ")
+    # A place of the bible named in the sentence decides the layout ("outruns a rushing wave on a
+    # skybridge" is a city, not the sea); else any word of the sentence.
+    place = next((p.lower() for p in bible.places if p.lower() in text), text)
     setting, location = bible.labels.get("visual_setting", ""), bible.labels.get("location", "exterior")
     default = board["default_layouts"].get(
         "interior" if location == "interior" else f"{setting}.exterior",
         "interior" if location == "interior" else "plain",
     )
     return Shot(
-        layout=_first_match(text, board["layouts"], default),
+        layout=_first_match(place, board["layouts"], default),
         move=_first_match(text, board["moves"], ("pan", "push_in")[index % 2]),
         effect=_first_match(text, board["effects"], ""),
         particles=board["particles"].get(setting, "dust"),
+        action=_first_match(text, board["actions"], ""),
     )
 
 
 def fallback_bible(palette_hint: str = "") -> VisualBible:
     """A bible for jobs that carry none: the palette of the visual style `palette_hint`, one figure."""
+    from soundsight.models.script.bible import palette_for  # only here: renderers need no script writer
+
     return VisualBible(
         characters=[Character(name="", description="the protagonist")],
         setting="an open landscape",
@@ -352,12 +360,11 @@ def _build_stage(shot: Shot, roles: PaletteRoles, bible: VisualBible, c: _Canvas
     r = roles
     horizon = {"interior": 0.7, "water": 0.58, "sky": 0.85, "city": 0.74}.get(shot.layout, 0.66)
     t = np.clip((c.y[:, :1] - c.vy(0.0)) / (c.vy(horizon) - c.vy(0.0)), 0, 1)[..., None]
-    # Sky: deep at the top, mid, then a band of light at the horizon.
-    sky = np.where(
-        t < 0.6,
-        r.deep * (1 - t / 0.6) + r.mid * (t / 0.6),
-        r.mid * (1 - (t - 0.6) / 0.4) + r.light * ((t - 0.6) / 0.4) * 0.8 + r.mid * ((t - 0.6) / 0.4) * 0.2,
-    )
+    # Sky: flat bands of palette colours, deep at the top, mid, light at the horizon, with short
+    # soft steps between them (a colour script, not a gradient: mixes of two palette colours are
+    # off the palette).
+    step1, step2 = 1 / (1 + np.exp(-(t - 0.42) / 0.025)), 1 / (1 + np.exp(-(t - 0.78) / 0.025))
+    sky = r.deep * (1 - step1) + r.mid * (step1 - step2) + r.light * step2
     sky = np.broadcast_to(sky, (c.h, c.w, 3)).astype(np.float32).copy()
     sun = (float(rng.uniform(0.62, 0.8)), horizon - 0.22, 0.075)
     far, mid, near = c.layer(), c.layer(), c.layer()
@@ -442,20 +449,22 @@ def _build_stage(shot: Shot, roles: PaletteRoles, bible: VisualBible, c: _Canvas
 
     # The characters: silhouettes in their colours with a rim of the light colour.
     figures = c.layer()
-    height = c.view_h * (0.55 if close else 0.32)
+    height = c.view_h * (0.55 if close else 0.32) * (0.8 if shot.action == "rest" else 1.0)
+    shift = float(rng.uniform(-0.06, 0.06))  # where the characters stand varies from scene to scene
+    lift = 0.22 if shot.action == "rise" and shot.layout not in ("interior",) else 0.0
     for k, character in enumerate(bible.characters[:3]):
         kind = figure_kind(character.description)
         mask = _figure_mask(kind, height * (0.8 if kind == "bird" else 1.0) * (0.85 if k else 1.0))
         rim = np.clip(np.maximum.reduce([np.roll(mask, s, axis=a) for a in (0, 1) for s in (-2, 2)]) - mask, 0, 1)
-        fx = c.vx({0: 0.42, 1: 0.6, 2: 0.27}[k] if shot.layout != "water" else 0.2 + 0.1 * k)
-        fy = c.vy(ground_at) - mask.shape[0] * (1.4 if kind == "bird" and shot.layout != "sky" and k else 1.0)
+        fx = c.vx(({0: 0.42, 1: 0.6, 2: 0.27}[k] if shot.layout != "water" else 0.2 + 0.1 * k) + shift)
+        fy = c.vy(ground_at - lift * (1.0 + 0.3 * k)) - mask.shape[0]
         y0, x0 = int(fy), int(fx - mask.shape[1] / 2)
         ys, xs = slice(max(0, y0), min(c.h, y0 + mask.shape[0])), slice(max(0, x0), min(c.w, x0 + mask.shape[1]))
         crop = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
         colour = r.accent if k == 0 else r.second
         _paint(figures[ys, xs], rim[crop], r.light)
         _paint(figures[ys, xs], mask[crop], colour)
-    focus = (0.42 if shot.layout != "water" else 0.2, ground_at - 0.12)
+    focus = ((0.42 if shot.layout != "water" else 0.2) + shift, ground_at - 0.12 - lift)
     return _Stage(
         sky=sky,
         layers=[(far, LAYER_DEPTH["far"]), (mid, LAYER_DEPTH["mid"]), (near, LAYER_DEPTH["near"])],
@@ -691,10 +700,10 @@ class AnimaticRenderer:
         near_layers = [(lay, depth) for lay, depth in layers if depth > LAYER_DEPTH["mid"]]
         sky, figures = flatten(stage.sky), flatten(stage.figures)
 
-        def sample(flat: np.ndarray, depth: float, i: int, lift: float = 0.0) -> np.ndarray:
+        def sample(flat: np.ndarray, depth: float, i: int, lift: float = 0.0, shift: float = 0.0) -> np.ndarray:
             # One gather through a flat index (np.take is several times faster than 2-D fancy indexing).
             z = 1.0 + (zoom[i] - 1.0) * (0.3 + depth)
-            xs = canvas.x0 + S * (fx + (u - fx) / z) + depth * (off_x[i] * canvas.view_w + bump[i, 0] * S)
+            xs = canvas.x0 + S * (fx + (u - fx) / z) + depth * (off_x[i] * canvas.view_w + bump[i, 0] * S) + shift
             ys = canvas.y0 + S * (fy + (v - fy) / z) + depth * (off_y[i] * canvas.view_h + bump[i, 1] * S) - lift
             xi = np.clip(xs.astype(np.intp), 0, canvas.w - 1)
             yi = np.clip(ys.astype(np.intp), 0, canvas.h - 1)
@@ -705,13 +714,17 @@ class AnimaticRenderer:
             picture += layer[..., :3]
 
         figure_depth = LAYER_DEPTH["mid"]
-        hop_height = canvas.view_h * 0.06
+        hop_height = canvas.view_h * (0.03 if shot.action == "rest" else 0.06)
+        # Running characters cross the frame (the camera keeps part of the way with them); rising
+        # ones float.
+        travel = (progress - 0.5) * canvas.view_w * 0.35 if shot.action == "run" else np.zeros(n)
+        float_y = np.sin(times * 2.2) * canvas.view_h * 0.02 if shot.action == "rise" else np.zeros(n)
         for i in range(n):
             picture = sample(sky, LAYER_DEPTH["sky"], i)
             picture += glow * level[i]
             for layer, depth in far_layers:
                 over(picture, sample(layer, depth, i))
-            over(picture, sample(figures, figure_depth, i, lift=-hop[i] * hop_height))
+            over(picture, sample(figures, figure_depth, i, lift=-hop[i] * hop_height + float_y[i], shift=-travel[i]))
             for layer, depth in near_layers:
                 over(picture, sample(layer, depth, i))
             particles.draw(picture, times[i], 0.6 + 1.2 * onset[i])
