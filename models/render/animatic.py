@@ -349,7 +349,6 @@ class _Stage:
     sky: np.ndarray  # (H, W, 3)
     layers: list[tuple[np.ndarray, float]]  # (premultiplied RGBA, depth), far to near
     figures: np.ndarray  # premultiplied RGBA, on the mid layer's depth
-    ground: float  # view fraction the figures stand on
     focus: tuple[float, float]  # view fractions the camera pushes toward
     sun: tuple[float, float, float]  # view fractions x, y and radius of the light source
 
@@ -414,11 +413,9 @@ def _build_stage(shot: Shot, roles: PaletteRoles, bible: VisualBible, c: _Canvas
             glints = ((depth % 6) < 1.2) & (depth > 0) & (np.abs(c.x - c.vx(sun[0]) + wobble) < spread)
             _paint(mid, glints.astype(np.float32), r.light, 0.7)
             top = c.vy(0.45) + np.maximum(0, c.x - c.vx(0.36)) * 0.6
-            _paint(mid, _edge(top - c.y), r.shadow)
-            ground_at = 0.6
-            figures_on_cliff = True
+            _paint(mid, _edge(top - c.y), r.shadow)  # the characters stand on a cliff
+            ground_at = 0.45
         else:
-            figures_on_cliff = False
             _paint(mid, ground, r.shadow, 0.85)
             if shot.layout == "forest":
                 _paint(far, _trees(c, horizon + 0.02, 0.22, 40, rng), r.deep)
@@ -444,8 +441,6 @@ def _build_stage(shot: Shot, roles: PaletteRoles, bible: VisualBible, c: _Canvas
             else:  # plain
                 grass = _ridge(c, 1.02, 0.05, (9.0, 23.0, 41.0), rng.uniform(0, 6))
                 _paint(near, grass, r.shadow)
-        if figures_on_cliff:
-            ground_at = 0.45
 
     # The characters: silhouettes in their colours with a rim of the light colour.
     figures = c.layer()
@@ -454,7 +449,7 @@ def _build_stage(shot: Shot, roles: PaletteRoles, bible: VisualBible, c: _Canvas
     lift = 0.22 if shot.action == "rise" and shot.layout not in ("interior",) else 0.0
     for k, character in enumerate(bible.characters[:3]):
         kind = figure_kind(character.description)
-        mask = _figure_mask(kind, height * (0.8 if kind == "bird" else 1.0) * (0.85 if k else 1.0))
+        mask = np.pad(_figure_mask(kind, height * (0.8 if kind == "bird" else 1.0) * (0.85 if k else 1.0)), 3)
         rim = np.clip(np.maximum.reduce([np.roll(mask, s, axis=a) for a in (0, 1) for s in (-2, 2)]) - mask, 0, 1)
         fx = c.vx(({0: 0.42, 1: 0.6, 2: 0.27}[k] if shot.layout != "water" else 0.2 + 0.1 * k) + shift)
         fy = c.vy(ground_at - lift * (1.0 + 0.3 * k)) - mask.shape[0]
@@ -469,7 +464,6 @@ def _build_stage(shot: Shot, roles: PaletteRoles, bible: VisualBible, c: _Canvas
         sky=sky,
         layers=[(far, LAYER_DEPTH["far"]), (mid, LAYER_DEPTH["mid"]), (near, LAYER_DEPTH["near"])],
         figures=figures,
-        ground=ground_at,
         focus=focus,
         sun=sun,
     )
@@ -777,7 +771,7 @@ class AnimaticRenderer:
         """Text over the bars, full size, transparent elsewhere: scene info, palette swatches, the sentence."""
         overlay = Image.new("RGBA", (W, H), (0, 0, 0, 0))
         draw = ImageDraw.Draw(overlay)
-        top, bottom = int(round(H * TOP_BAR)), int(round(H * BOTTOM_BAR))
+        bottom = int(round(H * BOTTOM_BAR))
         size = max(9, H // 26)
         font, small = _font(size), _font(int(size * 0.85))
         pad = size // 2
@@ -812,7 +806,6 @@ class AnimaticRenderer:
         y0 = H - bottom + max(2, (bottom - len(lines) * line_h) // 2)
         for k, line in enumerate(lines):
             draw.text((pad, y0 + k * line_h), line, font=font, fill=(255, 255, 255, 255))
-        del top
         return overlay
 
     @staticmethod
