@@ -1,7 +1,7 @@
 """One visual identity across scenes: each clip's colours against the run's palette and its neighbours.
 
     .venv/bin/python benchmarks/consistency.py                      # every song in ../shared/music
-    .venv/bin/python benchmarks/consistency.py --songs celtic.ogg --strength 0.7
+    .venv/bin/python benchmarks/consistency.py --songs celtic.ogg --strength 0.5 0.8 1.0
     .venv/bin/python benchmarks/consistency.py --runs runs/celtic-d0f6ece4 [more run folders]
 
 For every clip: its dominant colours (k-means, k = 5, in CIELAB on a fixed pixel sample) and
@@ -180,14 +180,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--songs", nargs="*", help="songs under ../shared/music (default: all) or paths")
     parser.add_argument("--runs", nargs="*", type=Path, help="rendered run folders (bible.json + scenes/)")
-    parser.add_argument("--strength", type=float, default=0.7, help="palette matching strength, 0..1")
+    parser.add_argument(
+        "--strength", type=float, nargs="+", default=[0.8, 1.0], help="palette matching strengths, 0..1 (one row each)"
+    )
     args = parser.parse_args()
 
     print(f"machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; {date.today()}")
-    print(f"palette matching strength {args.strength}; dominant colours: k-means k=5 in CIELAB; CIEDE2000")
+    print(f"palette matching strengths {args.strength}; dominant colours: k-means k=5 in CIELAB; CIEDE2000")
     header = f"{'clips':<28} {'spread':>7} {'':>7} {'on/off':>6}   {'neighbr':>7} {'':>7} {'on/off':>6}"
     sub = f"{'':<28} {'off':>7} {'on':>7} {'':>6}   {'off':>7} {'on':>7}"
-    ratios, timing = [], []
+    ratios: dict[float, list[float]] = {strength: [] for strength in args.strength}
+    timing = []
 
     if args.runs:
         print(header + "\n" + sub)
@@ -195,9 +198,11 @@ def main() -> None:
             bible = VisualBible.model_validate_json((run / "bible.json").read_text())
             clips = load(sorted((run / "scenes").glob("scene_*.mp4")))
             palette = palette_lab(bible.palette)
-            off, on = measure(clips, palette), measure(matched(clips, bible, args.strength), palette)
-            print(row(run.name, off, on))
-            ratios.append(on[0] / max(off[0], 1e-9))
+            off = measure(clips, palette)
+            for strength in args.strength:
+                on = measure(matched(clips, bible, strength), palette)
+                print(row(f"{run.name} @{strength:g}", off, on))
+                ratios[strength].append(on[0] / max(off[0], 1e-9))
     else:
         songs = [Path(s) if Path(s).exists() else MUSIC / s for s in (args.songs or [])] or sorted(
             p for p in MUSIC.iterdir() if p.suffix in (".ogg", ".opus", ".mp3", ".wav", ".flac")
@@ -211,10 +216,12 @@ def main() -> None:
                 clips = load(paths)
                 own = measure(clips, palette)
                 drifted = [drift(clip, seed=k) for k, clip in enumerate(clips)]
-                off, on = measure(drifted, palette), measure(matched(drifted, bible, args.strength), palette)
-                print(f"{song.stem + ' animatic':<28} {own[0]:7.2f} {'':>7} {'':>6}   {own[1]:7.2f}")
-                print(row(song.stem + " drifted", off, on), flush=True)
-                ratios.append(on[0] / max(off[0], 1e-9))
+                off = measure(drifted, palette)
+                print(f"{song.stem[:18] + ' animatic':<28} {own[0]:7.2f} {'':>7} {'':>6}   {own[1]:7.2f}")
+                for strength in args.strength:
+                    on = measure(matched(drifted, bible, strength), palette)
+                    print(row(f"{song.stem[:18]} drifted @{strength:g}", off, on), flush=True)
+                    ratios[strength].append(on[0] / max(off[0], 1e-9))
                 for path in paths:
                     path.unlink()
         print("\nrender stage (AnimaticRenderer per segment, 640x360 @ 24 fps, one process):")
@@ -227,10 +234,13 @@ def main() -> None:
             )
         print("cpu/2 x: max(this process, all CPU / 2) per second of song: the wall time on two idle cores")
 
-    worst = max(ratios)
-    print(
-        f"\npalette spread on/off: mean {np.mean(ratios):.2f}, worst {worst:.2f} (goal <= 0.50: {'yes' if worst <= 0.5 else 'no'})"
-    )
+    print()
+    for strength, values in ratios.items():
+        worst = max(values)
+        print(
+            f"strength {strength:g}: palette spread on/off mean {np.mean(values):.2f}, worst {worst:.2f} "
+            f"(goal <= 0.50: {'yes' if worst <= 0.5 else 'no'})"
+        )
 
 
 if __name__ == "__main__":

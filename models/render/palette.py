@@ -53,7 +53,7 @@ __all__ = [
     "set_distance",
 ]
 
-DEFAULT_STRENGTH = 0.7
+DEFAULT_STRENGTH = 0.8
 GRID_BITS = 3  # 256 >> 3 = 32 cells per channel
 GRID = 256 >> GRID_BITS
 COLLISION_DELTA_E = 3.0
@@ -285,7 +285,7 @@ class PaletteTransfer:
 
     Examples
     --------
-    >>> transfer = PaletteTransfer(bible.palette, strength=0.7)  # doctest: +SKIP
+    >>> transfer = PaletteTransfer(bible.palette, strength=0.8)  # doctest: +SKIP
     >>> report = transfer.fit(frames)  # doctest: +SKIP
     >>> matched = transfer.apply(frames)  # doctest: +SKIP
     """
