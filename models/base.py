@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from soundsight.schemas import Analysis, Scene, Segment
+from soundsight.schemas import Analysis, Scene, Segment, VisualBible
 
 
 class Analyser(Protocol):
@@ -80,13 +80,19 @@ class ScriptRequest:
 
 @dataclass
 class ScriptResult:
-    """What a writer wrote: one scene per duration, the cast, the style, and its raw answer."""
+    """What a writer wrote: one scene per duration, the cast, the style, and its raw answer.
+
+    bible : the run's visual identity (characters, setting, palette, lighting, camera), written
+        once per run (``bible.json``); every scene's video prompt is built from it with
+        `models.script.bible.scene_prompt`. None only from writers that predate it.
+    """
 
     scenes: list[Scene]
     characters: str
     style: str
     raw_response: str = ""  # everything the writer produced, reasoning included (response.txt)
     notes: list[str] = field(default_factory=list)
+    bible: VisualBible | None = None
 
 
 class ScriptWriter(Protocol):
@@ -131,6 +137,12 @@ class SceneJob:
     frames : output frames the assembler will take (at `fps`), for renderers that work on the
         output grid directly.
     audio : that segment's mono samples at `sample_rate` (audio-reactive renderers use them).
+    bible : the run's visual bible; the animatic draws its storyboard from it (palette, title
+        card with the characters, layouts). None: a palette from `palette_hint`.
+    beat_times : beats inside the segment, seconds from the clip's first frame (the animatic
+        moves on them; without them it moves on onsets only).
+    title_card : whether the clip opens on the bible's title card; None: scene 0 only.
+    start_seconds : where the segment starts in the song, seconds (shown by the animatic).
     """
 
     index: int
@@ -146,6 +158,10 @@ class SceneJob:
     audio: np.ndarray | None = None
     sample_rate: int = 22050
     palette_hint: str = ""
+    bible: VisualBible | None = None
+    beat_times: tuple[float, ...] = ()
+    title_card: bool | None = None  # None: the renderer decides (the animatic: scene index 0)
+    start_seconds: float = 0.0  # where the segment starts in the song (the animatic shows the span)
 
 
 @dataclass(frozen=True)

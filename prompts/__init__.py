@@ -150,3 +150,15 @@ def script_prompt(
         lyrics_instruction=lyrics_instruction,
         overall_song_description_keywords_visual_guides=". ".join(visual_sentences) + ".",
     )
+
+
+@cache
+def load_palettes() -> dict:
+    """Palette ground colours and lighting by visual style, accent colours by mood (palettes.toml)."""
+    return tomllib.loads(_read("palettes.toml").decode())
+
+
+@cache
+def load_storyboard() -> dict:
+    """How the animatic reads a scene sentence: layouts, camera moves, effects, figures (storyboard.toml)."""
+    return tomllib.loads(_read("storyboard.toml").decode())

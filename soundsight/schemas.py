@@ -338,3 +338,51 @@ class Manifest(BaseModel):
                 recorded = self.stats.get(name, (None,))[0]
                 return f"{self.files[name]} changed since it was written ({recorded} -> {st.st_size} bytes)"
         return ""
+
+
+HEX_COLOUR = r"^#[0-9a-fA-F]{6}$"
+
+
+class Character(BaseModel):
+    """One recurring character: a name and one fixed physical description."""
+
+    name: str = Field("", description="What the script calls them, e.g. 'Fenn'; may be empty.")
+    description: str = Field(
+        description="Fixed physical description, e.g. 'a lean grey wolf with pale eyes'; copied verbatim "
+        "into every scene's video prompt."
+    )
+
+
+class PaletteColour(BaseModel):
+    """One named colour of a run's palette."""
+
+    name: str = Field(description="What prompts call it, e.g. 'storm blue'.")
+    hex: str = Field(pattern=HEX_COLOUR, description="sRGB, '#rrggbb'.")
+
+    def rgb(self) -> tuple[int, int, int]:
+        """The colour as sRGB integers, 0..255."""
+        return int(self.hex[1:3], 16), int(self.hex[3:5], 16), int(self.hex[5:7], 16)
+
+
+class VisualBible(BaseModel):
+    """`bible.json`: one visual identity for every scene of a run, written once by the script stage.
+
+    Every scene's video prompt is built from it (`models.script.bible.scene_prompt`), the animatic
+    draws its storyboard from it, and palette matching pulls each clip toward its palette.
+    """
+
+    seed: str = Field("", description="What the template choices were drawn from (the song's content hash).")
+    title: str = ""
+    characters: list[Character] = Field(description="Recurring characters, in order of importance.")
+    setting: str = Field(description="The world every scene takes place in, one phrase.")
+    places: list[str] = Field(
+        default_factory=list, description="Places inside the setting that scenes move through, in story order."
+    )
+    palette_name: str = ""
+    palette: list[PaletteColour] = Field(min_length=4, max_length=6, description="4-6 named colours.")
+    lighting: str = Field(description="Lighting words shared by every scene.")
+    camera: str = Field(description="Lens and camera style shared by every scene.")
+    style: str = Field("", description="The run's visual guidelines as one sentence (the paper's mitigation).")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="The analysis labels it was derived from, by category key."
+    )

@@ -26,6 +26,8 @@ the repair request that preceded it, which the script task writes to ``response.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 
 import openai
@@ -39,7 +41,9 @@ from soundsight.models.script.answers import (
     numbered,
     read_reply,
     script_json_schema,
+    split_reasoning,
 )
+from soundsight.models.script.bible import bible_json_schema, build_bible, parse_bible
 from soundsight.models.script.chat import DEFAULT_HINT, ChatClient, LLMRequestError, Reply
 from soundsight.models.script.style import style_sentence
 from soundsight.settings import ScriptSettings
@@ -149,6 +153,7 @@ class LLMScriptWriter:
         #    authors recommend for multi-turn chats) and the problems, so the context does not
         #    grow with the number of repairs.
         best = ParsedScript()
+        best_bible: dict | None = None
         total = self.settings.repair_attempts + 1
         repair_request = ""
         for attempt in range(1, total + 1):
@@ -160,13 +165,17 @@ class LLMScriptWriter:
                 # A re-ask is longer than the first ask and may not fit the context; keep what we have.
                 notes.append(f"attempt {attempt} was refused ({error}); no further repairs")
                 break
-            answer, parsed = read_reply(reply, n, mode)
+            # The bible (structured mode) is read apart from the scenes; the rest parses as before.
+            without_bible, bible_data = _take_bible(reply) if mode == "structured" else (reply, None)
+            answer, parsed = read_reply(without_bible, n, mode)
+            answer = split_reasoning(reply.content)[1] if bible_data is not None else answer
             transcript.append(format_attempt(attempt, total, mode, reply, parsed, repair_request))
             notes.extend(f"attempt {attempt}: {note}" for note in parsed.notes)
 
             # Later answers win ties: they were written knowing the earlier problems.
             if len(parsed.scenes) >= len(best.scenes):
                 best = parsed
+            best_bible = bible_data if bible_data is not None else best_bible
             if not parsed.problems:
                 break
             notes.append(f"attempt {attempt}: " + "; ".join(parsed.problems))
@@ -207,12 +216,23 @@ class LLMScriptWriter:
             characters = request.characters.strip() or best.characters
             style = style_sentence(request.analysis)
 
+        # 5. The bible: the LLM's fields where usable, the template's bible for the rest (and
+        #    all of it in free-text mode). The user's characters always win.
+        template_bible = (fallback_result.bible if fallback_result is not None else None) or build_bible(
+            request.analysis, seed=request.song_hash or "soundsight", characters=request.characters, title=request.title
+        )
+        if best_bible is not None and request.characters.strip():
+            best_bible = {key: value for key, value in best_bible.items() if key != "characters"}
+        bible, bible_notes = parse_bible(best_bible, template_bible) if mode == "structured" else (template_bible, [])
+        notes.extend(bible_notes)
+
         return ScriptResult(
             scenes=scenes,
             characters=characters,
             style=style,
             raw_response="\n\n".join(transcript),
             notes=notes,
+            bible=bible,
         )
 
     # -- helpers, in the order __call__ uses them ----------------------------------------------
@@ -221,8 +241,11 @@ class LLMScriptWriter:
         return (
             "Answer with one JSON object only, no BEGIN SCRIPT or SCENE lines: "
             '{"characters": "<the characters, described once>", "scenes": [{"description": '
-            f'"<scene 1 in one sentence>"}}, ...]}} with exactly {n} entries in "scenes", in order, '
-            f"each at most {self.max_scene_chars} characters."
+            f'"<scene 1 in one sentence>"}}, ...], "bible": {{...}}}} with exactly {n} entries in "scenes", in order, '
+            f"each at most {self.max_scene_chars} characters. "
+            '"bible" fixes the look of every scene: "characters" (each a "name" and one physical '
+            '"description" repeated word for word in every scene), "setting", "lighting", "camera" '
+            '(lens and camera style) and "palette" (4 to 6 colours, each a "name" and a "hex" like "#1a2b3c").'
         )
 
     def _chat(self, messages: list[dict], n: int, *, seed: int, notes: list[str]) -> Reply:
@@ -233,6 +256,8 @@ class LLMScriptWriter:
             schema = script_json_schema(
                 n, max_scene_chars=self.max_scene_chars, max_character_chars=self.max_character_chars
             )
+            schema["properties"]["bible"] = bible_json_schema(max_chars=self.max_character_chars)
+            schema["required"] = [*schema["required"], "bible"]
             request["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "scene_script", "schema": schema, "strict": True},
@@ -252,3 +277,17 @@ class LLMScriptWriter:
                 f'with a non-empty one-sentence "description".'
             )
         return "Your answer cannot be used: " + "; ".join(problems) + ". " + how
+
+
+def _take_bible(reply: Reply) -> tuple[Reply, dict | None]:
+    """The reply without its JSON answer's ``bible`` member, and that member (None when absent)."""
+    _, answer = split_reasoning(reply.content)
+    start, end = answer.find("{"), answer.rfind("}")
+    try:
+        data = json.loads(answer[start : end + 1]) if 0 <= start < end else None
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or "bible" not in data:
+        return reply, None
+    bible = data.pop("bible")
+    return dataclasses.replace(reply, content=json.dumps(data)), bible if isinstance(bible, dict) else {}
