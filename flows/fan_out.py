@@ -22,8 +22,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from soundsight.schemas import Manifest
 from soundsight.settings import AnalysisSettings, RenderSettings
 from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
-from soundsight.tasks.common import cached_result, publish, unpublish_beyond
-from soundsight.tasks.render import SceneInput, one_scene_per_gpu, render_scene, scene_settings, scene_task_runner
+from soundsight.tasks.common import adopt_edits, cached_result, publish, unpublish_beyond
+from soundsight.tasks.render import (
+    SceneInput,
+    check_reference_edit,
+    make_reference,
+    one_scene_per_gpu,
+    render_scene,
+    scene_settings,
+    scene_task_runner,
+    uses_reference,
+)
 from soundsight.tasks.report import StageLog, track_progress
 
 Stage = Callable[[Task], Task]  # configures a stage's task for this run (`tasks.report.StageLog`)
@@ -45,40 +54,55 @@ def analyse(stage: Stage, song: Manifest, segments: Manifest, settings: Analysis
     return stage(analyse_song)(song, segments, settings, embeddings)
 
 
-def render(stage: StageLog, song: Manifest, scenes: list[SceneInput], settings: RenderSettings) -> list[Manifest]:
+def render(
+    stage: StageLog, song: Manifest, script: Manifest, scenes: list[SceneInput], settings: RenderSettings
+) -> list[Manifest]:
     """The render stage: one task per scene, fanned out.
 
-    Scenes whose clip is already cached (and intact) are collected on threads; only the others
-    go to `scene_task_runner`, so a fully cached rerun starts no GPU cluster. Each scene's line
+    First, for ``identity = "reference"``, the reference image every scene is conditioned on. Work whose result is already cached (and intact) is collected on threads; only the rest goes to
+    `scene_task_runner`, so a fully cached rerun starts no GPU cluster. Each scene's line
     (Completed / Cached) and its timings are recorded here, in the flow's process, wherever the
     scene ran. Returns the clips in scene order once every scene has finished (or raises the
     first failure).
     """
-    task = stage(render_scene)
-    # Each scene with its own quality (draft, or final for `final_scenes`); final ones go last, so
-    # a worker switches pipelines once.
-    per_scene = {s.index: scene_settings(settings, s.index) for s in scenes}
-    order = sorted(scenes, key=lambda s: per_scene[s.index].quality == "final" and settings.quality == "draft")
-    todo = [s for s in order if cached_result(task, {"scene": s, "settings": per_scene[s.index]}, stage.output) is None]
-    done = [s for s in order if s not in todo]
-    names = {}
-
-    def finished(future) -> None:
-        clip = future.result(raise_on_failure=False) if future.state.is_completed() else None
-        stage.scene_finished(names[future.task_run_id], future.state.name, clip if isinstance(clip, Manifest) else None)
-
     with contextlib.ExitStack() as runners:
-        futures = {}
-        if done:
-            threads = runners.enter_context(ThreadPoolTaskRunner(max_workers=2))
-            futures.update({s.index: threads.submit(task, {"scene": s, "settings": per_scene[s.index]}) for s in done})
-        if todo:
-            runner = runners.enter_context(scene_task_runner(settings))
+        threads = runners.enter_context(ThreadPoolTaskRunner(max_workers=2))
+        runner = None
+
+        def where(task, inputs):
+            nonlocal runner
+            if cached_result(task, inputs, stage.output) is not None:
+                return threads
+            if runner is None:
+                runner = runners.enter_context(scene_task_runner(settings))
+            return runner
+
+        if uses_reference(settings):
+            made, inputs = stage(make_reference), {"song": song, "script": script, "settings": settings}
             with one_scene_per_gpu(settings):
-                futures.update(
-                    {s.index: runner.submit(task, {"scene": s, "settings": per_scene[s.index]}) for s in todo}
-                )
-        names.update({f.task_run_id: f"render-scene-{index:03d}" for index, f in futures.items()})
+                reference = where(made, inputs).submit(made, inputs).result()
+            reference = publish(adopt_edits(reference, check_reference_edit))
+            settings = settings.model_copy(update={"reference": str(reference.path("reference"))})
+
+        # Each scene with its own quality (draft, or final for `final_scenes`); final ones go last,
+        # so a worker switches pipelines once.
+        task = stage(render_scene)
+        per_scene = {s.index: scene_settings(settings, s.index) for s in scenes}
+        order = sorted(scenes, key=lambda s: per_scene[s.index].quality == "final" and settings.quality == "draft")
+        futures = {}
+        for scene in order:
+            inputs = {"scene": scene, "settings": per_scene[scene.index]}
+            pool = where(task, inputs)
+            with one_scene_per_gpu(settings) if pool is not threads else contextlib.nullcontext():
+                futures[scene.index] = pool.submit(task, inputs)
+        names = {f.task_run_id: f"render-scene-{index:03d}" for index, f in futures.items()}
+
+        def finished(future) -> None:
+            clip = future.result(raise_on_failure=False) if future.state.is_completed() else None
+            stage.scene_finished(
+                names[future.task_run_id], future.state.name, clip if isinstance(clip, Manifest) else None
+            )
+
         ordered = [futures[s.index] for s in scenes]
         track_progress(song, ordered, on_finished=finished)
         clips = [publish(future.result()) for future in ordered]

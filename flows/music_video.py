@@ -23,13 +23,14 @@ from soundsight.schemas import Manifest
 from soundsight.settings import Settings, unknown_environment_variables
 from soundsight.tasks.analyse import resolve_backend
 from soundsight.tasks.assemble import assemble_video
-from soundsight.tasks.common import publish
+from soundsight.tasks.common import adopt_edits, publish
 from soundsight.tasks.load import load_song
 from soundsight.tasks.lyrics import find_song_lyrics
 from soundsight.tasks.render import check_renderer, plan_scenes, renderer_spec
 from soundsight.tasks.report import StageLog, publish_script, publish_timings, publish_video
 from soundsight.tasks.script import (
     check_endpoints,
+    check_script_edit,
     forget_other_pipeline,
     listening_plan,
     publish_story,
@@ -59,7 +60,8 @@ def listen_and_write(
     plan = listening_plan(loaded, segments, settings.lalm)
     characters, cues = settings.script.characters, settings.script.story_cues
     story = publish_story(stage(write_story)(loaded, plan, settings.lalm, characters, cues))
-    return publish(stage(write_scenes)(loaded, segments, story, analysis, scene_writer_settings(settings), lyrics))
+    script = stage(write_scenes)(loaded, segments, story, analysis, scene_writer_settings(settings), lyrics)
+    return publish(adopt_edits(script, check_script_edit))
 
 
 @flow(name="render-song", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
@@ -90,11 +92,13 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     if settings.pipeline == "lalm":
         script = listen_and_write(stage, loaded, segments, analysis, lyrics, settings)
     else:
-        script = publish(stage(write_script)(loaded, segments, analysis, settings.script, lyrics))
+        script = publish(
+            adopt_edits(stage(write_script)(loaded, segments, analysis, settings.script, lyrics), check_script_edit)
+        )
     publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
-    clips = fan_out.render(stage, loaded, scenes, settings.render)
+    clips = fan_out.render(stage, loaded, script, scenes, settings.render)
     video = publish(stage(assemble_video)(loaded, segments, clips, settings.render, lyrics))
     publish_video(video, out)
     publish_timings(video, stage)

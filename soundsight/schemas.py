@@ -299,6 +299,10 @@ class Manifest(BaseModel):
     links: dict[str, str] = Field(
         default_factory=dict, description="Logical name -> human-readable path relative to run_dir."
     )
+    editable: list[str] = Field(
+        default_factory=list,
+        description="Logical names a user may edit (script.json, bible.json): a change is adopted, not undone.",
+    )
     info: dict[str, float | int | str] = Field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -328,6 +332,8 @@ class Manifest(BaseModel):
 
         for name in sorted(self.files):
             path = self.path(name)
+            if name in self.editable and path.is_file():
+                continue  # the user's edit: adopted downstream (tasks.script.adopt_edits), never undone
             try:
                 st = path.stat()
             except OSError:

@@ -278,6 +278,16 @@ class RenderSettings(BaseModel):
     device: str = Field("auto", description="torch device for diffusion backends: auto, cpu, cuda, cuda:1 ...")
     cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
     vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
+    palette_strength: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Diffusion backends: how far each clip's dominant colours move toward the bible's palette "
+        "(CIELAB); 0: off. The animatic draws in the palette already.",
+    )
+    title_seconds: float = Field(
+        1.5, ge=0.0, description="Animatic: seconds the title card (the bible's characters) opens scene 1; 0: none."
+    )
     captions: Literal["off", "soft", "burned"] = Field(
         "off",
         description="Sung-line captions in video.mp4 when the song has lyrics: soft (a subtitle track players "

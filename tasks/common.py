@@ -183,3 +183,38 @@ def unpublish_beyond(run_dir: str | Path, folder: str, pattern: str, keep: set[s
     for link in (Path(run_dir) / folder).glob(pattern):
         if link.name not in keep and (link.is_symlink() or link.is_file()):
             link.unlink(missing_ok=True)
+
+
+def adopt_edits(manifest: Manifest, check: Callable[[Manifest, str, Path], None]) -> Manifest:
+    """The stage's result with the user's edits of its editable files taken in.
+
+    An edit made through the run folder's readable name (the link, or a file an editor put in its
+    place) is checked with ``check(manifest, name, path)`` (raising ValueError when it cannot be
+    used) and then used: the manifest's hashes follow the edited content, so exactly what depends
+    on it runs again. A cached result is never rewritten over an edit.
+
+    Raises
+    ------
+    SoundsightError
+        An edit that cannot be used, naming the file and the problem (delete the file to go back).
+    """
+    hashes, adopted = dict(manifest.hashes), []
+    for name in manifest.editable:
+        stage_file, readable = manifest.path(name), Path(manifest.run_dir) / manifest.links[name]
+        if readable.is_file() and not readable.is_symlink():  # an editor replaced the link with its file
+            stage_file.write_bytes(readable.read_bytes())
+            point(readable, stage_file)
+        digest = sha256_file(stage_file)
+        if digest == manifest.hashes[name]:
+            continue
+        try:
+            check(manifest, name, stage_file)
+        except ValueError as e:
+            first = str(e).strip().splitlines()[0]
+            raise SoundsightError(f"{readable}: your edit cannot be used ({first}); fix it, or delete the file") from e
+        hashes[name] = digest
+        adopted.append(manifest.links[name])
+    if not adopted:
+        return manifest
+    logging.getLogger("soundsight").warning("using your edited %s", ", ".join(adopted))
+    return manifest.model_copy(update={"hashes": hashes})

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,13 @@ from prefect import task
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from soundsight.cache import file_identity
+from soundsight.media import atomic_path
 from soundsight.models.base import ClipRenderer, RenderSpec, SceneJob
 from soundsight.models.render.diffusion import scene_settings  # noqa: F401 - the flows use it from here
-from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
+from soundsight.models.render.palette import match_clip_file
+from soundsight.models.script.bible import reference_prompt, scene_prompt
+from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation, VisualBible
 from soundsight.settings import RenderSettings
 from soundsight.tasks.common import stage_folder, stage_options, written
 
@@ -39,6 +44,8 @@ class SceneInput(BaseModel):
     frames: int
     song_hash: str
     palette_hint: str
+    bible: VisualBible | None = Field(None, description="The run's visual identity (its content enters the key).")
+    beat_times: tuple[float, ...] = Field((), description="Beats inside the scene, seconds from its start.")
     run_dir: str
     audio_path: str = Field(
         description="The analysis audio (mono, from the load stage) the scene's slice is read from."
@@ -64,7 +71,7 @@ def make_renderer(settings: RenderSettings) -> ClipRenderer:
     if settings.backend == "animatic":
         from soundsight.models.render.animatic import AnimaticRenderer
 
-        return AnimaticRenderer(settings.fps)
+        return AnimaticRenderer(settings.fps, title_seconds=settings.title_seconds)
     from soundsight.models.render.diffusion import make_renderer as make_diffusion_renderer
 
     return make_diffusion_renderer(settings)
@@ -124,18 +131,23 @@ def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextMan
 def plan_scenes(
     song: Manifest, segments: Manifest, script: Manifest, analysis: Manifest | None, settings: RenderSettings
 ) -> list[SceneInput]:
-    """One `SceneInput` per segment: the scene sentence plus the run's style guidelines.
+    """One `SceneInput` per segment: the scene sentence in the run's visual identity (`scene_prompt`).
 
-    `analysis` is None when pipeline 2 ran without labels: the renderer's default palette then.
+    The bible comes from the script stage (the user's edit of bible.json included); a script
+    without one (an older run) ends each prompt with its style sentence. `analysis` is None when
+    pipeline 2 ran without labels: the renderer's default palette then.
     """
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     scenes = SceneScript.model_validate_json(script.path("script").read_text())
+    bible = VisualBible.model_validate_json(script.path("bible").read_text()) if "bible" in script.files else None
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text()) if analysis is not None else None
     palette = labels.visual["visual_style"].label if labels is not None else ""
     return [
         SceneInput(
             index=seg.index,
-            prompt=f"{scene.description} {scenes.style}.".strip(),
+            prompt=scene_prompt(scene.description, bible) if bible else f"{scene.description} {scenes.style}.".strip(),
+            bible=bible,
+            beat_times=tuple(round(b - seg.start, 4) for b in seg.beats),
             caption=scene.description,
             seed=scene_seed(settings.seed, seg.index),
             start=seg.start,
@@ -150,8 +162,60 @@ def plan_scenes(
     ]
 
 
+def uses_reference(settings: RenderSettings) -> bool:
+    """Whether scenes are conditioned on the run's reference image (``identity = "reference"``)."""
+    return settings.identity == "reference" and settings.backend != "animatic"
+
+
+def reference_identity(inputs: dict[str, Any]) -> str:
+    """A user's image: its bytes; else the video model that draws the reference from the bible."""
+    settings: RenderSettings = inputs["settings"]
+    if settings.reference:
+        return f"given={file_identity(settings.reference)}"
+    return "drawn-by=" + make_renderer(settings.model_copy(update={"identity": "text", "reference": ""})).backend_id
+
+
+def check_reference_edit(reference: Manifest, name: str, path: Path) -> None:
+    """Raise ValueError unless an edited reference.png is an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError("it is not an image") from e
+
+
+@task(**stage_options("reference", 1, identity=reference_identity))
+def make_reference(song: Manifest, script: Manifest, settings: RenderSettings) -> Manifest:
+    """reference.png: the character reference every scene is conditioned on (``identity = "reference"``).
+
+    The user's image (``render.reference``) when given, else one frame the run's own video model
+    draws from the bible's character sheet (`reference_prompt`). Editable: a changed reference.png
+    re-renders every scene.
+    """
+    from PIL import Image
+
+    folder = stage_folder(song.run_dir, "reference")
+    out = folder / "reference.png"
+    if settings.reference:
+        with Image.open(Path(settings.reference).expanduser()) as im, atomic_path(out) as tmp:
+            im.convert("RGB").save(tmp, format="PNG")
+    else:
+        bible = VisualBible.model_validate_json(script.path("bible").read_text())
+        drawer = make_renderer(settings.model_copy(update={"identity": "text", "reference": ""}))
+        job = SceneJob(index=0, prompt=reference_prompt(bible), caption="", negative_prompt=settings.negative_prompt,
+                       seed=scene_seed(settings.seed, -1), seconds=0.0, frames=1, fps=settings.fps,
+                       width=settings.width, height=settings.height)  # fmt: skip
+        frames, _ = drawer.generate(job)
+        with atomic_path(out) as tmp:
+            Image.fromarray(frames[0]).save(tmp, format="PNG")
+    manifest = written("reference", song.run_dir, {"reference": out}, links={"reference": "reference.png"})
+    return manifest.model_copy(update={"editable": ["reference"]})
+
+
 @task(
-    **stage_options("render", 2, identity=renderer_identity, retries=2, retry_delay_seconds=5),
+    **stage_options("render", 3, identity=renderer_identity, retries=2, retry_delay_seconds=5),
     task_run_name="render-scene-{scene.index:03d}",
 )
 def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
@@ -176,14 +240,20 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         audio=np.asarray(audio),
         sample_rate=sr,
         palette_hint=scene.palette_hint,
+        bible=scene.bible,
+        beat_times=scene.beat_times,
+        start_seconds=scene.start,
     )
     clip = make_renderer(settings)(job, out)
-    builds, gpu_seconds = 0, 0.0
+    builds, gpu_seconds, matched = 0, 0.0, {}
     if settings.backend != "animatic":  # how often this worker process built a pipeline: once, if all is well
         from soundsight.models.render.diffusion import construction_counts, render_stats
 
         builds = sum(construction_counts().values())
         gpu_seconds = float(render_stats()[-1].get("render_s", 0.0))  # this worker renders one scene at a time
+        if scene.bible is not None and settings.palette_strength > 0:
+            # A video model drifts from the palette; the animatic draws in it already.
+            matched = match_clip_file(out, out, scene.bible.palette, settings.palette_strength).info()
     return written(
         "render",
         scene.run_dir,
@@ -198,4 +268,5 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         pipelines_built_in_worker=builds,
         task_seconds=round(time.perf_counter() - started, 3),
         gpu_seconds=round(gpu_seconds, 3),
+        **matched,
     )

@@ -28,7 +28,7 @@ from soundsight.models.base import ScriptRequest, ScriptWriter
 from soundsight.models.lyrics import sung_per_segment, themes
 from soundsight.models.script.template import TemplateScriptWriter
 from soundsight.prompts import load_vocabulary, script_prompt, template_hash
-from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation
+from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation, VisualBible
 from soundsight.settings import LALMSettings, ScriptSettings, Settings
 from soundsight.tasks.common import publish, stage_folder, stage_options, unpublish_beyond, written
 from soundsight.tasks.load import read_song
@@ -100,6 +100,41 @@ def build_prompt(
     )
 
 
+EDITABLE = ("script", "bible")  # a user may edit these; later stages then follow the edit (`adopt_edits`)
+
+
+def write_script_files(
+    song: Manifest, prompt: str, response: str, script: SceneScript, bible: VisualBible | None
+) -> Manifest:
+    """The script stage's files, for either pipeline.
+
+    prompt.txt, response.txt, script.json, script.txt and bible.json (the run's visual identity,
+    written once, before any scene renders).
+    """
+    folder = stage_folder(song.run_dir, "script")
+    names = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
+    write_text_atomic(folder / names["prompt"], prompt + "\n")
+    write_text_atomic(folder / names["response"], response)
+    write_json_atomic(folder / names["script"], script)
+    write_text_atomic(folder / names["script_text"], script_text(script))
+    if bible is not None:
+        names["bible"] = "bible.json"
+        write_json_atomic(folder / names["bible"], bible)
+    files = {name: folder / file for name, file in names.items()}
+    manifest = written("script", song.run_dir, files, links=names, writer=script.writer, scenes=len(script.scenes))
+    return manifest.model_copy(update={"editable": [name for name in EDITABLE if name in names]})
+
+
+def check_script_edit(script: Manifest, name: str, path: Path) -> None:
+    """Raise ValueError unless an edited script.json / bible.json can be used."""
+    if name == "script":
+        edited = SceneScript.model_validate_json(path.read_text())
+        if len(edited.scenes) != int(script.info["scenes"]):
+            raise ValueError(f"it has {len(edited.scenes)} scenes for {script.info['scenes']} segments")
+    else:
+        VisualBible.model_validate_json(path.read_text())
+
+
 def script_text(script: SceneScript) -> str:
     """The script in the paper's format (Block 3)."""
     lines = ["BEGIN SCRIPT", ""]
@@ -108,7 +143,7 @@ def script_text(script: SceneScript) -> str:
     return "\n".join(lines + ["END SCRIPT", ""])
 
 
-@task(**stage_options("script", 3, identity=script_identity, retries=2, retry_delay_seconds=5))
+@task(**stage_options("script", 4, identity=script_identity, retries=2, retry_delay_seconds=5))
 def write_script(
     song: Manifest, segments: Manifest, analysis: Manifest, settings: ScriptSettings, lyrics: Manifest | None = None
 ) -> Manifest:
@@ -128,7 +163,7 @@ def write_script(
         characters=settings.characters,
         story_cues=settings.story_cues,
         song_hash=meta.content_hash,
-        title=meta.title,
+        title=meta.title or meta.slug,
         sung=sung,
         themes=lyric_themes,
     )
@@ -150,17 +185,8 @@ def write_script(
         scenes=result.scenes,
     )
 
-    folder = stage_folder(song.run_dir, "script")
-    names = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
-    write_text_atomic(folder / names["prompt"], prompt + "\n")
-    write_text_atomic(
-        folder / names["response"],
-        result.raw_response or "(written by the embedded template writer: no model response)\n",
-    )
-    write_json_atomic(folder / names["script"], script)
-    write_text_atomic(folder / names["script_text"], script_text(script))
-    files = {name: folder / file for name, file in names.items()}
-    return written("script", song.run_dir, files, links=names, writer=writer.name, scenes=len(script.scenes))
+    response = result.raw_response or "(written by the embedded template writer: no model response)\n"
+    return write_script_files(song, prompt, response, script, result.bible)
 
 
 # -- pipeline 2: an audio-language model listens and writes the story ----------------------------
@@ -335,7 +361,7 @@ def scenes_identity(inputs: dict[str, Any]) -> str:
     )
 
 
-@task(**stage_options("script", 3, identity=scenes_identity, retries=2, retry_delay_seconds=5))
+@task(**stage_options("script", 4, identity=scenes_identity, retries=2, retry_delay_seconds=5))
 def write_scenes(
     song: Manifest,
     segments: Manifest,
@@ -382,7 +408,7 @@ def write_scenes(
         characters=settings.characters,
         story_cues=settings.story_cues,
         song_hash=meta.content_hash,
-        title=meta.title,
+        title=meta.title or meta.slug,
         sung=sung,
         themes=lyric_themes,
     )
@@ -404,13 +430,5 @@ def write_scenes(
         scenes=scenes,
     )
 
-    folder = stage_folder(song.run_dir, "script")
-    names = {"prompt": "prompt.txt", "response": "response.txt", "script": "script.json", "script_text": "script.txt"}
-    write_text_atomic(folder / names["prompt"], prompt + "\n")
-    write_text_atomic(
-        folder / names["response"], result.raw_response + "\n" + "".join(f"note: {n}\n" for n in result.notes)
-    )
-    write_json_atomic(folder / names["script"], script)
-    write_text_atomic(folder / names["script_text"], script_text(script))
-    files = {name: folder / file for name, file in names.items()}
-    return written("script", song.run_dir, files, links=names, writer=script.writer, scenes=len(script.scenes))
+    response = result.raw_response + "\n" + "".join(f"note: {n}\n" for n in result.notes)
+    return write_script_files(song, prompt, response, script, result.bible)

@@ -4,6 +4,7 @@
 what a model wrote; `style` is the one sentence of visual guidelines every scene prompt ends with.
 """
 
+from soundsight.models.script.bible import build_bible, reference_prompt, scene_prompt
 from soundsight.models.script.chat import ChatClient, LLMRequestError, LLMUnavailableError
 from soundsight.models.script.llm import LLMScriptWriter
 from soundsight.models.script.style import style_sentence
@@ -15,5 +16,8 @@ __all__ = [
     "LLMScriptWriter",
     "LLMUnavailableError",
     "TemplateScriptWriter",
+    "build_bible",
+    "reference_prompt",
+    "scene_prompt",
     "style_sentence",
 ]

@@ -310,3 +310,17 @@ def scene_prompt(scene_description: str, bible: VisualBible) -> str:
     if bible.style:
         parts.append(bible.style.rstrip(".") + ".")
     return " ".join(p for p in parts if p)
+
+
+def reference_prompt(bible: VisualBible) -> str:
+    """A character sheet of the bible: the prompt of the run's reference image (one frame).
+
+    Every character's description verbatim, in the bible's setting, lighting and palette, posed
+    plainly so that every scene can be conditioned on it.
+    """
+    people = "; ".join(f"{c.name}, {c.description}" for c in bible.characters)
+    colours = ", ".join(c.name for c in bible.palette)
+    return (
+        f"Character reference sheet: {people}. Full figure, facing the camera, centred, plain background "
+        f"suggesting {bible.setting}. {bible.lighting}. Colour palette: {colours}."
+    )

@@ -23,7 +23,7 @@ from soundsight.schemas import Scene, VisualBible
 
 __all__ = ["TemplateScriptWriter", "acts_from_energy", "subject_phrase"]
 
-WRITER_ID = "template-writer-v2"
+WRITER_ID = "template-writer-v3"
 ACTS = ("beginning", "middle", "end")
 INTENSITY_LEVEL = {
     "Low intensity, sparse and quiet": 0,
@@ -64,6 +64,12 @@ def subject_phrase(bible: VisualBible) -> str:
         parts.append(who if k == 0 else f"together with {who}")
     text = " ".join(parts)
     return text[:1].upper() + text[1:]
+
+
+def sung_phrase(sung: str, max_words: int = 8) -> str:
+    """The first sung line of a segment, at most `max_words` words: what its scene echoes."""
+    first = " ".join(sung.replace("\u2026", " ").split()[:max_words])
+    return first.strip(" ,.;:!?\"'")
 
 
 class TemplateScriptWriter:
@@ -117,6 +123,8 @@ class TemplateScriptWriter:
             if not text:  # every combination is taken (a very long song): number the shot
                 text = f"{subject} {actions[0]} {places[home]}, {cameras[0]}, shot {i + 1}."
             used.add(text)
+            if i < len(request.sung) and (words := sung_phrase(request.sung[i])):
+                text = text[:-1] + f', as the song sings "{words}".'  # the scene follows the words
             if request.story_cues.strip() and i == 0:
                 text = text[:-1] + f", {request.story_cues.strip().rstrip('.')}."
             scenes.append(Scene(index=i, description=text, duration=round(request.durations[i], 3), source="writer"))
