@@ -87,7 +87,8 @@ def check_renderer(settings: RenderSettings) -> None:
         ``render.dask_address`` hold their own checkpoints and are checked by their first scene.
     """
     if settings.backend != "animatic" and not settings.dask_address:
-        make_renderer(settings)
+        # The reference image is drawn later, by the reference stage: check the checkpoint alone.
+        make_renderer(settings if settings.reference else settings.model_copy(update={"identity": "text"}))
 
 
 def renderer_identity(inputs: dict[str, Any]) -> str:
