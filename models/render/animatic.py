@@ -837,7 +837,10 @@ class AnimaticRenderer:
             )
             x = pad + draw.textlength(name + "  ", font=_font(size, bold=True))
             draw.text(
-                (x, y), textwrap.shorten(character.description, chars - len(name)), font=font, fill=(255, 255, 255, 255)
+                (x, y),
+                textwrap.shorten(character.description, max(12, chars - len(name))),
+                font=font,
+                fill=(255, 255, 255, 255),
             )
             y += int(size * 1.35)
         y += size // 3
@@ -845,7 +848,10 @@ class AnimaticRenderer:
             if text:
                 draw.text((pad, y), key, font=small, fill=(200, 200, 200, 220))
                 draw.text(
-                    (pad + size * 4.5, y), textwrap.shorten(text, chars - 8), font=small, fill=(235, 235, 235, 255)
+                    (pad + size * 4.5, y),
+                    textwrap.shorten(text, max(12, chars - 8)),
+                    font=small,
+                    fill=(235, 235, 235, 255),
                 )
                 y += int(size * 1.2)
         box = max(12, int((W - 2 * pad) / len(bible.palette)) - 8)
