@@ -2,7 +2,7 @@
 real process worker (`prefect worker start --pool ... --type process`), plus a static web server
 for the runs folder (SOUNDSIGHT_MEDIA_URL) so preview images and video links resolve.
 
-Everything is deployed the way README says (`python -m soundsight.flows.deploy`), with the workers' env
+Everything is deployed the way README says (`python -m soundsight.deployments.deploy`), with the workers' env
 (small renders, the session's runs folder) so the UI form's defaults match what workers use.
 Helpers below read states, task runs and artifacts back from the server, polling until final.
 """
@@ -172,7 +172,7 @@ def stack(prefect_server, excerpts, tmp_path_factory):
             [
                 sys.executable,
                 "-m",
-                "soundsight.flows.deploy",
+                "soundsight.deployments.deploy",
                 "--pool",
                 POOL,
                 "--catalogue",
