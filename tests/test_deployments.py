@@ -290,7 +290,8 @@ def test_render_song_run_publishes_its_artifacts(stack):
     assert fetch(video_url) == (run_dir / "video.mp4").read_bytes()
 
     timings = {row["stage"]: row for row in json.loads(found["timings"].data)}
-    assert list(timings) == ["load", "segment", "analyse", "script", "render", "assemble", "total"]
+    stages = ["load", "segment", "analyse", "script", "render", "assemble", "total"]
+    assert list(timings) == stages + [f"render-scene-{i:03d}" for i in range(scenes)]  # then one row per scene
     assert timings["render"]["task runs"] == scenes and timings["total"]["task runs"] == scenes + 5
 
 
