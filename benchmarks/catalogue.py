@@ -51,7 +51,9 @@ def make_catalogue(folder: Path, songs: int, seconds: float) -> Path:
     lines = []
     for i in range(songs):
         track = tracks[i % len(tracks)]
-        start = 20 + 30 * (i // len(tracks))
+        length = float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                                       str(track)], capture_output=True, text=True, check=True).stdout)  # fmt: skip
+        start = (20 + 30 * (i // len(tracks))) % max(1.0, length - seconds - 1)  # always a full excerpt
         out = folder / f"{i:03d}-{track.stem}.wav"
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-ss", str(start), "-t", str(seconds), "-i", str(track),
                         "-map_metadata", "-1", "-ac", "2", "-ar", "44100", str(out)], check=True)  # fmt: skip
