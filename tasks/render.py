@@ -71,6 +71,12 @@ def make_renderer(settings: RenderSettings) -> ClipRenderer:
     if settings.backend == "animatic":
         from soundsight.models.render.animatic import AnimaticRenderer
 
+        if settings.simulated_seconds_per_scene:  # capacity planning: a simulated slow GPU (models/render/simulated.py)
+            from soundsight.models.render.simulated import SimulatedGPURenderer
+
+            return SimulatedGPURenderer(
+                settings.fps, settings.simulated_seconds_per_scene, title_seconds=settings.title_seconds
+            )
         return AnimaticRenderer(settings.fps, title_seconds=settings.title_seconds)
     from soundsight.models.render.diffusion import make_renderer as make_diffusion_renderer
 

@@ -320,14 +320,71 @@ def publish_video(video: Manifest, output: OutputSettings) -> None:
 # --- catalogue -------------------------------------------------------------------------------------
 
 
+def catalogue_key(catalogue: str, what: str = "") -> str:
+    """The artifact key of a catalogue's table (`catalogue-<name>`) or of its `what`."""
+    name = re.sub(r"[^a-z0-9]+", "-", Path(catalogue).stem.lower()).strip("-") or "songs"
+    return f"catalogue-{name}" + (f"-{what}" if what else "")
+
+
+class CatalogueProgress:
+    """The catalogue run's live progress artifact: songs queued, running, done, failed, cached.
+
+    Parameters
+    ----------
+    catalogue : str
+        The catalogue (names the artifact's key).
+    total : int
+        How many songs it lists.
+    """
+
+    def __init__(self, catalogue: str, total: int):
+        self.total = total
+        self.last = ""
+        self.artifact: UUID | None = _safely(create_progress_artifact)(
+            0.0, key=catalogue_key(catalogue, "progress"), description=f"Songs: {total}, looking for changes"
+        )
+
+    @staticmethod
+    def counts(songs: Iterable[Any]) -> dict[str, int]:
+        """Songs by where they are: queued, running, done, failed, cached.
+
+        `songs` have ``status`` ("" while their run goes on; Completed, Cached, or a failure) and
+        ``run`` (a flow run, or None).
+        """
+        counts = dict.fromkeys(("queued", "running", "done", "failed", "cached"), 0)
+        for song in songs:
+            if song.status == "Cached":
+                counts["cached"] += 1
+            elif song.status == "Completed":
+                counts["done"] += 1
+            elif song.status:
+                counts["failed"] += 1
+            elif song.run is not None and song.run.state is not None and song.run.state.is_running():
+                counts["running"] += 1
+            else:
+                counts["queued"] += 1
+        return counts
+
+    def update(self, songs: Iterable[Any]) -> dict[str, int]:
+        """Publish the counts (only when they changed); returns them."""
+        counts = self.counts(songs)
+        note = f"Songs: {self.total} · " + " · ".join(f"{n} {what}" for what, n in counts.items())
+        if self.artifact is not None and note != self.last:
+            finished = counts["done"] + counts["failed"] + counts["cached"]
+            _safely(update_progress_artifact)(self.artifact, 100.0 * finished / max(self.total, 1), description=note)
+            self.last = note
+        return counts
+
+
 @_safely
 def publish_catalogue(catalogue: str, rows: Iterable[dict[str, Any]]) -> None:
-    """One row per song: status, scenes, duration, time spent, video path (and why it failed)."""
+    """One row per song: status, scenes, duration, time spent, video path, its run (and why it failed)."""
     rows = list(rows)
-    failed = sum(1 for r in rows if r["status"] != "Completed")
-    name = re.sub(r"[^a-z0-9]+", "-", Path(catalogue).stem.lower()).strip("-") or "songs"
+    failed = sum(1 for r in rows if r["status"] not in ("Completed", "Cached"))
+    cached = sum(1 for r in rows if r["status"] == "Cached")
     create_table_artifact(
         rows or [{"song": "(no songs found)"}],
-        key=f"catalogue-{name}",
-        description=f"{catalogue}: {len(rows)} songs, {failed} failed",
+        key=catalogue_key(catalogue),
+        description=f"{catalogue}: {len(rows)} songs, {len(rows) - failed - cached} rendered, "
+        f"{cached} unchanged (no run), {failed} failed",
     )

@@ -2,8 +2,9 @@
 real process worker (`prefect worker start --pool ... --type process`), plus a static web server
 for the runs folder (SOUNDSIGHT_MEDIA_URL) so preview images and video links resolve.
 
-Everything is deployed the way README says (`python -m soundsight.flows.deploy`), with the workers' env
-(small renders, the session's runs folder) so the UI form's defaults match what workers use.
+Everything is deployed the way README says (`python -m soundsight.deployments.deploy`, which reads
+deployments/prefect.yaml), with the workers' env (small renders, the session's runs folder) so the
+UI form's defaults match what workers use.
 Helpers below read states, task runs and artifacts back from the server, polling until final.
 """
 
@@ -43,8 +44,8 @@ HEARTBEAT_SECONDS = 30  # Prefect's minimum: a lost host's run is marked Crashed
 class Worker:
     """A real `prefect worker start --type process`; `kill()` SIGKILLs it like a lost machine."""
 
-    def __init__(self, pool: str, env: dict[str, str], logs: Path):
-        self.pool, self.env, self.logs = pool, env, logs
+    def __init__(self, pool: str, env: dict[str, str], logs: Path, args: tuple[str, ...] = ()):
+        self.pool, self.env, self.logs, self.args = pool, env, logs, args
         self.proc: subprocess.Popen | None = None
         self.started = 0
 
@@ -70,6 +71,7 @@ class Worker:
                 "process",
                 "--name",
                 self.name,
+                *self.args,
             ],
             env=self.env,
             cwd=self.logs,
@@ -172,7 +174,7 @@ def stack(prefect_server, excerpts, tmp_path_factory):
             [
                 sys.executable,
                 "-m",
-                "soundsight.flows.deploy",
+                "soundsight.deployments.deploy",
                 "--pool",
                 POOL,
                 "--catalogue",
@@ -233,8 +235,17 @@ def descendants(pid: int) -> list[int]:
 
 
 def fault(spec: str) -> dict[str, Any]:
-    """Job variables that inject a fault into the flow-run process (tests/faults/sitecustomize.py)."""
-    return {"env": {"SOUNDSIGHT_TEST_FAULT": spec, "PYTHONPATH": str(ROOT / "tests" / "faults")}}
+    """Job variables that inject a fault into the flow-run process (tests/faults/sitecustomize.py).
+
+    The deployment's automatic retry (PREFECT_FLOWS_DEFAULT_RETRIES) is switched off for these runs:
+    they test what the UI's Retry does once a run has failed for good."""
+    return {
+        "env": {
+            "SOUNDSIGHT_TEST_FAULT": spec,
+            "PYTHONPATH": str(ROOT / "tests" / "faults"),
+            "PREFECT_FLOWS_DEFAULT_RETRIES": "0",
+        }
+    }
 
 
 def trigger(deployment: str, parameters: dict[str, Any] | None = None, job_variables: dict | None = None) -> UUID:

@@ -1,6 +1,6 @@
 """The catalogue: discovery (folder or manifest), and the nightly-catalogue deployment run by a real
-worker - one render-song subflow per song, failures reported and not contagious, and only what
-changed recomputed."""
+worker - one render-song deployment run per changed song, failures retried, reported and not
+contagious, unchanged songs skipped, and no song submitted twice."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from soundsight.flows.catalogue import discover
 from soundsight.settings import Settings
 from tests.deploy_fixtures import NIGHTLY, artifacts, child_runs, task_states, trigger, wait_final
 
-UPSTREAM = ("load", "segment", "analyse", "script")
+UPSTREAM = ("load", "segment", "lyrics", "analyse", "script")
 
 
 def test_a_folder_catalogue_is_every_audio_file_under_it(tmp_path):
@@ -37,9 +37,9 @@ def test_a_manifest_merges_defaults_and_per_song_overrides(tmp_path):
     assert three.settings is None and "render.fps" in three.error
 
 
-def write_manifest(path: Path, stack, d_seed: int) -> None:
+def write_manifest(path: Path, stack, d_seed: int, corrupt: Path | None = None) -> None:
     a, d, b = stack.songs["a"], stack.songs["d"], stack.songs["b"]
-    path.write_text(f"""
+    text = f"""
 [defaults]
 render = {{ width = 320, height = 180 }}
 output = {{ runs_dir = "{stack.runs}" }}
@@ -57,42 +57,75 @@ path = "missing.wav"
 [[songs]]
 path = "{b}"
 render = {{ width = 4 }}
-""")
+"""
+    if corrupt is not None:
+        text += f'\n[[songs]]\npath = "{corrupt}"\n'
+    path.write_text(text)
 
 
-def test_nightly_catalogue_renders_each_song_and_only_what_changed(stack):
-    write_manifest(stack.catalogue, stack, d_seed=0)  # the deployment's own default catalogue
-    a, d = stack.songs["a"], stack.songs["d"]
+def test_nightly_catalogue_renders_each_changed_song_as_its_own_run(stack, tmp_path):
+    a, d, b = stack.songs["a"], stack.songs["d"], stack.songs["b"]
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF" + bytes(range(256)) * 64)  # not audio: its render-song run fails, twice
+    write_manifest(stack.catalogue, stack, d_seed=0, corrupt=corrupt)  # the deployment's own default catalogue
 
     run_id = trigger(NIGHTLY)  # what the 02:00 schedule creates: the deployment's parameters
-    run = wait_final(run_id)
-    assert run.state.is_failed(), run.state  # two songs fail; the others still render
-    assert "2 of 4 songs failed" in run.state.message and "missing.wav" in run.state.message
+    run = wait_final(run_id, timeout=420)
+    assert run.state.is_failed(), run.state  # three songs fail; the others still render
+    assert "3 of 5 songs failed" in run.state.message and "missing.wav" in run.state.message
 
-    table = {row["song"]: row for row in json.loads(artifacts(run_id)["catalogue"].data)}
-    assert list(table) == [str(a), str(d), "missing.wav", str(stack.songs["b"])]
+    found = artifacts(run_id)
+    table = {row["song"]: row for row in json.loads(found["catalogue"].data)}  # the run page's table
+    assert list(table) == [str(a), str(d), "missing.wav", str(b), str(corrupt)]
     for song in (a, d):
         row = table[str(song)]
         assert row["status"] == "Completed" and row["scenes"] >= 2 and Path(row["video"]).is_file(), row
-        assert row["duration"].endswith(" s") and row["time spent"].endswith(" s")
+        assert row["duration"].endswith(" s") and row["time spent"].endswith(" s") and row["run"] == song.stem
     assert table["missing.wav"]["status"] == "Failed" and "not found" in table["missing.wav"]["message"]
-    assert (
-        table[str(stack.songs["b"])]["status"] == "Failed" and "render.width" in table[str(stack.songs["b"])]["message"]
-    )
-    assert set(child_runs(run_id)) >= {a.stem, d.stem, "missing"}
+    assert table[str(b)]["status"] == "Failed" and "render.width" in table[str(b)]["message"]
+    assert table[str(corrupt)]["status"] == "Failed" and table[str(corrupt)]["run"] == "corrupt"
+    assert found["progress"].data == 100.0
+    assert found["progress"].description == "Songs: 5 · 0 queued · 0 running · 2 done · 3 failed · 0 cached"
 
-    # Change one song's settings: that song re-renders its scenes, the other recomputes nothing.
+    # Each song that could render is its own render-song run, a child of the catalogue run; the
+    # failed one was retried once by the deployment's policy. Songs unusable up front get no run.
+    children = child_runs(run_id)
+    assert set(children) == {a.stem, d.stem, "corrupt"}, sorted(children)
+    assert all(child.deployment_id == children[a.stem].deployment_id for child in children.values())
+    assert children["corrupt"].run_count == 2 and children["corrupt"].state.is_failed()
+
+    # Next night, one song's settings changed: only that song gets a run (its scenes re-render,
+    # the stages before are cached); the unchanged one costs a file hash and shows as Cached.
     write_manifest(stack.catalogue, stack, d_seed=5)
     run_id = trigger(NIGHTLY)
     run = wait_final(run_id)
+    table = {row["song"]: row for row in json.loads(artifacts(run_id)["catalogue"].data)}
+    assert table[str(a)]["status"] == "Cached" and table[str(a)]["run"] == "", table[str(a)]
+    assert table[str(a)]["video"] == json.loads(found["catalogue"].data)[0]["video"]
+    assert table[str(d)]["status"] == "Completed"
     children = child_runs(run_id)
-    unchanged = task_states(children[a.stem].id)
+    assert set(children) == {d.stem}, sorted(children)
     changed = task_states(children[d.stem].id)
-    assert unchanged and all(state == "Cached" for state in unchanged.values()), unchanged
     assert all(changed[stage] == "Cached" for stage in UPSTREAM), changed
     assert all(state == "Completed" for name, state in changed.items() if name not in UPSTREAM), changed
-    table = {row["song"]: row for row in json.loads(artifacts(run_id)["catalogue"].data)}
-    assert table[str(a)]["status"] == table[str(d)]["status"] == "Completed"
+
+
+def test_a_rerun_of_a_catalogue_run_never_submits_a_song_twice(stack, tmp_path):
+    """What a retried catalogue run does: it finds the render-song run its first attempt submitted
+    (through the run's idempotency key) instead of submitting another."""
+    from soundsight.flows.catalogue import Entry, Song, code_fingerprint, submit_changed
+
+    settings = Settings.model_validate(stack.settings())
+    (song,) = [Song.plan(Entry(song=str(stack.songs["a"]), name="a", settings=settings))]
+    song.key_with(code_fingerprint())
+    submit_changed([song], "render-song/render-song", run_id="attempt-test", recheck=True)
+    first = song.run
+    again = Song.plan(Entry(song=str(stack.songs["a"]), name="a", settings=settings))
+    again.key_with(code_fingerprint())
+    submit_changed([again], "render-song/render-song", run_id="attempt-test", recheck=True)
+    assert again.run.id == first.id and again.own_run
+    assert first.idempotency_key == f"{song.key}:attempt-test"
+    assert wait_final(first.id).state.is_completed()
 
 
 def test_the_example_manifest_is_valid():

@@ -72,14 +72,26 @@ def test_compose_file_describes_the_production_stack():
     compose = ROOT / "docker" / "compose.yaml"
     spec = yaml.safe_load(compose.read_text())
     services = spec["services"]
-    assert {"postgres", "prefect-server", "deploy", "worker", "vllm", "dask-scheduler", "gpu-worker", "media"} <= set(
-        services
-    )
+    assert {
+        "postgres",
+        "prefect-server",
+        "deploy",
+        "worker",
+        "catalogue-worker",
+        "vllm",
+        "dask-scheduler",
+        "gpu-worker",
+        "media",
+    } <= set(services)
     server = services["prefect-server"]["environment"]
     assert server["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
     assert "PREFECT_SERVER_API_AUTH_STRING" in server and "PREFECT_UI_API_URL" in server
     worker = services["worker"]
     assert worker["command"][:3] == ["prefect", "worker", "start"] and "process" in worker["command"]
+    # GPU hosts take songs one at a time; the catalogue runs (which wait for songs) never take their slot
+    assert " ".join(worker["command"]).endswith("--work-queue songs --limit 1")
+    assert services["catalogue-worker"]["command"][-2:] == ["--work-queue", "catalogue"]
+    assert services["catalogue-worker"]["environment"] == worker["environment"]
     assert worker["environment"]["PREFECT_API_AUTH_STRING"] == server["PREFECT_SERVER_API_AUTH_STRING"]
     assert worker["environment"] == services["deploy"]["environment"]  # the form's defaults = the worker's
     assert worker["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
@@ -99,16 +111,109 @@ def test_compose_file_describes_the_production_stack():
 
 
 def test_images_install_exactly_as_readme_says():
+    """docker/build_and_test.sh builds and runs these images for real (podman; docker/README.md has
+    the results); here: what they install, and that the compose file builds them."""
     readme = (ROOT / "README.md").read_text()
     assert "./install.sh && .venv/bin/soundsight render --demo" in readme
-    for name in ("Dockerfile.cpu", "Dockerfile.cuda"):
-        text = (ROOT / "docker" / name).read_text()
-        runs = [line for line in text.splitlines() if line.startswith("RUN ")]
-        assert any(line.startswith("RUN ./install.sh") for line in runs), name
-        assert not any("pip install" in line for line in runs), f"{name} installs outside install.sh"
-        copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
-        for folder in ("soundsight", "flows", "tasks", "models", "prompts", "deployments"):
-            assert folder in copied and (ROOT / folder).is_dir(), (name, folder)
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    runs = [line for line in text.splitlines() if line.startswith("RUN ")]
+    assert len(runs) == 1 and runs[0].startswith("RUN ./install.sh")
+    assert [line for line in text.splitlines() if line.startswith("COPY ")] == ["COPY . /opt/soundsight/"]
+    ignored = (ROOT / "docker" / "soundsight.dockerignore").read_text().split()
+    assert {".git", ".venv", "runs"} <= set(ignored)
+    for folder in ("soundsight", "flows", "tasks", "models", "prompts", "deployments"):
+        assert (ROOT / folder).is_dir() and not any(folder == i.strip("/*") for i in ignored), folder
+    for name in ("Dockerfile", "gpu-worker.Dockerfile"):  # Docker's per-Dockerfile ignore files: the same list
+        assert (ROOT / "docker" / f"{name}.dockerignore").resolve() == (ROOT / "docker" / "soundsight.dockerignore")
+    gpu = (ROOT / "docker" / "gpu-worker.Dockerfile").read_text()
+    assert "import torch, diffusers, dask_cuda, distributed, soundsight.models.render.diffusion" in gpu
+
+
+# --- prefect deploy --all on a server that requires authentication ---------------------------------
+
+
+def http_status(url: str, data: bytes | None = None, auth: str = "") -> int:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_prefect_deploy_all_on_a_server_with_auth(tmp_path):
+    """README's `prefect deploy --all` against a server with PREFECT_SERVER_API_AUTH_STRING (as in
+    docker/compose.yaml): clients without the credentials are refused; a worker with
+    PREFECT_API_AUTH_STRING serves the catalogue queue and its run completes."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from soundsight.deployments.deploy import CRASH_AUTOMATION
+    from tests.deploy_fixtures import Worker
+    from tests.support import start_prefect_server, stop_process_group
+
+    auth = "soundsight:" + secrets.token_hex(8)
+    home = tmp_path / "home"
+    home.mkdir()
+    server, api = start_prefect_server(home, {"PREFECT_SERVER_API_AUTH_STRING": auth})
+    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=auth, PREFECT_HOME=str(home))
+    worker = Worker("soundsight", env, tmp_path, args=("--work-queue", "catalogue"))
+
+    def cli(*args: str, **overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "prefect", *args], env={**env, **overrides}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    try:
+        assert http_status(api + "/health") == 200  # probes need no credentials
+        for credentials in ("", "soundsight:wrong"):
+            assert http_status(api + "/deployments/filter", b"{}", credentials) == 401
+        assert http_status(api + "/deployments/filter", b"{}", auth) == 200
+        refused = cli("work-pool", "ls", PREFECT_API_AUTH_STRING="")
+        assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr, refused
+
+        created = cli("work-pool", "create", "soundsight", "--type", "process")
+        assert created.returncode == 0, created.stdout + created.stderr
+        deployed = cli("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: auth}):
+            from prefect.automations import Automation
+
+            with client() as c:
+                song = c.read_deployment_by_name(RENDER_SONG)
+                nightly = c.read_deployment_by_name(NIGHTLY)
+            for deployment in (song, nightly):
+                assert deployment.pull_steps == [
+                    {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+                ]
+            assert (song.work_queue_name, nightly.work_queue_name) == ("songs", "catalogue")
+            assert song.job_variables["env"]["PREFECT_FLOWS_DEFAULT_RETRIES"] == "1"
+            assert nightly.job_variables["env"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60"}
+            (schedule,) = nightly.schedules
+            assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+            assert "heartbeat" in Automation.read(name=CRASH_AUTOMATION).actions[0].message  # the build step
+
+            worker.start()
+            empty = tmp_path / "no-songs"
+            empty.mkdir()
+            run_id = trigger(NIGHTLY, {"catalogue": str(empty)})
+            run = wait_final(run_id)
+            assert run.state.is_completed(), run.state
+            (table,) = [a for a in artifacts(run_id).values() if a.type == "table"]
+            assert json.loads(table.data) == [{"song": "(no songs found)"}] and table.key == "catalogue-no-songs"
+    finally:
+        worker.stop()
+        stop_process_group(server, grace=20)
 
 
 # --- deployments on the session's server and a real worker -----------------------------------------
@@ -124,6 +229,14 @@ def test_deployments_offer_the_settings_form_and_a_nightly_schedule(stack):
         assert pool.type == "process"
         assert song.work_pool_name == nightly.work_pool_name == stack.pool
         assert song.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+        assert (song.work_queue_name, nightly.work_queue_name) == ("songs", "catalogue")
+        # deployments/prefect.yaml's job variables: heartbeats (crash detection) and the retry policy
+        assert song.job_variables["env"] == {
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_FLOWS_DEFAULT_RETRIES": "1",
+            "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS": "10",
+        }
+        assert nightly.job_variables["env"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
 
         schema = song.parameter_openapi_schema
         assert schema["required"] == ["song"] and schema["properties"]["settings"]["$ref"] == "#/definitions/Settings"
@@ -177,8 +290,9 @@ def test_render_song_run_publishes_its_artifacts(stack):
     assert fetch(video_url) == (run_dir / "video.mp4").read_bytes()
 
     timings = {row["stage"]: row for row in json.loads(found["timings"].data)}
-    assert list(timings) == ["load", "segment", "analyse", "script", "render", "assemble", "total"]
-    assert timings["render"]["task runs"] == scenes and timings["total"]["task runs"] == scenes + 5
+    stages = ["load", "segment", "lyrics", "analyse", "script", "render", "assemble", "total"]
+    assert list(timings) == stages + [f"render-scene-{i:03d}" for i in range(scenes)]  # then one row per scene
+    assert timings["render"]["task runs"] == scenes and timings["total"]["task runs"] == scenes + 6
 
 
 def test_failed_scene_retry_runs_only_that_scene(stack):
