@@ -276,3 +276,22 @@ def test_real_server_writes_a_bible_through_structured_output(vllm_server):
     for scene in result.scenes:
         prompt = scene_prompt(scene.description, bible)
         assert all(c.description in prompt for c in bible.characters)
+
+
+@pytest.mark.parametrize("size", [(64, 36), (160, 90)])
+def test_title_card_survives_a_name_longer_than_the_card_is_wide(size):
+    """A user's character name of 120 characters once made textwrap.shorten raise on a negative width."""
+    from soundsight.models.render.animatic import AnimaticRenderer
+
+    analysis = make_analysis(default_visual(), "Dark and tense", [(VOCAB["instrumental_intensity"].options[1], "")] * 2)
+    bible = build_bible(analysis, seed="song-a")
+    long_name = "Bartholomew " * 10
+    bible = bible.model_copy(
+        update={
+            "characters": [bible.characters[0].model_copy(update={"name": long_name.strip()})],
+            "setting": "a harbour " * 20,
+        }
+    )
+    card = AnimaticRenderer._title_card(bible, *size)
+    assert card.size == size and card.mode == "RGBA"
+    assert np.asarray(card)[..., 3].max() > 0  # the card was drawn, not skipped
