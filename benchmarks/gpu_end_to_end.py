@@ -141,7 +141,7 @@ def flow_and_tasks() -> tuple[dict, list[dict]]:
 
 def stage_of(task_name: str) -> str:
     """`render-scene-007` -> `render-scene`; other task runs keep their name up to a trailing ``-N``."""
-    return re.sub(r"(-\d+)+$", "", task_name)
+    return re.sub(r"(-\d+|-[0-9a-f]{3})+$", "", task_name)
 
 
 def timeline(tasks: list[dict]) -> list[dict]:

@@ -443,8 +443,16 @@ def test_flow_with_pipeline_2_for_both_scene_writers(excerpt, tmp_path, lalm_ser
     with_llm = base | {"script": base["script"] | {"scene_writer": "llm"}}
     _, states = render(excerpt, tmp_path, **with_llm)
     assert {k: states[k] for k in ("load", "segment", "story")} == dict.fromkeys(("load", "segment", "story"), "Cached")
-    assert states["script"] == "Completed" and states["assemble"] == "Completed", states
+    assert states["script"] == "Completed", states
     second = _script(run)
+    # A scene re-renders exactly when its text changed: the tiny random models often fall back to
+    # the same template sentences both times, and then the cached clips are the right ones.
+    changed = [a.description != b.description for a, b in zip(first.scenes, second.scenes, strict=True)]
+    assert [states[f"render-scene-{i:03d}"] for i in range(n)] == ["Completed" if c else "Cached" for c in changed], (
+        states,
+        changed,
+    )
+    assert states["assemble"] == ("Completed" if any(changed) else "Cached"), states
     assert second.writer == "lalm+llm" and len(second.scenes) == n
     assert f"scenes:openai-chat:{TEXT_MODEL_NAME}:" in second.writer_id and SERVED_MODEL_NAME in second.writer_id
     assert all(s.source in ("llm", "fallback") for s in second.scenes)
