@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -211,15 +212,12 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
                     os.environ["PREFECT_API_URL"] = resources.enter_context(temporary_server())
             from soundsight.flows.music_video import render_song
 
+            # Ctrl-C is handled here, not as a KeyboardInterrupt: raised inside Prefect's engine,
+            # one can be absorbed by its bookkeeping and the run goes on to the end.
+            signal.signal(signal.SIGINT, lambda *_: interrupted(resources))
             video = render_song(song, settings)
         except KeyboardInterrupt:
-            print(
-                "soundsight: interrupted: finished stages stay cached; the same command resumes the run",
-                file=sys.stderr,
-            )
-            resources.close()  # stop the temporary server now
-            sys.stderr.flush()
-            os._exit(130)  # do not wait for render threads to finish their scene
+            interrupted(resources)
         except SoundsightError as e:
             return error(str(e), 2)
         except Exception as e:  # a stage failed: one line here, its logs in the Prefect UI
@@ -230,6 +228,14 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
             )
     print(video)
     return 0
+
+
+def interrupted(resources: contextlib.ExitStack) -> None:
+    """Ctrl-C: one line, the temporary server stopped, exit 130 without waiting for render threads."""
+    # os.write, not print: inside a flow run Prefect's log_prints turns print into a log record.
+    os.write(2, b"soundsight: interrupted: finished stages stay cached; the same command resumes the run\n")
+    resources.close()
+    os._exit(130)
 
 
 def main(argv: list[str] | None = None) -> int:

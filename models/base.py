@@ -166,13 +166,18 @@ class SceneJob:
 
 @dataclass(frozen=True)
 class ClipInfo:
-    """What a renderer wrote: the clip's path, frame count, frame rate and size in pixels."""
+    """What a renderer wrote: the clip's path, frame count, frame rate and size in pixels.
+
+    palette : when the renderer moved the clip's colours toward the bible's palette, the match's
+        numbers (`PaletteMatch.info`: strength, CIEDE2000 distance before and after); else empty.
+    """
 
     path: Path
     frames: int
     fps: float
     width: int
     height: int
+    palette: dict[str, float] = field(default_factory=dict)
 
 
 class ClipRenderer(Protocol):

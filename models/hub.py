@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from soundsight.errors import MissingCheckpointError
 
@@ -276,3 +276,38 @@ def torch_dtype(name: str | None, device: str = "cpu") -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or 'auto', not {name!r}")
     return getattr(torch, name)
+
+
+Model = TypeVar("Model")
+
+
+class LoadedModels(Generic[Model]):
+    """Models loaded in this process, one per (model id, revision, dtype, device), shared by threads.
+
+    Concurrent callers of one key wait for its single load instead of reading the weights twice.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str, str, str], Model] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        checkpoint: Checkpoint,
+        device: str,
+        dtype: torch.dtype,
+        load: Callable[[Checkpoint, str, torch.dtype], Model],
+        on_load: Callable[[], None] = lambda: None,
+    ) -> Model:
+        """The model for this key; the first call loads it with ``load(checkpoint, device, dtype)``, then calls ``on_load()``."""
+        key = (checkpoint.model_id, checkpoint.revision, str(dtype), device)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load(checkpoint, device, dtype)
+                on_load()
+            return self._models[key]
+
+    def clear(self) -> None:
+        """Forget every loaded model."""
+        with self._lock:
+            self._models.clear()

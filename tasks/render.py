@@ -25,7 +25,6 @@ from soundsight.cache import file_identity
 from soundsight.media import atomic_path
 from soundsight.models.base import ClipRenderer, RenderSpec, SceneJob
 from soundsight.models.render.diffusion import scene_settings  # noqa: F401 - the flows use it from here
-from soundsight.models.render.palette import match_clip_file
 from soundsight.models.script.bible import reference_prompt, scene_prompt
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation, VisualBible
 from soundsight.settings import RenderSettings
@@ -252,15 +251,12 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         start_seconds=scene.start,
     )
     clip = make_renderer(settings)(job, out)
-    builds, gpu_seconds, matched = 0, 0.0, {}
+    builds, gpu_seconds = 0, 0.0
     if settings.backend != "animatic":  # how often this worker process built a pipeline: once, if all is well
         from soundsight.models.render.diffusion import construction_counts, render_stats
 
         builds = sum(construction_counts().values())
         gpu_seconds = float(render_stats()[-1].get("render_s", 0.0))  # this worker renders one scene at a time
-        if scene.bible is not None and settings.palette_strength > 0:
-            # A video model drifts from the palette; the animatic draws in it already.
-            matched = match_clip_file(out, out, scene.bible.palette, settings.palette_strength).info()
     return written(
         "render",
         scene.run_dir,
@@ -275,5 +271,5 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         pipelines_built_in_worker=builds,
         task_seconds=round(time.perf_counter() - started, 3),
         gpu_seconds=round(gpu_seconds, 3),
-        **matched,
+        **clip.palette,  # a video model's palette match (the animatic draws in the palette already)
     )

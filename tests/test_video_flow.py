@@ -57,6 +57,12 @@ def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_so
     assert all(c.info["pipelines_built_in_worker"] == 1 for c in clips), [c.info for c in clips]
     # Two single-threaded CPU workers and three scenes: both workers render, each builds once.
     assert len({c.info["worker_pid"] for c in clips}) == 2, [c.info for c in clips]
+    # The bible's palette is applied to the frames before the one encode, and the move is recorded:
+    # random weights give colours far from any palette, so the distance must shrink.
+    assert all(c.info["palette_strength"] == 0.8 for c in clips), [c.info for c in clips]
+    assert all(c.info["palette_delta_e_after"] < c.info["palette_delta_e_before"] for c in clips), [
+        c.info for c in clips
+    ]
 
     # Assembly retimed 16 fps clips onto the 24 fps grid, cut on the boundary frames.
     info = probe(ffprobe, video)

@@ -13,7 +13,6 @@ Only numpy and the standard library are imported at module level, so `clap_avail
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from soundsight.errors import MissingCheckpointError, SoundsightError
 from soundsight.models.hub import (
     Checkpoint,
+    LoadedModels,
     download_hint,
     require_transformers_files,
     resolve_checkpoint,
@@ -205,8 +205,7 @@ class LoadedClap:
         return float(self.model.logit_scale_a.detach().float().exp().item())
 
 
-_MODELS: dict[tuple[str, str, str, str], LoadedClap] = {}
-_LOCK = threading.Lock()
+_MODELS: LoadedModels[LoadedClap] = LoadedModels()
 _STATS: Counter = Counter()
 
 
@@ -229,11 +228,10 @@ def clear_clap_cache(reset_stats: bool = True) -> None:
     """Forget loaded models in this process; optionally zero the counters of `clap_stats`."""
     from soundsight.models.analysis.embedding_cache import forget_text_embeddings
 
-    with _LOCK:
-        _MODELS.clear()
-        forget_text_embeddings()
-        if reset_stats:
-            _STATS.clear()
+    _MODELS.clear()
+    forget_text_embeddings()
+    if reset_stats:
+        _STATS.clear()
 
 
 def load_clap(model_id: str = DEFAULT_CLAP_MODEL, device: str = "auto", dtype: str | None = None) -> LoadedClap:
@@ -256,12 +254,7 @@ def load_clap(model_id: str = DEFAULT_CLAP_MODEL, device: str = "auto", dtype: s
     checkpoint = resolve_clap_checkpoint(model_id)
     device = resolve_device(device)
     dt = torch_dtype(dtype, device)
-    key = (checkpoint.model_id, checkpoint.revision, str(dt), device)
-    with _LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = _load(checkpoint, device, dt)
-            _STATS["loads"] += 1
-        return _MODELS[key]
+    return _MODELS.get(checkpoint, device, dt, _load, on_load=lambda: _STATS.update(["loads"]))
 
 
 def _load(checkpoint: Checkpoint, device: str, dtype: torch.dtype) -> LoadedClap:

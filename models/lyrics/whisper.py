@@ -15,7 +15,6 @@ per 6 s region would cost five times the work); longer regions run through the p
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 from soundsight.errors import MissingCheckpointError, SoundsightError
 from soundsight.models.hub import (
     Checkpoint,
+    LoadedModels,
     download_hint,
     require_transformers_files,
     resolve_checkpoint,
@@ -155,8 +155,7 @@ class LoadedWhisper:
         return bool(getattr(self.pipe.model.generation_config, "alignment_heads", None))
 
 
-_MODELS: dict[tuple[str, str, str, str], LoadedWhisper] = {}
-_LOCK = threading.Lock()
+_MODELS: LoadedModels[LoadedWhisper] = LoadedModels()
 _STATS: Counter = Counter()
 
 
@@ -176,8 +175,7 @@ def reset_whisper_stats() -> None:
 
 def clear_whisper_cache() -> None:
     """Forget the models loaded in this process."""
-    with _LOCK:
-        _MODELS.clear()
+    _MODELS.clear()
 
 
 def load_whisper(
@@ -213,12 +211,7 @@ def load_whisper(
         raise MissingCheckpointError(model_id, "pip install 'soundsight[models]' (torch and transformers)") from None
     device = resolve_device(device)
     dt = torch_dtype(dtype, device)
-    key = (checkpoint.model_id, checkpoint.revision, str(dt), device)
-    with _LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = _load(checkpoint, device, dt)
-            _STATS["loads"] += 1
-        return _MODELS[key]
+    return _MODELS.get(checkpoint, device, dt, _load, on_load=lambda: _STATS.update(["loads"]))
 
 
 def _load(checkpoint: Checkpoint, device: str, dtype: torch.dtype) -> LoadedWhisper:

@@ -21,7 +21,10 @@ checkpoint is comes from its ``model_index.json`` (`detect_family`). Rendering a
    through Wan VACE). Out of GPU memory (`torch.OutOfMemoryError`), the pipeline steps down
    `memory_ladder` (model CPU offload, then tiled VAE decode) and the call is retried; the
    cached pipeline keeps the cheaper setting for later scenes on that worker.
-5. The frames are encoded with the project's one H.264 encoder (`soundsight.media.FrameEncoder`).
+5. A video model drifts from the run's palette: with a visual bible and ``palette_strength > 0`` the
+   frames are moved toward the bible's palette (`soundsight.models.render.palette.match_palette`)
+   in memory, so the clip is encoded once.
+6. The frames are encoded with the project's one H.264 encoder (`soundsight.media.FrameEncoder`).
 
 ``backend_id`` = family, checkpoint name and revision (`soundsight.models.hub`), plus the draft
 LoRAs' names and revisions in draft quality and the reference image's content hash in reference
@@ -50,6 +53,7 @@ from soundsight.media import FrameEncoder
 from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
 from soundsight.models.hub import Checkpoint, download_hint, resolve_checkpoint, resolve_device, torch_dtype
 from soundsight.models.render.lora import LoraFile, resolve_loras
+from soundsight.models.render.palette import match_palette
 from soundsight.settings import RenderSettings
 
 __all__ = [
@@ -956,7 +960,12 @@ class DiffusionClipRenderer:
         """Render `job` into the MP4 `out_path` (written atomically); see the module docstring."""
         t0 = time.perf_counter()
         frames, stats = self.generate(job)
-        # 5. One H.264 encoder for every clip.
+        # 5. Toward the run's palette before the one encode (a decode and a second encode cost ~2 s a clip).
+        palette: dict[str, float] = {}
+        if job.bible is not None and self.settings.palette_strength > 0:
+            frames, match = match_palette(frames, job.bible.palette, self.settings.palette_strength)
+            palette = match.info()
+        # 6. One H.264 encoder for every clip.
         f, h, w, _ = frames.shape
         with FrameEncoder(Path(out_path), width=w, height=h, fps=self.spec.native_fps, frames=f) as encoder:
             for frame in frames:
@@ -974,7 +983,7 @@ class DiffusionClipRenderer:
             stats["quality"],
             stats["memory"],
         )
-        return ClipInfo(path=Path(out_path), frames=f, fps=self.spec.native_fps, width=w, height=h)
+        return ClipInfo(path=Path(out_path), frames=f, fps=self.spec.native_fps, width=w, height=h, palette=palette)
 
 
 def make_renderer(settings: RenderSettings) -> DiffusionClipRenderer:
