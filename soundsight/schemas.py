@@ -94,7 +94,15 @@ class Segmentation(BaseModel):
         "", description="How cuts were placed: joint, greedy (snapped to beats), or unsnapped (the paper's cuts)."
     )
     grid_credible: bool | None = Field(
-        None, description="Whether the beat grid was credible enough to snap cuts to (confidence >= min_confidence)."
+        None,
+        description=(
+            "Whether the beat grid was credible enough to snap cuts to (confidence >= min_confidence;"
+            " for a steady-tempo grid, its confidence without the phase term)."
+        ),
+    )
+    steady_tempo: bool | None = Field(
+        None,
+        description="The beats are one straight grid with one beat phase for the whole song (a steady tempo).",
     )
     low_confidence: bool = Field(False, description="The tracker's confidence is below warn_confidence.")
     confidence_note: str = Field("", description="What a low confidence means for this run's cuts ('' when fine).")

@@ -26,21 +26,31 @@ Pipeline of `track_beats`
 3. **Tempo changes**: a Viterbi path through the tempogram within half an octave of the chosen
    tempo; when it departs from it by more than ``TEMPO_CHANGE`` (8 %) over a fifth of the song
    *and* its grid lands on ``VARIABLE_GAIN`` (5 %) more salient onsets, the tracker follows it.
-4. **Off-beat correction** (`correct_phase`): the beats and their midpoints form an eighth-note
+4. **Steady tempo** (`steady_lattice`): most studio music is played to a click, so its beats lie
+   on one straight line. When at least ``STEADY_SHARE`` (90 %) of the tracked beats lie within
+   ``STEADY_TOLERANCE`` (a tenth of a beat) of one straight eighth-note lattice (period fitted to
+   the tracked beats to a few microseconds), the beats are taken from that lattice and the
+   off-beat correction below decides the beat half once for the whole song: a DP tracker that
+   drifts onto the off-beats for a few bars (a syncopated riff, a hi-hat on the "and") cannot
+   drag the grid with it. Songs that speed up, slow down or are played freely fail the test and
+   keep the tracked beats.
+5. **Off-beat correction** (`correct_phase`): the beats and their midpoints form an eighth-note
    lattice; a two-state Viterbi decides, section by section, which half of it is the beat, from
    per-point evidence z(low-band onset) + z(chord change over one beat) + z(bass-chroma change
    over one beat). Snare and hi-hat flux are left out on purpose: in double-time rock they sit
    on the off-beats (the classic off-beat lock). Switching costs ``PHASE_SWITCH`` (z units).
-5. **Refinement** (`refine`): each beat moves to the attack of the strongest short-window onset
+6. **Refinement** (`refine`): each beat moves to the attack of the strongest short-window onset
    within -70/+50 ms (at most a quarter / sixth of a beat); beats without one keep the median shift.
-6. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence
+7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence
    (low-band onset, its share of the full-band onset, chord change, bass-note change, loudness);
    changing phase or meter costs ``BAR_SWITCH``.
-7. **Confidence** (`beat_confidence`, 0..1): sqrt(share of beats on a clear attack) x tempo
-   regularity x sqrt(phase margin / 1.5 z) x (0.5 + 0.5 x tempo clarity); each term is kept in
+8. **Confidence** (`beat_confidence`, 0..1): sqrt(share of beats on a clear attack) x tempo
+   regularity x sqrt(phase margin / 1.5 z) x (0.5 + 0.5 x tempo clarity); for a steady grid the
+   phase term is the song-wide decision's t statistic over ``PHASE_CERTAIN_T``
+   (`phase_certainty`); each term is kept in
    `BeatGrid.confidence_terms`. `is_credible` turns it into the segment stage's snap / fall-back
    decision (threshold ``CREDIBLE_CONFIDENCE``, in musical terms in docs/segmentation.md).
-8. **Structure** (`soundsight.models.audio.structure`): 4- and 8-bar phrase starts and section
+9. **Structure** (`soundsight.models.audio.structure`): 4- and 8-bar phrase starts and section
    boundaries on downbeats, for the cut planner.
 """
 
@@ -77,6 +87,11 @@ VARIABLE_GAIN = 1.05  # a tempo-following grid must reach this much more beat sa
 PHASE_SWITCH = 10.0  # cost (z units) of switching the beat between the two halves of the lattice
 BAR_SWITCH = 6.0  # cost (z units) of changing bar phase or meter between two beats
 BPM_RANGE = (55.0, 215.0)  # beat tempi considered, BPM
+STEADY_SHARE = 0.9  # share of tracked beats on a straight eighth-note lattice that makes a song steady
+STEADY_TOLERANCE = 0.1  # how near (fraction of a beat) a tracked beat must be to that lattice
+STEADY_SEARCH = 0.015  # relative range of beat periods searched around the tracked median
+PHASE_BLOCK = 16  # beats per block of `phase_certainty`
+PHASE_CERTAIN_T = 4.0  # `phase_certainty` t that counts as certain (one-sided p < 0.001)
 PHASE_WEIGHTS = {"low": 1.0, "chord": 1.0, "bass": 1.0}  # z-scored off-beat evidence terms of `correct_phase`
 DOWNBEAT_CUES = ("low", "share", "chord", "bass", "loud")  # terms of `downbeat_evidence`
 CREDIBLE_CONFIDENCE = 0.3  # `is_credible`: the confidence below which no cut snaps to the grid
@@ -103,6 +118,9 @@ class BeatGrid:
         Kept for compatibility: always ``"as_tracked"`` (octaves are decided among the hypotheses).
     variable_tempo : bool
         Whether the beats follow a local tempo curve.
+    steady_tempo : bool
+        Whether the beats are one straight lattice with one beat phase for the whole song
+        (`steady_lattice`).
     phase_flips : int
         How often the off-beat correction switched the half of the eighth-note lattice.
     candidates : tuple of dict
@@ -125,6 +143,7 @@ class BeatGrid:
     strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tempo_level: str = "as_tracked"
     variable_tempo: bool = False
+    steady_tempo: bool = False
     phase_flips: int = 0
     candidates: tuple = ()
     phrase_boundaries: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -351,6 +370,52 @@ def local_tempo(
     return np.repeat(states[np.array(path[::-1])], step)[: len(envelope)]
 
 
+def steady_lattice(frames: np.ndarray, n_frames: int) -> np.ndarray | None:
+    """Beat frames of the straight grid through tracked beats, when the song keeps a steady tempo.
+
+    The tracked beats are folded onto an eighth-note lattice (half the beat period): the period
+    is the one within ``STEADY_SEARCH`` (1.5 %) of the beats' median period whose folded phases
+    agree best (largest circular mean resultant), searched in steps of 0.005 % and then 0.00025 %,
+    so the grid stays within a frame over ten minutes. Folding onto eighths, not beats, keeps beats the
+    tracker put on off-beats in some bars as evidence for the same line; which half of the lattice
+    is the beat is `correct_phase`'s decision.
+
+    Parameters
+    ----------
+    frames : np.ndarray of int
+        Tracked beat frames (``HOP`` frames), increasing.
+    n_frames : int
+        Frames of the song; the grid covers ``[0, n_frames)``.
+
+    Returns
+    -------
+    np.ndarray of int or None
+        Every other point of the fitted eighth-note lattice (one of its two halves), in frames;
+        None when fewer than ``STEADY_SHARE`` of the tracked beats lie within
+        ``STEADY_TOLERANCE`` beats of the lattice, or with fewer than 8 beats.
+    """
+    if len(frames) < 8:
+        return None
+    f = np.asarray(frames, dtype=float)
+    median = float(np.median(np.diff(f)))
+
+    def best_half_period(halves: np.ndarray) -> tuple[float, float]:
+        resultant = np.exp(2j * np.pi * f[None, :] / halves[:, None]).mean(axis=1)
+        i = int(np.argmax(np.abs(resultant)))
+        return float(halves[i]), float(np.angle(resultant[i]) / (2 * np.pi) * halves[i])
+
+    half, _ = best_half_period(median / 2 * (1 + np.linspace(-STEADY_SEARCH, STEADY_SEARCH, 601)))
+    half, offset = best_half_period(half * (1 + np.linspace(-1e-4, 1e-4, 81)))
+    lattice = offset + half * np.arange(np.floor(-offset / half), np.ceil((n_frames - offset) / half) + 1)
+    lattice = lattice[(lattice >= 0) & (lattice < n_frames)]
+    if len(lattice) < 4:
+        return None
+    distance = np.abs(((f - offset) / half + 0.5) % 1.0 - 0.5) * half
+    if np.mean(distance <= STEADY_TOLERANCE * 2 * half) < STEADY_SHARE:
+        return None
+    return np.round(lattice[::2]).astype(int)
+
+
 def _track(envelope: np.ndarray, bpm, tightness: float) -> np.ndarray:
     """Librosa's DP beat tracker, untrimmed; returns beat frames."""
     _, frames = librosa.beat.beat_track(
@@ -392,24 +457,22 @@ def _score_candidate(bpm: float, ac: float, stats: tuple[float, float, float]) -
 # Phase, refinement, bars
 
 
-def correct_phase(cues: Cues, frames: np.ndarray, switch: float | None = None) -> tuple[np.ndarray, int, float]:
-    """Off-beat correction (module docstring, step 4).
+def phase_evidence(cues: Cues, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The eighth-note lattice of beat `frames` and each point's evidence of being a beat.
 
     Parameters
     ----------
     cues : Cues
-    frames : np.ndarray of int, tracked beat frames.
-    switch : float, cost of switching lattice half (z units); None: `PHASE_SWITCH`.
+    frames : np.ndarray of int
+        Beat frames (at least two).
 
     Returns
     -------
-    frames : np.ndarray of int, corrected beat frames.
-    flips : int, number of switches.
-    margin : float, mean per-beat evidence of the chosen half over the other (z units).
+    lattice : np.ndarray of int
+        The beats and their midpoints, frames, increasing.
+    evidence : np.ndarray
+        Per lattice point, the ``PHASE_WEIGHTS``-weighted sum of z-scored cues (z units).
     """
-    switch = PHASE_SWITCH if switch is None else switch
-    if len(frames) < 8:
-        return frames, 0, 0.0
     lattice = np.sort(np.concatenate([frames, np.round((frames[:-1] + frames[1:]) / 2.0)])).astype(int)
     period = int(round(float(np.median(np.diff(frames)))))
     radius = max(1, period // 8)
@@ -424,7 +487,29 @@ def correct_phase(cues: Cues, frames: np.ndarray, switch: float | None = None) -
         "mel": lambda: np.log(_peak_at(cues.mel, lattice, radius) + 0.1),
         "rise": lambda: _energy_rise(cues, lattice, max(1, period // 4)),
     }
-    evidence = sum(w * z(terms[k]()) for k, w in PHASE_WEIGHTS.items() if w)
+    return lattice, sum(w * z(terms[k]()) for k, w in PHASE_WEIGHTS.items() if w)
+
+
+def correct_phase(cues: Cues, frames: np.ndarray, switch: float | None = None) -> tuple[np.ndarray, int, float]:
+    """Off-beat correction (module docstring, step 5).
+
+    Parameters
+    ----------
+    cues : Cues
+    frames : np.ndarray of int, tracked beat frames.
+    switch : float, cost of switching lattice half (z units); None: `PHASE_SWITCH`; ``np.inf``:
+        one half for the whole song.
+
+    Returns
+    -------
+    frames : np.ndarray of int, corrected beat frames.
+    flips : int, number of switches.
+    margin : float, mean per-beat evidence of the chosen half over the other (z units).
+    """
+    switch = PHASE_SWITCH if switch is None else switch
+    if len(frames) < 8:
+        return frames, 0, 0.0
+    lattice, evidence = phase_evidence(cues, frames)
     n = len(lattice)
     parity = np.arange(n) % 2
     emit = (
@@ -444,6 +529,37 @@ def correct_phase(cues: Cues, frames: np.ndarray, switch: float | None = None) -
     flips = int(np.sum(state[1:] != state[:-1]))
     margin = float(np.mean(np.where(chosen, evidence, -evidence))) if n else 0.0
     return lattice[chosen], flips, margin
+
+
+def phase_certainty(cues: Cues, beats: np.ndarray, block: int = PHASE_BLOCK) -> float | None:
+    """How surely `beats`, not their midpoints, are the beat over the whole song: a t statistic.
+
+    Each beat's phase evidence minus that of the midpoint after it (`phase_evidence`), averaged
+    over blocks of `block` beats (four bars of 4/4, so neighbouring beats' shared cues do not
+    count as independent); returns the blocks' mean over its standard error. Used for the single
+    song-wide decision of a steady grid, where the per-beat margin understates a decision that
+    hundreds of beats agree on, and blocks that disagree (a syncopated section) lower it.
+
+    Parameters
+    ----------
+    cues : Cues
+    beats : np.ndarray of int
+        Beat frames.
+    block : int
+        Beats per block.
+
+    Returns
+    -------
+    float or None
+        t (unitless); None with fewer than three blocks (too short to judge this way).
+    """
+    if len(beats) < 3 * block + 1:
+        return None
+    _, evidence = phase_evidence(cues, beats)
+    difference = evidence[0::2][: len(beats) - 1] - evidence[1::2]
+    blocks = difference[: len(difference) // block * block].reshape(-1, block).mean(axis=1)
+    spread = float(blocks.std(ddof=1)) / np.sqrt(len(blocks))
+    return float(blocks.mean() / spread) if spread > 0 else float(np.sign(blocks.mean()) * 1e3)
 
 
 def _energy_rise(cues: Cues, frames: np.ndarray, width: int) -> np.ndarray:
@@ -474,7 +590,7 @@ def _attack_near(
 
 
 def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Move beats (seconds) onto note attacks of the fine envelope (module docstring, step 5).
+    """Move beats (seconds) onto note attacks of the fine envelope (module docstring, step 6).
 
     Returns
     -------
@@ -566,9 +682,14 @@ def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float |
 
 
 def confidence_terms(
-    beats: np.ndarray, strength: np.ndarray, fine: np.ndarray, margin: float, tempo_margin: float
+    beats: np.ndarray,
+    strength: np.ndarray,
+    fine: np.ndarray,
+    margin: float,
+    tempo_margin: float,
+    phase_t: float | None = None,
 ) -> dict[str, float]:
-    """The four factors of a grid's confidence, each 0..1 (module docstring, step 7).
+    """The four factors of a grid's confidence, each 0..1 (module docstring, step 8).
 
     Parameters
     ----------
@@ -582,6 +703,9 @@ def confidence_terms(
         Phase evidence margin from `correct_phase` (z units).
     tempo_margin : float
         Score of the winning tempo minus the best rival that is not its double or half (log units).
+    phase_t : float or None, optional
+        For a steady grid (one beat half for the whole song), `phase_certainty`'s t; when given
+        it replaces `margin` in the ``phase`` term.
 
     Returns
     -------
@@ -590,7 +714,7 @@ def confidence_terms(
         ``regularity``: 1 - 4 x the median relative deviation of beat intervals from their
         9-beat local median (1 = metronomic, 0 = intervals off by 25 % or more);
         ``phase``: the phase margin over 1.5 z (how clearly the beats, not the off-beats, carry
-        bass and chord changes); ``tempo_clarity``: 1 - exp(-tempo margin / 0.15).
+        bass and chord changes), or for a steady grid t over ``PHASE_CERTAIN_T``; ``tempo_clarity``: 1 - exp(-tempo margin / 0.15).
         All zero with fewer than eight beats.
     """
     if len(beats) < 8:
@@ -599,7 +723,8 @@ def confidence_terms(
     typical = float(np.median(peaks)) if len(peaks) else float(fine.max())
     on_onset = float(np.mean(strength >= typical))
     regular = tempo_regularity(beats)
-    phase = float(np.clip(margin / 1.5, 0.0, 1.0))
+    phase = margin / 1.5 if phase_t is None else phase_t / PHASE_CERTAIN_T
+    phase = float(np.clip(phase, 0.0, 1.0))
     tempo = float(1.0 - np.exp(-max(tempo_margin, 0.0) / 0.15))
     return {"on_attack": on_onset, "regularity": regular, "phase": phase, "tempo_clarity": tempo}
 
@@ -686,7 +811,7 @@ def track_pulse(cues: Cues) -> tuple[np.ndarray, float, list, float, bool] | Non
 
 
 def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> BeatGrid:
-    """Beats, downbeats, phrases, sections and confidence of a song (module docstring, steps 1-8).
+    """Beats, downbeats, phrases, sections and confidence of a song (module docstring, steps 1-9).
 
     Parameters
     ----------
@@ -714,13 +839,17 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
     if pulse is None:
         return BeatGrid(0.0, empty, empty, 0.0)
     frames, bpm, scored, tempo_margin, variable = pulse
-    frames, flips, margin = correct_phase(cues, frames)
+    steady = None if variable else steady_lattice(frames, len(cues.envelope))
+    if steady is not None:
+        frames = steady
+    frames, flips, margin = correct_phase(cues, frames, switch=np.inf if steady is not None else None)
     beats = _trim(librosa.frames_to_time(frames, sr=SR, hop_length=HOP), cues)
     if len(beats) < 4:
         return BeatGrid(bpm, beats, beats[:1], 0.0)
     beats, strength = refine(beats, cues.fine_times, cues.fine)
     meter, down = bars(downbeat_evidence(cues, beats), (beats_per_bar,) if beats_per_bar else (3, 4))
-    terms = confidence_terms(beats, strength, cues.fine, margin, tempo_margin)
+    phase_t = None if steady is None else phase_certainty(cues, frames)  # None: too short, the margin decides
+    terms = confidence_terms(beats, strength, cues.fine, margin, tempo_margin, phase_t)
     top = float(np.percentile(strength, 95)) or 1.0
     feats = timbre_harmony(cues.power, cues.chroma)
     phr, phr_s = phrase_boundaries(feats, beats[down])
@@ -734,6 +863,7 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
         strength=np.clip(strength / top, 0.0, 1.0),
         tempo_level="as_tracked",
         variable_tempo=variable,
+        steady_tempo=steady is not None,
         phase_flips=flips,
         candidates=tuple({"bpm": round(float(b), 2), "score": round(float(s), 3)} for s, b, _ in scored),
         phrase_boundaries=phr,
@@ -758,6 +888,10 @@ def _trim(beats: np.ndarray, cues: Cues) -> np.ndarray:
 def is_credible(grid: BeatGrid, threshold: float = CREDIBLE_CONFIDENCE) -> bool:
     """Whether cuts may snap to `grid`: at least ``CREDIBLE_BEATS`` beats and confidence >= `threshold`.
 
+    A steady grid (`BeatGrid.steady_tempo`) needs only its pulse confidence (`pulse_confidence`)
+    to reach `threshold`: its beats and off-beats lie on one straight line of onsets, so a cut
+    snapped to it lands on that line even when which half is the beat is unsure.
+
     Parameters
     ----------
     grid : BeatGrid
@@ -768,7 +902,27 @@ def is_credible(grid: BeatGrid, threshold: float = CREDIBLE_CONFIDENCE) -> bool:
     -------
     bool
     """
-    return len(grid.beats) >= CREDIBLE_BEATS and grid.confidence >= threshold
+    if len(grid.beats) < CREDIBLE_BEATS:
+        return False
+    return grid.confidence >= threshold or (grid.steady_tempo and pulse_confidence(grid) >= threshold)
+
+
+def pulse_confidence(grid: BeatGrid) -> float:
+    """`beat_confidence` of `grid` with its phase term left out, 0..1 (0 without terms).
+
+    Parameters
+    ----------
+    grid : BeatGrid
+
+    Returns
+    -------
+    float
+        How surely the grid's eighth-note lattice is on the music's pulse, whichever half of it
+        is the beat.
+    """
+    if not grid.confidence_terms:
+        return 0.0
+    return beat_confidence({**grid.confidence_terms, "phase": 1.0})
 
 
 def fine_onset_envelope(y: np.ndarray, sr: int = SR, fmax: float | None = None) -> tuple[np.ndarray, np.ndarray]:

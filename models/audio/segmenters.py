@@ -560,7 +560,7 @@ def confidence_note(grid: BeatGrid, min_confidence: float, warn_confidence: floa
             "regularity": "the tempo is unsteady",
             "phase": "the beats are hardly stronger than the off-beats (the grid may be half a beat off)",
         }[weakest]
-    if grid.confidence < min_confidence:
+    if not is_credible(grid, min_confidence):
         return (
             f"beat tracking confidence {grid.confidence:.2f} is below {min_confidence:.2f}"
             + (f" ({why})" if why else "")
@@ -770,6 +770,7 @@ def plan_segments(
         beat_tracker=grid.tracker,
         cut_planner=planner if settings.beat_snap else "unsnapped",
         grid_credible=credible,
+        steady_tempo=grid.steady_tempo if len(grid.beats) else None,
         low_confidence=grid.confidence < settings.warn_confidence,
         confidence_note=note,
         confidence_terms={k: round(float(v), 4) for k, v in grid.confidence_terms.items()},
