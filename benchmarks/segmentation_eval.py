@@ -78,6 +78,7 @@ OLD_TRACKER_COMMIT = "332bcf2"
 TRACKERS = ["new", "new_joint", "new_greedy", "librosa", "librosa_perc", "plp", "old"]
 BASELINES = ["librosa", "librosa_perc", "plp"]
 GROUPS = ["real", "drums", "no drums"]
+PLANNER_OF = {"new": "auto", "new_joint": "joint", "new_greedy": "greedy"}
 
 
 @dataclass
@@ -412,7 +413,7 @@ def evaluate(items: list[Item], cache: Path, trackers=TRACKERS) -> dict:
                 if got is None:
                     continue
                 grid, secs = got
-            r = dict(seconds=secs, bpm=grid.tempo_bpm, conf=grid.confidence)
+            r = dict(seconds=secs, bpm=grid.tempo_bpm, conf=grid.confidence, credible=B.is_credible(grid))
             est = np.asarray(grid.beats, dtype=float)
             r["F"] = float(mir_eval.beat.f_measure(it.beats, est)) if len(est) > 1 else 0.0
             r["AMLt"] = float(mir_eval.beat.continuity(it.beats, est)[3]) if len(est) > 1 else 0.0
@@ -533,7 +534,7 @@ def report(rows: dict, items: list[Item], trackers=TRACKERS) -> str:
                 hits = _pooled(rows, sel, n, "section_hits", mode)
                 hit = f"{np.mean(hits):.0%} of {len(hits)}" if len(hits) else "-"
                 out.append(
-                    f"| {g} | {mode} | {'joint' if n == 'new' else 'greedy'} | {np.mean(dd):.0%} | {np.mean(ds):.0%} | "
+                    f"| {g} | {mode} | {PLANNER_OF[n]} | {np.mean(dd):.0%} | {np.mean(ds):.0%} | "
                     f"{np.mean(derr <= frame):.0%} | {hit} |"
                 )
     out.append("")
@@ -549,8 +550,8 @@ def report(rows: dict, items: list[Item], trackers=TRACKERS) -> str:
         out.append(
             f"Confidence vs beat F over {len(scored)} items: Spearman rho = {rho:.2f}; confidence < 0.5 (warned): "
             f"{len(low)} items, mean F {np.mean(low) if low else float('nan'):.2f}; >= 0.5: {len(high)} items, "
-            f"mean F {np.mean(high) if high else float('nan'):.2f}; below 0.3 (unsnapped): "
-            f"{sum(c < 0.3 for c in conf)} items.\n"
+            f"mean F {np.mean(high) if high else float('nan'):.2f}; below 0.3: {sum(c < 0.3 for c in conf)} items, "
+            f"of which not credible (unsnapped): {sum(not rows[(it.name, 'new')]['credible'] for it in scored)}.\n"
         )
     notes = [f"{it.name}: {it.note}" for it in items if it.note]
     out += [f"- {n}" for n in notes]
@@ -613,7 +614,8 @@ def loso_phase_weights(items: list[Item]) -> str:
 
     For each held-out song (a piece with and without drums is one song), the weights with the best
     mean beat F on the other songs are applied to it; the held-out F is compared with the shipped
-    weights'. Steps 1-3 of the tracker are computed once per item.
+    weights'. Steps 1-3 of the tracker are computed once per item; steps 4-5 (`beats.place_beats`:
+    the steady-tempo grid, then the off-beat correction) per weighting.
     """
     import itertools
 
@@ -625,11 +627,11 @@ def loso_phase_weights(items: list[Item]) -> str:
     table = {}
     for it in items:
         cues = B.compute_cues(B.analysis_audio(it.audio, SR))
-        frames = B.track_pulse(cues)[0]
+        frames, _, _, _, variable = B.track_pulse(cues)
         for i, w in enumerate(configs):
             saved, B.PHASE_WEIGHTS = B.PHASE_WEIGHTS, w
             try:
-                f, _, _ = B.correct_phase(cues, frames)
+                f = B.place_beats(cues, frames, variable)[0]
             finally:
                 B.PHASE_WEIGHTS = saved
             beats = B._trim(B.librosa.frames_to_time(f, sr=SR, hop_length=B.HOP), cues)

@@ -839,16 +839,13 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
     if pulse is None:
         return BeatGrid(0.0, empty, empty, 0.0)
     frames, bpm, scored, tempo_margin, variable = pulse
-    steady = None if variable else steady_lattice(frames, len(cues.envelope))
-    if steady is not None:
-        frames = steady
-    frames, flips, margin = correct_phase(cues, frames, switch=np.inf if steady is not None else None)
+    frames, steady, flips, margin = place_beats(cues, frames, variable)
     beats = _trim(librosa.frames_to_time(frames, sr=SR, hop_length=HOP), cues)
     if len(beats) < 4:
         return BeatGrid(bpm, beats, beats[:1], 0.0)
     beats, strength = refine(beats, cues.fine_times, cues.fine)
     meter, down = bars(downbeat_evidence(cues, beats), (beats_per_bar,) if beats_per_bar else (3, 4))
-    phase_t = None if steady is None else phase_certainty(cues, frames)  # None: too short, the margin decides
+    phase_t = phase_certainty(cues, frames) if steady else None  # None: too short, the margin decides
     terms = confidence_terms(beats, strength, cues.fine, margin, tempo_margin, phase_t)
     top = float(np.percentile(strength, 95)) or 1.0
     feats = timbre_harmony(cues.power, cues.chroma)
@@ -863,7 +860,7 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
         strength=np.clip(strength / top, 0.0, 1.0),
         tempo_level="as_tracked",
         variable_tempo=variable,
-        steady_tempo=steady is not None,
+        steady_tempo=steady,
         phase_flips=flips,
         candidates=tuple({"bpm": round(float(b), 2), "score": round(float(s), 3)} for s, b, _ in scored),
         phrase_boundaries=phr,
@@ -872,6 +869,32 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
         section_strength=sec_s,
         confidence_terms={k: round(v, 4) for k, v in terms.items()},
     )
+
+
+def place_beats(cues: Cues, frames: np.ndarray, variable: bool) -> tuple[np.ndarray, bool, int, float]:
+    """Steps 4-5 of `track_beats`: the steady-tempo grid where it holds, then the off-beat correction.
+
+    Parameters
+    ----------
+    cues : Cues
+    frames : np.ndarray of int
+        Tracked beat frames (`track_pulse`).
+    variable : bool
+        Whether they follow a local tempo curve (then no steady grid is tried).
+
+    Returns
+    -------
+    frames : np.ndarray of int
+        Beat frames.
+    steady : bool
+        Whether they are `steady_lattice`'s grid, with one beat half for the whole song.
+    flips, margin
+        From `correct_phase`.
+    """
+    lattice = None if variable else steady_lattice(frames, len(cues.envelope))
+    steady = lattice is not None
+    frames, flips, margin = correct_phase(cues, lattice if steady else frames, switch=np.inf if steady else None)
+    return frames, steady, flips, margin
 
 
 def _trim(beats: np.ndarray, cues: Cues) -> np.ndarray:
