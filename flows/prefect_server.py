@@ -33,20 +33,52 @@ def server_healthy(api_url: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def http_status(url: str, data: bytes | None = None, auth: str = "", timeout: float = 10.0) -> int:
+    """The HTTP status a request to `url` gets; an error status is returned, not raised.
+
+    Parameters
+    ----------
+    url : str
+        What to ask.
+    data : bytes, optional
+        A JSON body; with one the request is a POST, else a GET.
+    auth : str
+        ``user:password`` for HTTP basic auth (a Prefect server's auth string); empty: none.
+    timeout : float
+        Longest wait, seconds.
+
+    Returns
+    -------
+    int
+        E.g. 200, or 401 from a server that wants other credentials.
+
+    Raises
+    ------
+    OSError
+        No answer at all (``urllib.error.URLError``: refused, timed out).
+    """
+    import base64
+    import urllib.error
+
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def server_usable(api_url: str, timeout: float = 1.0) -> bool:
     """Whether the Prefect API at `api_url` answers this client (with PREFECT_API_AUTH_STRING if set).
 
     A server that is healthy but refuses us (it wants an auth string we do not have) is not usable.
     """
-    import base64
-
-    request = urllib.request.Request(api_url.rstrip("/") + "/admin/version")
-    if auth := os.environ.get("PREFECT_API_AUTH_STRING"):
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    auth = os.environ.get("PREFECT_API_AUTH_STRING", "")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status == 200
-    except Exception:  # noqa: BLE001 - refused, 401, timed out: not for us
+        return http_status(api_url.rstrip("/") + "/admin/version", auth=auth, timeout=timeout) == 200
+    except Exception:  # noqa: BLE001 - refused, timed out: not for us
         return False
 
 

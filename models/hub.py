@@ -17,17 +17,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from soundsight.errors import MissingCheckpointError
+from soundsight.errors import MissingCheckpointError, SoundsightError
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "Checkpoint",
+    "LoadedModels",
+    "checkpoint_available",
     "download_hint",
+    "file_fingerprint_update",
     "folder_fingerprint",
+    "load_pretrained",
     "looks_like_path",
     "resolve_checkpoint",
     "resolve_device",
@@ -118,16 +122,33 @@ def folder_fingerprint(folder: str | Path) -> str:
     h = hashlib.sha256()
     for p, (rel, size, _) in zip(files, stamp[1]):
         h.update(f"{rel}\0{size}\0".encode())
-        with open(p, "rb") as f:
-            if size <= _FINGERPRINT_WHOLE:
-                h.update(f.read())
-            else:
-                h.update(f.read(_FINGERPRINT_EDGE))
-                f.seek(size - _FINGERPRINT_EDGE)
-                h.update(f.read(_FINGERPRINT_EDGE))
+        file_fingerprint_update(h, p, size)
     with _FINGERPRINT_LOCK:
         _FINGERPRINTS[stamp] = h.hexdigest()
     return _FINGERPRINTS[stamp]
+
+
+def file_fingerprint_update(h: hashlib._Hash, path: str | Path, size: int) -> None:
+    """Feed one file's content into `h` by the fingerprint rule.
+
+    Files up to 16 MiB go in whole, larger ones by their first and last 8 MiB.
+
+    Parameters
+    ----------
+    h : hashlib hash object
+        Updated in place.
+    path : str or pathlib.Path
+        The file.
+    size : int
+        Its size, bytes.
+    """
+    with open(path, "rb") as f:
+        if size <= _FINGERPRINT_WHOLE:
+            h.update(f.read())
+        else:
+            h.update(f.read(_FINGERPRINT_EDGE))
+            f.seek(size - _FINGERPRINT_EDGE)
+            h.update(f.read(_FINGERPRINT_EDGE))
 
 
 CheckFolder = Callable[[str, Path, str], None]
@@ -230,6 +251,34 @@ def _is_commit(name: str) -> bool:
     return len(name) == 40 and all(c in "0123456789abcdef" for c in name)
 
 
+def checkpoint_available(resolve: Callable[[str], Checkpoint], model_id: str) -> bool:
+    """True when torch and transformers are installed and ``resolve(model_id)`` finds the checkpoint.
+
+    Never touches the network and never loads weights.
+
+    Parameters
+    ----------
+    resolve : callable
+        The backend's resolver (e.g. ``resolve_clap_checkpoint``); raises a `SoundsightError` when
+        the checkpoint is missing, incomplete or of the wrong kind.
+    model_id : str
+        Hub id or folder.
+
+    Returns
+    -------
+    bool
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        return False
+    try:
+        resolve(model_id)
+    except SoundsightError:
+        return False
+    return True
+
+
 def resolve_device(device: str | None = "auto") -> str:
     """The torch device to run on.
 
@@ -307,7 +356,59 @@ class LoadedModels(Generic[Model]):
                 on_load()
             return self._models[key]
 
+    def load(
+        self,
+        checkpoint: Checkpoint,
+        device: str | None,
+        dtype: str | None,
+        load: Callable[[Checkpoint, str, torch.dtype], Model],
+        on_load: Callable[[], None] = lambda: None,
+    ) -> Model:
+        """`get` after resolving `device` (`resolve_device`) and the dtype named `dtype` (`torch_dtype`).
+
+        Parameters
+        ----------
+        checkpoint : Checkpoint
+            What to load.
+        device : str or None
+            ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
+        dtype : {"auto", "float32", "float16", "bfloat16"} or None
+            ``auto``/None: float16 on CUDA, float32 elsewhere.
+        load, on_load : callable
+            As for `get`.
+
+        Returns
+        -------
+        Model
+            Shared by every caller in this process.
+        """
+        device = resolve_device(device)
+        return self.get(checkpoint, device, torch_dtype(dtype, device), load, on_load)
+
     def clear(self) -> None:
         """Forget every loaded model."""
         with self._lock:
             self._models.clear()
+
+
+def load_pretrained(model_class: Any, processor_class: Any, checkpoint: Checkpoint, device: str, dtype: torch.dtype):
+    """A transformers model (in eval mode on `device`, in `dtype`) and its processor, from the checkpoint's folder.
+
+    Parameters
+    ----------
+    model_class, processor_class : type
+        transformers classes with ``from_pretrained`` (e.g. ``ClapModel``, ``ClapProcessor``).
+    checkpoint : Checkpoint
+        Found by `resolve_checkpoint`; read with ``local_files_only=True`` (never the network).
+    device : str
+        A resolved torch device.
+    dtype : torch.dtype
+        The weights' dtype.
+
+    Returns
+    -------
+    model, processor
+    """
+    model = model_class.from_pretrained(checkpoint.path, dtype=dtype, local_files_only=True)
+    model = model.to(device).eval()
+    return model, processor_class.from_pretrained(checkpoint.path, local_files_only=True)

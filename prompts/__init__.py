@@ -95,6 +95,25 @@ def character_instruction(characters: str, otherwise: str) -> str:
     return otherwise
 
 
+def sung_here(sung: list[str] | None, i: int) -> str:
+    """The sentence that tells scene `i` what is sung in it: `` Sung here: "<words>".``, or "" when nothing is.
+
+    Parameters
+    ----------
+    sung : list of str or None
+        Per scene, the words sung in it ("" where none).
+    i : int
+        The scene, from 0.
+    """
+    return f' Sung here: "{sung[i].strip()}".' if sung and i < len(sung) and sung[i].strip() else ""
+
+
+def lyrics_sentence(themes: list[str] | None) -> str:
+    """The sentence that asks for scenes and a story that follow the lyrics, naming their `themes` if any."""
+    about = f" (its words keep returning to: {', '.join(themes)})" if themes else ""
+    return f"The song has lyrics{about}: let each scene show what is sung in it, and let the story follow the words."
+
+
 def script_prompt(
     *,
     track_sentences: list[str],
@@ -132,15 +151,10 @@ def script_prompt(
         f"Scene {i + 1}: "
         + ". ".join(sentences)
         + f". The scene will be {durations[i]:.2f} seconds long."
-        + (f' Sung here: "{sung[i].strip()}".' if sung and sung[i].strip() else "")
+        + sung_here(sung, i)
         for i, sentences in enumerate(segment_sentences)
     )
-    lyrics_instruction = ""
-    if sung:
-        about = f" (its words keep returning to: {', '.join(themes)})" if themes else ""
-        lyrics_instruction = (
-            f"\nThe song has lyrics{about}: let each scene show what is sung in it, and let the story follow the words."
-        )
+    lyrics_instruction = "\n" + lyrics_sentence(themes) if sung else ""
     return template_text().format(
         additional_prompt=story_cues.strip(),
         character_instruction=who,

@@ -13,13 +13,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STAGES = ("load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble")
 Stage = Literal["load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble"]
+
+
+class ChatEndpoint(TypedDict):
+    """Where a chat client connects: keyword arguments of ``soundsight.models.script.chat.ChatClient``.
+
+    Attributes
+    ----------
+    base_url : str
+        The OpenAI-compatible endpoint.
+    api_key : str
+        Sent as the bearer token.
+    model : str
+        Served model name; empty: the first one the server lists.
+    timeout_seconds : float
+        Longest wait for one answer, seconds.
+    """
+
+    base_url: str
+    api_key: str
+    model: str
+    timeout_seconds: float
 
 
 class SegmentSettings(BaseModel):
@@ -215,6 +236,15 @@ class ScriptSettings(BaseModel):
         "llm_base_url (the paper's reasoning LLM). Sampling, output mode and repairs: the fields above.",
     )
 
+    def chat_endpoint(self) -> ChatEndpoint:
+        """The LLM's endpoint, model and timeout."""
+        return ChatEndpoint(
+            base_url=self.llm_base_url,
+            api_key=self.llm_api_key,
+            model=self.llm_model,
+            timeout_seconds=self.timeout_seconds,
+        )
+
 
 class LALMSettings(BaseModel):
     """The audio-language model that listens to the song and writes the story (pipeline 2)."""
@@ -253,6 +283,12 @@ class LALMSettings(BaseModel):
     window_max_tokens: int = Field(400, ge=8, description="Longest description of one window, tokens.")
     seed: int = Field(0, description="Sampling seed (each window request adds its number).")
     timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
+
+    def chat_endpoint(self) -> ChatEndpoint:
+        """The audio-language model's endpoint, model and timeout."""
+        return ChatEndpoint(
+            base_url=self.base_url, api_key=self.api_key, model=self.model, timeout_seconds=self.timeout_seconds
+        )
 
 
 class RenderSettings(BaseModel):

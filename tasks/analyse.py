@@ -12,13 +12,12 @@ from typing import Any
 
 from prefect import task
 
-from soundsight.media import write_json_atomic
 from soundsight.models.analysis.features import FeatureAnalyser
 from soundsight.models.base import Analyser, SegmentEmbedder
 from soundsight.prompts import load_vocabulary
 from soundsight.schemas import Manifest, Segmentation
 from soundsight.settings import AnalysisSettings
-from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.tasks.common import stage_options, written_json
 from soundsight.tasks.load import read_song
 
 
@@ -80,13 +79,13 @@ def embed_segment_batch(
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
     parts = make_embedder(settings).embed_segments(pcm, meta.sample_rate, segmentation.segments[first:last])
     name = f"clap_{first:03d}-{last:03d}.json"
-    folder = stage_folder(song.run_dir, "analyse-batch")
-    write_json_atomic(folder / name, parts.to_json())
-    return written(
+    return written_json(
         "analyse-batch",
         song.run_dir,
-        {"embeddings": folder / name},
-        links={"embeddings": f"analysis/{name}"},
+        "embeddings",
+        parts.to_json(),
+        file=name,
+        link=f"analysis/{name}",
         first=first,
         last=last,
     )
@@ -109,13 +108,6 @@ def analyse_song(
         analysis = embedder.label(parts, tempo)
     else:
         analysis = make_analyser(settings)(pcm, meta.sample_rate, segmentation.segments, tempo, segmentation.beats)
-    folder = stage_folder(song.run_dir, "analyse")
-    write_json_atomic(folder / "analysis.json", analysis)
-    return written(
-        "analyse",
-        song.run_dir,
-        {"analysis": folder / "analysis.json"},
-        links={"analysis": "analysis.json"},
-        backend=analysis.backend,
-        mood=analysis.track["mood"].label,
+    return written_json(
+        "analyse", song.run_dir, "analysis", analysis, backend=analysis.backend, mood=analysis.track["mood"].label
     )

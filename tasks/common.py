@@ -14,7 +14,7 @@ from prefect.cache_policies import CachePolicy
 
 from soundsight.cache import StageCachePolicy, forget_unless_intact
 from soundsight.errors import SoundsightError
-from soundsight.media import sha256_file
+from soundsight.media import sha256_file, write_json_atomic
 from soundsight.schemas import Manifest
 from soundsight.settings import OutputSettings
 
@@ -150,6 +150,33 @@ def written(
     return Manifest(
         stage=stage, run_dir=str(run_dir), files=rel, hashes=hashes, stats=stats, links=links or {}, info=info
     )
+
+
+def written_json(
+    stage: str, run_dir: str | Path, name: str, data: Any, file: str = "", link: str = "", **info: float | int | str
+) -> Manifest:
+    """Write a stage's one JSON file into its `stage_folder` and return the manifest of it.
+
+    Parameters
+    ----------
+    stage : str
+        The stage, e.g. ``"segment"``.
+    run_dir : str or pathlib.Path
+        The run folder.
+    name : str
+        The file's logical name (`Manifest.files` key).
+    data : pydantic model or JSON-able value
+        What the file holds (`soundsight.media.write_json_atomic`).
+    file : str, optional
+        The file's name in the stage folder; default ``<name>.json``.
+    link : str, optional
+        Its human-readable path (relative to `run_dir`) that `publish` points at it; default `file`.
+    info : scalars shown in reports and read by later stages.
+    """
+    file = file or f"{name}.json"
+    folder = stage_folder(run_dir, stage)
+    write_json_atomic(folder / file, data)
+    return written(stage, run_dir, {name: folder / file}, links={name: link or file}, **info)
 
 
 def publish(manifest: Manifest) -> Manifest:

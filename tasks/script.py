@@ -28,7 +28,7 @@ from soundsight.models.base import ScriptRequest, ScriptWriter
 from soundsight.models.lyrics import sung_per_segment, themes
 from soundsight.models.script.template import TemplateScriptWriter
 from soundsight.prompts import load_vocabulary, script_prompt, template_hash
-from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation, VisualBible
+from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation, Song, VisualBible
 from soundsight.settings import LALMSettings, ScriptSettings, Settings
 from soundsight.tasks.common import publish, stage_folder, stage_options, unpublish_beyond, written
 from soundsight.tasks.load import read_song
@@ -100,6 +100,45 @@ def build_prompt(
     )
 
 
+def script_request(
+    prompt: str,
+    analysis: Analysis,
+    durations: list[float],
+    settings: ScriptSettings,
+    meta: Song,
+    sung: list[str],
+    lyric_themes: list[str],
+) -> ScriptRequest:
+    """What a script writer is given: the prompt, labels and durations, the user's cues, the song's identity.
+
+    Parameters
+    ----------
+    prompt : str
+        The filled prompt (also written to prompt.txt).
+    analysis : Analysis
+        Labels of the track and of every segment.
+    durations : list of float
+        One per scene, seconds.
+    settings : ScriptSettings
+        For the user's characters and story cues.
+    meta : Song
+        The loaded song (content hash, title).
+    sung, lyric_themes : list of str
+        As `sung_words` returns them.
+    """
+    return ScriptRequest(
+        prompt=prompt,
+        analysis=analysis,
+        durations=durations,
+        song_hash=meta.content_hash,
+        title=meta.title or meta.slug,
+        characters=settings.characters,
+        story_cues=settings.story_cues,
+        sung=sung,
+        themes=lyric_themes,
+    )
+
+
 EDITABLE = ("script", "bible")  # a user may edit these; later stages then follow the edit (`adopt_edits`)
 
 
@@ -156,17 +195,7 @@ def write_script(
     prompt = build_prompt(labels, durations, settings, sung, lyric_themes)
 
     writer = make_writer(settings)
-    request = ScriptRequest(
-        prompt=prompt,
-        analysis=labels,
-        durations=durations,
-        characters=settings.characters,
-        story_cues=settings.story_cues,
-        song_hash=meta.content_hash,
-        title=meta.title or meta.slug,
-        sung=sung,
-        themes=lyric_themes,
-    )
+    request = script_request(prompt, labels, durations, settings, meta, sung, lyric_themes)
     if settings.backend == "llm":
         # The global concurrency limit "vllm" (create it with `prefect gcl create vllm --limit N`)
         # caps parallel requests across every run and worker; without it, requests are not capped.
@@ -401,17 +430,7 @@ def write_scenes(
     context = labels or FeatureAnalyser(load_vocabulary())(
         pcm, meta.sample_rate, segmentation.segments, segmentation.tempo_bpm or 0.0, segmentation.beats
     )
-    request = ScriptRequest(
-        prompt=prompt,
-        analysis=context,
-        durations=durations,
-        characters=settings.characters,
-        story_cues=settings.story_cues,
-        song_hash=meta.content_hash,
-        title=meta.title or meta.slug,
-        sung=sung,
-        themes=lyric_themes,
-    )
+    request = script_request(prompt, context, durations, settings, meta, sung, lyric_themes)
     writer = make_scene_writer(settings)
     limit = LALM_CONCURRENCY_LIMIT if settings.scene_writer == "lalm" else LLM_CONCURRENCY_LIMIT
     with concurrency(limit, occupy=1):

@@ -7,12 +7,12 @@ from typing import Any
 
 from prefect import task
 
-from soundsight.media import sha256_file, write_json_atomic
+from soundsight.media import sha256_file
 from soundsight.models.audio.segmenters import plan_segments
 from soundsight.models.lyrics import line_starts
 from soundsight.schemas import Manifest
 from soundsight.settings import SegmentSettings
-from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.tasks.common import stage_options, written_json
 from soundsight.tasks.load import read_song
 from soundsight.tasks.lyrics import read_lyrics
 from soundsight.tasks.reference_beats import load_reference_beats, reference_file, reference_metrics
@@ -91,13 +91,11 @@ def segment_song(
         segmentation.metrics = reference_metrics(
             cuts, segmentation.beats, segmentation.downbeats, reference[0], reference[1], fps
         )
-    folder = stage_folder(song.run_dir, "segment")
-    write_json_atomic(folder / "segments.json", segmentation)
-    return written(
+    return written_json(
         "segment",
         song.run_dir,
-        {"segments": folder / "segments.json"},
-        links={"segments": "segments.json"},
+        "segments",
+        segmentation,
         scenes=len(segmentation.segments),
         tempo_bpm=segmentation.tempo_bpm or 0.0,
         beat_confidence=segmentation.beat_confidence or 0.0,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from soundsight.flows.prefect_server import http_status
 from soundsight.schemas import Segmentation
 from tests.deploy_fixtures import (
     HEARTBEAT_SECONDS,
@@ -130,21 +131,6 @@ def test_images_install_exactly_as_readme_says():
 
 
 # --- prefect deploy --all on a server that requires authentication ---------------------------------
-
-
-def http_status(url: str, data: bytes | None = None, auth: str = "") -> int:
-    import base64
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def test_prefect_deploy_all_on_a_server_with_auth(tmp_path):

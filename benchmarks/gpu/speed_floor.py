@@ -187,22 +187,9 @@ def build(cls_name: str, cfg: dict, tiny_cfg: dict | None = None):
 
 
 def tiny_tr(**extra) -> dict:
-    cfg = dict(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
-    cfg.update(extra)
-    return cfg
+    from benchmarks.gpu.wan_bench_lib import WAN_TINY_TRANSFORMER
+
+    return dict(WAN_TINY_TRANSFORMER, **extra)
 
 
 def wan_inputs(tr, frames: int, h: int, w: int, spatial: int = 8, text_tokens: int = 512):
@@ -687,20 +674,10 @@ def part_mochi() -> None:
     import diffusers
     import torch
 
-    tiny = dict(
-        patch_size=2,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        num_layers=2,
-        pooled_projection_dim=16,
-        in_channels=12,
-        qk_norm="rms_norm",
-        text_embed_dim=32,
-        time_embed_dim=4,
-        activation_fn="swiglu",
-        max_sequence_length=16,
-    )
-    tr = build("MochiTransformer3DModel", {}, tiny)  # the class defaults are mochi-1-preview's config
+    from benchmarks.gpu.wan_bench_lib import MOCHI_TINY_TRANSFORMER
+
+    # The class defaults are mochi-1-preview's config.
+    tr = build("MochiTransformer3DModel", {}, MOCHI_TINY_TRANSFORMER)
     f, h, w = (13, 32, 32) if ARGS.tiny else (163, 480, 848)
     g = torch.Generator("cpu").manual_seed(0)
     lat = (1, 12, (f - 1) // 6 + 1, h // 8, w // 8)

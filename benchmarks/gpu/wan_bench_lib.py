@@ -1,7 +1,7 @@
 """Pieces of benchmarks/video_throughput.py that Dask workers must import by name.
 
 Real-size Wan2.1-T2V-1.3B component configs (random weights: no checkpoint can be downloaded
-here) and the pipeline builder.
+here), the --tiny stand-ins (the test suite's sizes) and the pipeline builder.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ WAN_1_3B_TRANSFORMER = dict(
     eps=1e-6,
     rope_max_seq_len=1024,
 )
+# The test suite's tiny Wan transformer (tests/video_fixtures.py), for --tiny smoke runs on the CPU
+# (tests/test_copies.py checks that the sizes stay the suite's).
+WAN_TINY_TRANSFORMER = dict(WAN_1_3B_TRANSFORMER, num_attention_heads=2, attention_head_dim=12, num_layers=2)
+WAN_TINY_TRANSFORMER.update(text_dim=32, ffn_dim=32, rope_max_seq_len=32)
 # Wan2.1-T2V-14B; Wan 2.2 T2V-A14B has two transformers of exactly this config (high- and
 # low-noise experts), so its per-forward time is this model's (diffusers scripts/convert_wan_to_diffusers.py).
 WAN_14B_TRANSFORMER = dict(WAN_1_3B_TRANSFORMER, num_attention_heads=40, ffn_dim=13824, num_layers=40)
@@ -60,15 +64,24 @@ UMT5_XXL = dict(
     feed_forward_proj="gated-gelu",
     relative_attention_num_buckets=32,
 )
-# The stand-in used unless --text-encoder xxl: same width (text_dim 4096), 2 layers, small vocab.
-UMT5_SMALL = dict(
-    d_model=4096,
-    d_kv=128,
-    d_ff=10240,
+# The stand-in used unless --text-encoder xxl: same width (text_dim 4096), 2 layers, the tokenizer's vocab.
+UMT5_SMALL = {k: v for k, v in UMT5_XXL.items() if k != "vocab_size"} | dict(d_kv=128, num_layers=2, num_heads=32)
+
+# The test suite's tiny Mochi transformer, for --tiny smoke runs on the CPU.
+# Copied from tests.video_fixtures.build_tiny_mochi (the MochiTransformer3DModel arguments)
+MOCHI_TINY_TRANSFORMER = dict(
+    patch_size=2,
+    num_attention_heads=2,
+    attention_head_dim=8,
     num_layers=2,
-    num_heads=32,
-    feed_forward_proj="gated-gelu",
-    relative_attention_num_buckets=32,
+    pooled_projection_dim=16,
+    in_channels=12,
+    out_channels=None,
+    qk_norm="rms_norm",
+    text_embed_dim=32,
+    time_embed_dim=4,
+    activation_fn="swiglu",
+    max_sequence_length=16,
 )
 
 

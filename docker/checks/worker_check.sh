@@ -43,19 +43,11 @@ else:
 PY
 say "server healthy (GET /api/health needs no auth)"
 python - <<'PY'
-import base64, os, urllib.request, urllib.error
+import os
+from soundsight.flows.prefect_server import http_status
 url = "http://127.0.0.1:4200/api/deployments/filter"
-def call(auth):
-    req = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
-    if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
 auth = os.environ["AUTH_STRING"]
-codes = {"no auth": call(None), "wrong password": call(auth.split(":")[0] + ":wrong"), "correct user:password": call(auth)}
+codes = {k: http_status(url, b"{}", a) for k, a in (("no auth", ""), ("wrong password", auth.split(":")[0] + ":wrong"), ("correct user:password", auth))}
 for k, v in codes.items():
     print(f"worker-check:   POST /api/deployments/filter, {k}: HTTP {v}")
 assert codes["no auth"] == 401 and codes["wrong password"] == 401 and codes["correct user:password"] == 200, codes

@@ -22,7 +22,9 @@ from soundsight.errors import MissingCheckpointError, SoundsightError
 from soundsight.models.hub import (
     Checkpoint,
     LoadedModels,
+    checkpoint_available,
     download_hint,
+    load_pretrained,
     require_transformers_files,
     resolve_checkpoint,
     resolve_device,
@@ -132,15 +134,7 @@ def clap_available(model_id: str = DEFAULT_CLAP_MODEL) -> bool:
     Never touches the network and never loads weights. Backend ``auto`` picks CLAP exactly when
     this is true.
     """
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-        return False
-    try:
-        resolve_clap_checkpoint(model_id)
-    except SoundsightError:
-        return False
-    return True
+    return checkpoint_available(resolve_clap_checkpoint, model_id)
 
 
 def clap_backend_id(
@@ -251,19 +245,16 @@ def load_clap(model_id: str = DEFAULT_CLAP_MODEL, device: str = "auto", dtype: s
     LoadedClap
         Shared by every caller in this process (thread-safe: concurrent callers share one load).
     """
-    checkpoint = resolve_clap_checkpoint(model_id)
-    device = resolve_device(device)
-    dt = torch_dtype(dtype, device)
-    return _MODELS.get(checkpoint, device, dt, _load, on_load=lambda: _STATS.update(["loads"]))
+    return _MODELS.load(
+        resolve_clap_checkpoint(model_id), device, dtype, _load, on_load=lambda: _STATS.update(["loads"])
+    )
 
 
 def _load(checkpoint: Checkpoint, device: str, dtype: torch.dtype) -> LoadedClap:
     from transformers import ClapModel, ClapProcessor
 
     logger.info("loading CLAP %s (%s) on %s as %s", checkpoint.model_id, checkpoint.revision, device, dtype)
-    model = ClapModel.from_pretrained(checkpoint.path, dtype=dtype, local_files_only=True)
-    model = model.to(device).eval()
-    processor = ClapProcessor.from_pretrained(checkpoint.path, local_files_only=True)
+    model, processor = load_pretrained(ClapModel, ClapProcessor, checkpoint, device, dtype)
     tokenizer = processor.tokenizer
     vocab_size = model.config.text_config.vocab_size
     # transformers 5 can quietly build a ~5-token tokenizer when tokenizer files are missing.

@@ -33,6 +33,7 @@ def normalise(word: str) -> str:
     Parameters
     ----------
     word : str
+        As written in the lyrics or as transcribed.
 
     Returns
     -------
@@ -50,6 +51,7 @@ def syllables(word: str) -> int:
     Parameters
     ----------
     word : str
+        Any word; it is counted as `normalise` returns it.
 
     Returns
     -------

@@ -63,6 +63,11 @@ class LrcDoc:
     offset_ms: int = 0
 
 
+def _text_lines(text: str) -> list[str]:
+    """A lyrics file's lines: a leading BOM dropped, CRLF and CR line ends read as LF."""
+    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def _parse_words(body: str, shift: float) -> tuple[str, list[dict]]:
     """A line body with ``<mm:ss.xx>`` tags -> plain text and timed pieces.
 
@@ -107,7 +112,7 @@ def parse_lrc(text: str) -> LrcDoc:
         Times in seconds.
     """
     doc = LrcDoc()
-    raw_lines = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    raw_lines = _text_lines(text)
     for raw in raw_lines:  # the offset first: it applies to the whole file wherever it is
         m = _META_TAG.match(raw.strip())
         if m and m.group(1).strip().lower() == "offset":
@@ -242,14 +247,14 @@ def parse_txt(text: str) -> list[str]:
     Parameters
     ----------
     text : str
-        The file's text.
+        The text of a plain lyrics file (``.txt``).
 
     Returns
     -------
     list of str
     """
     lines = []
-    for raw in text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    for raw in _text_lines(text):
         s = re.sub(r"\s+", " ", raw).strip()
         if s and not _SECTION.match(s):
             lines.append(s)

@@ -23,16 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from soundsight.errors import MissingCheckpointError, SoundsightError
-from soundsight.models.hub import (
-    Checkpoint,
-    LoadedModels,
-    download_hint,
-    require_transformers_files,
-    resolve_checkpoint,
-    resolve_device,
-    torch_dtype,
-)
+from soundsight.errors import MissingCheckpointError
+from soundsight.models import hub
+from soundsight.models.hub import Checkpoint, LoadedModels
 from soundsight.models.lyrics.align import clean_asr_words, spread_words
 
 if TYPE_CHECKING:
@@ -69,7 +62,7 @@ def check_whisper_folder(model_id: str, path: Path, hint: str) -> None:
     MissingCheckpointError
         Files missing (a partial download, or not a Whisper folder).
     """
-    require_transformers_files(model_id, path, hint, also=("config.json", "generation_config.json"))
+    hub.require_transformers_files(model_id, path, hint, also=("config.json", "generation_config.json"))
 
 
 def resolve_whisper_checkpoint(model_id: str = DEFAULT_WHISPER_MODEL) -> Checkpoint:
@@ -78,18 +71,20 @@ def resolve_whisper_checkpoint(model_id: str = DEFAULT_WHISPER_MODEL) -> Checkpo
     Parameters
     ----------
     model_id : str
-        Hub id (looked up in the local Hugging Face cache) or a folder.
+        Hub id (looked up in the local Hugging Face cache) or a folder holding a transformers-format
+        Whisper (`check_whisper_folder`).
 
     Returns
     -------
     soundsight.models.hub.Checkpoint
+        Its folder and revision.
 
     Raises
     ------
     MissingCheckpointError
         Not on this machine, or incomplete; the message names the download command.
     """
-    return resolve_checkpoint(str(model_id), check=check_whisper_folder, example_hub_id=DEFAULT_WHISPER_MODEL)
+    return hub.resolve_checkpoint(str(model_id), check=check_whisper_folder, example_hub_id=DEFAULT_WHISPER_MODEL)
 
 
 def whisper_available(model_id: str = DEFAULT_WHISPER_MODEL) -> bool:
@@ -97,15 +92,7 @@ def whisper_available(model_id: str = DEFAULT_WHISPER_MODEL) -> bool:
 
     Never touches the network and never loads weights.
     """
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-        return False
-    try:
-        resolve_whisper_checkpoint(model_id)
-    except SoundsightError:
-        return False
-    return True
+    return hub.checkpoint_available(resolve_whisper_checkpoint, model_id)
 
 
 def whisper_backend_id(model: str | Checkpoint = DEFAULT_WHISPER_MODEL) -> str:
@@ -209,24 +196,20 @@ def load_whisper(
         import transformers  # noqa: F401
     except ImportError:
         raise MissingCheckpointError(model_id, "pip install 'soundsight[models]' (torch and transformers)") from None
-    device = resolve_device(device)
-    dt = torch_dtype(dtype, device)
-    return _MODELS.get(checkpoint, device, dt, _load, on_load=lambda: _STATS.update(["loads"]))
+    return _MODELS.load(checkpoint, device, dtype, _load, on_load=lambda: _STATS.update(["loads"]))
 
 
 def _load(checkpoint: Checkpoint, device: str, dtype: torch.dtype) -> LoadedWhisper:
     from transformers import AutoProcessor, WhisperForConditionalGeneration, pipeline
 
     logger.info("loading Whisper %s (%s) on %s as %s", checkpoint.model_id, checkpoint.revision, device, dtype)
-    model = WhisperForConditionalGeneration.from_pretrained(checkpoint.path, dtype=dtype, local_files_only=True)
-    model = model.to(device).eval()
-    processor = AutoProcessor.from_pretrained(checkpoint.path, local_files_only=True)
+    model, processor = hub.load_pretrained(WhisperForConditionalGeneration, AutoProcessor, checkpoint, device, dtype)
     tokenizer = processor.tokenizer
     # transformers 5 can quietly build a near-empty tokenizer when tokenizer files are missing.
     if len(tokenizer) < model.config.vocab_size // 2:
         raise MissingCheckpointError(
             checkpoint.model_id,
-            f"{download_hint(checkpoint.model_id)}  [its tokenizer has {len(tokenizer)} tokens, the model "
+            f"{hub.download_hint(checkpoint.model_id)}  [its tokenizer has {len(tokenizer)} tokens, the model "
             f"expects {model.config.vocab_size}: tokenizer files in {checkpoint.path} are missing or wrong]",
         )
     pipe = pipeline(

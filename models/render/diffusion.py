@@ -220,23 +220,14 @@ WAN22_A14B = ModelFamily(
     draft_shift=5.0,
 )
 
-WAN_VACE = ModelFamily(
+# Wan 2.1 with VACE blocks beside its own: the same sizes, and the base model's draft LoRAs apply
+# to the base blocks.
+WAN_VACE = replace(
+    WAN,
     name="wan-vace",
     pipeline_class="WanVACEPipeline",
-    vae_class="AutoencoderKLWan",
     default_model="Wan-AI/Wan2.1-VACE-1.3B-diffusers",
-    spec=_WAN21_SPEC,
-    default_size=(832, 480),
-    large_size=(1280, 720),
-    large_marker="14B",
-    max_sequence_length=512,
-    vae_fp32=True,
     reference=True,
-    # VACE adds blocks beside Wan 2.1's; the base model's draft LoRAs apply to the base blocks.
-    draft_lora=SELF_FORCING_1_3B,
-    draft_shift=8.0,
-    large_draft_lora=LIGHTX2V_14B,
-    large_draft_shift=5.0,
 )
 
 MOCHI = ModelFamily(

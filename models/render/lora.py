@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soundsight.errors import MissingCheckpointError
+from soundsight.models.hub import file_fingerprint_update
 
 __all__ = ["LoraFile", "file_fingerprint", "lora_download_hint", "resolve_lora", "resolve_loras"]
 
-_WHOLE = 16 << 20  # files up to this size are hashed whole
-_EDGE = 8 << 20  # larger ones: size + first and last 8 MiB (as models.hub.folder_fingerprint)
 _DEFAULT_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
@@ -73,13 +72,7 @@ def file_fingerprint(path: str | Path) -> str:
     path = Path(path)
     size = path.stat().st_size
     h = hashlib.sha256(f"{size}\0".encode())
-    with open(path, "rb") as f:
-        if size <= _WHOLE:
-            h.update(f.read())
-        else:
-            h.update(f.read(_EDGE))
-            f.seek(size - _EDGE)
-            h.update(f.read(_EDGE))
+    file_fingerprint_update(h, path, size)
     return h.hexdigest()
 
 

@@ -16,13 +16,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import openai
 
 from soundsight.errors import SoundsightError
 
-__all__ = ["ChatClient", "LLMRequestError", "LLMUnavailableError", "Reply", "ServedModel"]
+__all__ = ["ChatClient", "ChatTransport", "LLMRequestError", "LLMUnavailableError", "Reply", "ServedModel"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,25 @@ class Reply:
     model: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+
+
+class ChatTransport(TypedDict, total=False):
+    """How a writer's `ChatClient` retries and what it talks through; each key defaults as there.
+
+    Attributes
+    ----------
+    retries : int
+        Transport retries per request after the first try.
+    backoff_seconds, max_backoff_seconds : float
+        The first wait between tries and the longest, seconds.
+    client : openai.OpenAI or None
+        Used instead of building one.
+    """
+
+    retries: int
+    backoff_seconds: float
+    max_backoff_seconds: float
+    client: openai.OpenAI | None
 
 
 class ChatClient:

@@ -31,14 +31,14 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Unpack
 
 import numpy as np
-import openai
 import soundfile as sf
 
 from soundsight.models.script.answers import split_reasoning
-from soundsight.models.script.chat import ChatClient, Reply, ServedModel
-from soundsight.prompts import character_instruction, template_hash, template_text
+from soundsight.models.script.chat import ChatClient, ChatTransport, Reply, ServedModel
+from soundsight.prompts import character_instruction, lyrics_sentence, sung_here, template_hash, template_text
 from soundsight.schemas import Analysis, ListeningPlan, ListeningWindow, Segmentation
 from soundsight.settings import LALMSettings
 
@@ -407,34 +407,16 @@ class LALMStoryWriter:
     ----------
     settings : LALMSettings
         Endpoint, model, audio limit, windowing, sampling and timeout.
-    retries, backoff_seconds, max_backoff_seconds : transport retries per request (see
-        `chat.ChatClient`).
-    client : an ``openai.OpenAI`` client to use instead of building one from `settings`.
+    **transport : `chat.ChatTransport`
+        Transport retries per request (``retries``, ``backoff_seconds``, ``max_backoff_seconds``),
+        and ``client``, an ``openai.OpenAI`` client to use instead of building one from `settings`.
     """
 
     name = "lalm"
 
-    def __init__(
-        self,
-        settings: LALMSettings,
-        *,
-        retries: int = 4,
-        backoff_seconds: float = 2.0,
-        max_backoff_seconds: float = 30.0,
-        client: openai.OpenAI | None = None,
-    ):
+    def __init__(self, settings: LALMSettings, **transport: Unpack[ChatTransport]):
         self.settings = settings
-        self.chat = ChatClient(
-            settings.base_url,
-            settings.api_key,
-            timeout_seconds=settings.timeout_seconds,
-            model=settings.model,
-            retries=retries,
-            backoff_seconds=backoff_seconds,
-            max_backoff_seconds=max_backoff_seconds,
-            client=client,
-            unavailable_hint=UNAVAILABLE_HINT,
-        )
+        self.chat = ChatClient(**settings.chat_endpoint(), unavailable_hint=UNAVAILABLE_HINT, **transport)
 
     # -- identity and plan -----------------------------------------------------------------------
 
@@ -459,12 +441,9 @@ class LALMStoryWriter:
 
         Parameters
         ----------
-        pcm : numpy.ndarray
-            The song, mono float32.
-        sr : int
-            Its sample rate, Hz.
-        boundaries : list of float
-            Segment boundaries, seconds.
+        pcm, sr, boundaries
+            The song (mono float32 numpy array at `sr` Hz) and its segment boundaries (list of
+            float, seconds), as `plan_listening` takes them.
         """
         return plan_listening(
             served=self.served_model(),
@@ -635,11 +614,11 @@ def scene_prompt(
     story: str,
     segmentation: Segmentation,
     levels_db: list[float],
-    analysis: Analysis | None = None,
     characters: str = "",
     story_cues: str = "",
     sung: list[str] | None = None,
     themes: list[str] | None = None,
+    analysis: Analysis | None = None,
 ) -> str:
     """The story-to-scenes prompt (``prompts/lalm_scenes.txt``): the story and every segment.
 
@@ -651,14 +630,14 @@ def scene_prompt(
         Segments (start, duration, beats, why each ends), downbeats and tempo.
     levels_db : list of float
         Per segment, loudness relative to the loudest, dB (`segment_levels`).
-    analysis : Analysis, optional
-        Labels (``pipeline_2_analysis``): each segment's and the whole track's.
     characters : str
         The user's characters; empty: the story's.
     story_cues : str
         Extra instructions (the paper's ``additional_prompt``).
     sung, themes : list of str, optional
         Per segment, the words sung in it; the lyrics' frequent words (from the lyrics stage).
+    analysis : Analysis, optional
+        Labels (``pipeline_2_analysis``): each segment's and the whole track's.
 
     Returns
     -------
@@ -684,15 +663,11 @@ def scene_prompt(
             + ".\n"
         )
     lines = [
-        _segment_line(seg, segmentation.downbeats, level, per_segment[i])
-        + (f' Sung here: "{sung[i].strip()}".' if sung and i < len(sung) and sung[i].strip() else "")
+        _segment_line(seg, segmentation.downbeats, level, per_segment[i]) + sung_here(sung, i)
         for i, (seg, level) in enumerate(zip(segments, levels_db))
     ]
     if sung and any(s.strip() for s in sung):
-        about = f" (its words keep returning to: {', '.join(themes)})" if themes else ""
-        labels += (
-            f"The song has lyrics{about}: let each scene show what is sung in it, and let the story follow the words.\n"
-        )
+        labels += lyrics_sentence(themes) + "\n"
     who = character_instruction(
         characters,
         "Keep the story's characters, and repeat each one's description, word for word, in every scene they appear in.",

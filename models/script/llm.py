@@ -29,8 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-
-import openai
+from typing import Unpack
 
 from soundsight.errors import SoundsightError
 from soundsight.models.base import ScriptRequest, ScriptResult, ScriptWriter
@@ -44,7 +43,7 @@ from soundsight.models.script.answers import (
     split_reasoning,
 )
 from soundsight.models.script.bible import bible_json_schema, build_bible, parse_bible
-from soundsight.models.script.chat import DEFAULT_HINT, ChatClient, LLMRequestError, Reply
+from soundsight.models.script.chat import DEFAULT_HINT, ChatClient, ChatTransport, LLMRequestError, Reply
 from soundsight.models.script.style import style_sentence
 from soundsight.settings import ScriptSettings
 
@@ -71,12 +70,13 @@ class LLMScriptWriter:
     fallback : a writer that fills the scenes the LLM did not deliver after every repair
         (called once with the same request; only the missing scenes are taken from it).
         Without one, an incomplete script raises `LLMScriptError`.
-    retries : transport retries per request (connection error, timeout, 408/409/429, 5xx)
-        after the first try; the wait doubles from `backoff_seconds` up to `max_backoff_seconds`.
     max_scene_chars, max_character_chars : string bounds of the structured-mode schema.
-    client : an ``openai.OpenAI`` client to use instead of building one from `settings`.
     unavailable_hint : what the error says to do when the endpoint does not answer (default:
         start the paper's LLM or point ``script.llm_base_url`` at one).
+    **transport : `chat.ChatTransport`
+        ``retries`` per request (connection error, timeout, 408/409/429, 5xx) after the first try,
+        the wait doubling from ``backoff_seconds`` up to ``max_backoff_seconds``; ``client``, an
+        ``openai.OpenAI`` client to use instead of building one from `settings`.
     """
 
     name = "llm"
@@ -86,30 +86,17 @@ class LLMScriptWriter:
         settings: ScriptSettings,
         fallback: ScriptWriter | None = None,
         *,
-        retries: int = 4,
-        backoff_seconds: float = 2.0,
-        max_backoff_seconds: float = 30.0,
         max_scene_chars: int = 400,
         max_character_chars: int = 300,
-        client: openai.OpenAI | None = None,
         unavailable_hint: str = DEFAULT_HINT,
+        **transport: Unpack[ChatTransport],
     ):
         self.settings = settings
         self.fallback = fallback
         self.max_scene_chars = max_scene_chars
         self.max_character_chars = max_character_chars
         self.base_url = settings.llm_base_url
-        self.chat = ChatClient(
-            settings.llm_base_url,
-            settings.llm_api_key,
-            timeout_seconds=settings.timeout_seconds,
-            model=settings.llm_model,
-            retries=retries,
-            backoff_seconds=backoff_seconds,
-            max_backoff_seconds=max_backoff_seconds,
-            client=client,
-            unavailable_hint=unavailable_hint,
-        )
+        self.chat = ChatClient(**settings.chat_endpoint(), unavailable_hint=unavailable_hint, **transport)
 
     # -- identity ------------------------------------------------------------------------------
 
