@@ -79,18 +79,8 @@ def log_mel(y: np.ndarray, sr: int):
         y = soxr.resample(y, sr, SR)
     x = torch.tensor(y, dtype=torch.float32)
     window = torch.hann_window(N_FFT)
-    spec = torch.stft(
-        x,
-        N_FFT,
-        hop_length=HOP,
-        win_length=N_FFT,
-        window=window,
-        center=True,
-        pad_mode="reflect",
-        normalized=False,
-        onesided=True,
-        return_complex=True,
-    )
+    # torch.stft's defaults (centred frames, reflect padding, one-sided, unnormalised) are beat-this's front end
+    spec = torch.stft(x, N_FFT, hop_length=HOP, window=window, return_complex=True)
     mag = (spec / window.pow(2.0).sum().sqrt()).abs()
     fb = librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=F_MIN, fmax=F_MAX, htk=False, norm=None)
     mel = torch.tensor(fb, dtype=torch.float32) @ mag

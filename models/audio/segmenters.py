@@ -713,19 +713,17 @@ def plan_segments(
             novelty_curve = spectral_novelty(y, sr, context_seconds=float(np.clip(bar, 1.5, 4.0)))
         nov_t, nov = novelty_curve
     cuts = None
+    bounds = dict(min_seconds=lo, max_seconds=cap, fps=fps)  # every planner's length rules and frame grid
+    change = dict(novelty_times=nov_t, novelty=nov, novelty_threshold=settings.novelty_threshold)
     if planner == "joint":
         cuts = plan_joint(
             duration,
             grid,
             mode=settings.mode,
-            min_seconds=lo,
-            max_seconds=cap,
-            fps=fps,
             seed=settings.seed,
             beats_per_cut=settings.beats_per_cut,
-            novelty_times=nov_t,
-            novelty=nov,
-            novelty_threshold=settings.novelty_threshold,
+            **bounds,
+            **change,
         )
         if cuts is None:  # the bounds cannot tile the song: the greedy walk lets the minimum yield
             planner = "greedy"
@@ -734,19 +732,10 @@ def plan_segments(
         if snapping:
             snap = BeatSnap(grid.beats, grid.downbeats, grid.strength, tolerance=settings.snap_tolerance_seconds)
         if settings.mode == "random":
-            cuts = segment_random(duration, seed=settings.seed, min_seconds=lo, max_seconds=cap, fps=fps, snap=snap)
+            cuts = segment_random(duration, seed=settings.seed, snap=snap, **bounds)
         else:
             cuts = segment_rule_based(
-                duration,
-                beats=grid.beats,
-                novelty_times=nov_t,
-                novelty=nov,
-                min_seconds=lo,
-                max_seconds=cap,
-                beats_per_cut=settings.beats_per_cut,
-                novelty_threshold=settings.novelty_threshold,
-                fps=fps,
-                snap=snap,
+                duration, beats=grid.beats, beats_per_cut=settings.beats_per_cut, snap=snap, **bounds, **change
             )
     if line_starts:  # segment.prefer_line_starts: sung lines, from the lyrics stage
         cuts = move_to_line_starts(cuts, np.asarray(line_starts), grid, duration, lo, cap, fps)

@@ -143,11 +143,11 @@ def song_structure(
     Parameters
     ----------
     y : np.ndarray
-        Audio at `sr`.
+        The song's audio, mono or stereo, at any rate (resampled to ``SR``).
     sr : int
-        Sampling rate, Hz.
+        Its sampling rate, Hz.
     beats, downbeats : np.ndarray
-        Seconds.
+        The other tracker's grid, seconds.
 
     Returns
     -------
