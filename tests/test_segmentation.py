@@ -477,3 +477,26 @@ def test_real_rock_song_is_tracked_on_its_charted_beat(music, warm_librosa):
     assert grid.steady_tempo and grid.phase_flips == 0
     assert mir_eval.beat.f_measure(reference, grid.beats) >= 0.9  # measured 0.94; 0.75 before the steady grid
     assert grid.confidence >= 0.6  # measured 0.69: the joint planner's bar lines are used
+
+
+def test_even_pulse_prefers_the_double_nearer_the_preferred_tempo():
+    from soundsight.models.audio.beats import even_pulse_double
+
+    scored = [(0.50, 60.0, None), (0.45, 120.0, None), (-2.3, 155.0, None)]
+    assert even_pulse_double(scored, (10.0, 9.6, 0.6)) == 1  # midpoints 96 % of the beats: one pulse
+    assert even_pulse_double(scored, (10.0, 7.0, 0.6)) is None  # 70 %: the beats are accented, keep 60
+    fast = [(0.50, 100.0, None), (0.45, 200.0, None)]
+    assert even_pulse_double(fast, (10.0, 9.6, 0.6)) is None  # 200 BPM is further from 120 than 100 is
+
+
+def test_drum_on_every_beat_of_a_three_four_piece_is_not_halved(warm_librosa):
+    import mir_eval
+
+    from soundsight.flows.demo import load_score, render_score
+    from soundsight.models.audio.beats import track_beats
+
+    # bwv269 at 120 BPM in 3/4 with a drum on every beat: tracked at 60 BPM (F 0.66) before the even-pulse rule
+    audio, timing = render_score(load_score("bach/bwv269"), (73, 71, 41, 42), drums=True, sample_rate=22050)
+    grid = track_beats(audio.mean(axis=1), 22050)
+    assert grid.tempo_bpm == pytest.approx(120.0, rel=0.02), grid.candidates
+    assert mir_eval.beat.f_measure(timing.beats, grid.beats) >= 0.95  # measured 0.99

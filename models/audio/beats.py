@@ -23,11 +23,14 @@ Pipeline of `track_beats`
    *and their midpoints* are than the quarter-beat points) + log tempo preference (log-normal,
    ``PREFERRED_BPM``, ``PREFERENCE_OCTAVES`` wide). The lattice term rejects 2:3 and 3:2 grids,
    half of whose beats fall on subdivisions. `BeatGrid.candidates` lists every hypothesis.
+   When the winner's midpoints are nearly as strong as its beats (``EVEN_PULSE``, 85 %), its
+   double tempo is the same pulse and the lattice term cannot tell the two levels apart, so the
+   tempo preference decides between them (`even_pulse_double`).
 3. **Tempo changes**: a Viterbi path through the tempogram within half an octave of the chosen
    tempo; when it departs from it by more than ``TEMPO_CHANGE`` (8 %) over a fifth of the song
    *and* its grid lands on ``VARIABLE_GAIN`` (5 %) more salient onsets, the tracker follows it.
 4. **Steady tempo** (`steady_lattice`): most studio music is played to a click, so its beats lie
-   on one straight line. When at least ``STEADY_SHARE`` (90 %) of the tracked beats lie within
+   on one straight line. When at least ``STEADY_SHARE`` (85 %) of the tracked beats lie within
    ``STEADY_TOLERANCE`` (a tenth of a beat) of one straight eighth-note lattice (period fitted to
    the tracked beats to a few microseconds), the beats are taken from that lattice and the
    off-beat correction below decides the beat half once for the whole song: a DP tracker that
@@ -87,7 +90,8 @@ VARIABLE_GAIN = 1.05  # a tempo-following grid must reach this much more beat sa
 PHASE_SWITCH = 10.0  # cost (z units) of switching the beat between the two halves of the lattice
 BAR_SWITCH = 6.0  # cost (z units) of changing bar phase or meter between two beats
 BPM_RANGE = (55.0, 215.0)  # beat tempi considered, BPM
-STEADY_SHARE = 0.9  # share of tracked beats on a straight eighth-note lattice that makes a song steady
+EVEN_PULSE = 0.85  # midpoint/beat level at which a grid's double tempo is the same pulse (`even_pulse_double`)
+STEADY_SHARE = 0.85  # share of tracked beats on a straight eighth-note lattice that makes a song steady
 STEADY_TOLERANCE = 0.1  # how near (fraction of a beat) a tracked beat must be to that lattice
 STEADY_SEARCH = 0.015  # relative range of beat periods searched around the tracked median
 PHASE_BLOCK = 16  # beats per block of `phase_certainty`
@@ -770,6 +774,36 @@ def beat_confidence(terms: dict[str, float]) -> float:
     return float(np.clip(value, 0.0, 1.0))
 
 
+def even_pulse_double(scored: list, stats: tuple[float, float, float]) -> int | None:
+    """Index in `scored` of the winner's double tempo, when the onsets cannot tell the two apart.
+
+    A grid whose beat midpoints are as strong as its beats (a drum on every beat tracked at half
+    tempo) scores the same lattice contrast as its double, or better, because its "quarter
+    points" are the double's empty off-beats. Then the two are one even pulse and the listener
+    preference picks the level: the double wins when it lies nearer ``PREFERRED_BPM``.
+
+    Parameters
+    ----------
+    scored : list of (score, bpm, frames)
+        Tempo hypotheses, best first (`track_pulse`).
+    stats : (on, mid, quarter)
+        The winner's `_lattice_stats` (units: mean beat-envelope level).
+
+    Returns
+    -------
+    int or None
+        Index of the double's hypothesis, or None to keep the winner.
+    """
+    on, mid, _ = stats
+    bpm = scored[0][1]
+    if on <= 0 or mid < EVEN_PULSE * on:
+        return None
+    for i, (_, b, _) in enumerate(scored):
+        if abs(np.log(b / (2.0 * bpm))) < 0.04 and tempo_preference(b) > tempo_preference(bpm):
+            return i
+    return None
+
+
 def _octave_related(a: float, b: float) -> bool:
     r = max(a, b) / min(a, b)
     return any(abs(np.log(r / k)) < 0.04 for k in (1.0, 2.0, 4.0))
@@ -786,17 +820,21 @@ def track_pulse(cues: Cues) -> tuple[np.ndarray, float, list, float, bool] | Non
     -------
     (frames, bpm, scored, tempo_margin, variable) or None
         Beat frames (``HOP`` frames), the chosen tempo (BPM), every hypothesis as (score, bpm,
-        frames) best first, the winner's lead over the best rival that is not its double or half
+        frames), the winner first (`even_pulse_double` may lift the double above a higher score), the winner's lead over the best rival that is not its double or half
         (log units), and whether the beats follow a local tempo curve. None without hypotheses.
     """
     cands = tempo_candidates(cues.envelope)
     if not cands:
         return None
-    scored = []
+    scored, stats = [], {}
     for bpm, ac in cands:
         frames = _track(cues.envelope, bpm, tightness=400.0)
-        scored.append((_score_candidate(bpm, ac, _lattice_stats(cues, frames)), bpm, frames))
+        stats[bpm] = _lattice_stats(cues, frames)
+        scored.append((_score_candidate(bpm, ac, stats[bpm]), bpm, frames))
     scored.sort(key=lambda s: -s[0])
+    double = even_pulse_double(scored, stats[scored[0][1]])
+    if double is not None:
+        scored.insert(0, scored.pop(double))
     best_score, bpm, frames = scored[0]
     rivals = [s for s, b, _ in scored[1:] if not _octave_related(b, bpm)]
     tempo_margin = best_score - (rivals[0] if rivals else best_score - 1.0)
