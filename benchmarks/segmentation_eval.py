@@ -631,11 +631,11 @@ def loso_phase_weights(items: list[Item]) -> str:
         for i, w in enumerate(configs):
             saved, B.PHASE_WEIGHTS = B.PHASE_WEIGHTS, w
             try:
-                f = B.place_beats(cues, frames, variable)[0]
+                f, steady, _, _ = B.place_beats(cues, frames, variable)
             finally:
                 B.PHASE_WEIGHTS = saved
             beats = B._trim(B.librosa.frames_to_time(f, sr=SR, hop_length=B.HOP), cues)
-            beats, _ = B.refine(beats, cues.fine_times, cues.fine)
+            beats, _ = B.refine(beats, cues.fine_times, cues.fine, rigid=steady)
             table[(i, it.name)] = float(mir_eval.beat.f_measure(it.beats, beats))
     out = [
         f"### Leave-one-song-out: off-beat evidence weights ({len(configs)} combinations)\n",

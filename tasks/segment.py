@@ -20,7 +20,8 @@ from soundsight.tasks.reference_beats import load_reference_beats, reference_fil
 # 4: the beat tracker of issue 12 (off-beat correction, tempo hypotheses, phrases and sections) and
 # the joint cut planner: runs cached with version 3 must not keep their old cuts.
 # 5: steady-tempo songs get one straight grid with one beat phase (`beats.steady_lattice`).
-# 6: an even pulse takes the double nearer 120 BPM (`beats.even_pulse_double`); steady at 85 %.
+# 6: an even pulse takes the double nearer 120 BPM (`beats.even_pulse_double`); steady at 85 %;
+#    a steady grid stays straight through the attack refinement.
 VERSION = 6
 log = logging.getLogger("soundsight")
 

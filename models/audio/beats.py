@@ -44,6 +44,8 @@ Pipeline of `track_beats`
    on the off-beats (the classic off-beat lock). Switching costs ``PHASE_SWITCH`` (z units).
 6. **Refinement** (`refine`): each beat moves to the attack of the strongest short-window onset
    within -70/+50 ms (at most a quarter / sixth of a beat); beats without one keep the median shift.
+   A steady grid moves as a whole, by the median of those shifts: it stays a straight line, and
+   one misread attack (a slow organ or choir note, a note buried in a dense mix) cannot bend it.
 7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence
    (low-band onset, its share of the full-band onset, chord change, bass-note change, loudness);
    changing phase or meter costs ``BAR_SWITCH``.
@@ -593,8 +595,20 @@ def _attack_near(
     return float(times[j]), peak
 
 
-def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Move beats (seconds) onto note attacks of the fine envelope (module docstring, step 6).
+
+    Parameters
+    ----------
+    beats : np.ndarray
+        Beat times, seconds, increasing.
+    times, env : np.ndarray
+        The fine onset envelope (`fine_onset_envelope`): seconds, strength.
+    rigid : bool
+        For evenly spaced beats (a steady grid): put them on the straight line through them,
+        moved by one shift, the median of their attack offsets, instead of each onto its own
+        attack. The grid stays a straight line, and an attack misread on a slow (organ, choir)
+        or buried note cannot bend it.
 
     Returns
     -------
@@ -617,6 +631,11 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> tuple[np.nd
             strength[i] = hit[1]
     if moved:
         out[~found] += float(np.median(moved))
+    if rigid and len(beats) > 1:
+        # the least-squares line through the beats undoes their rounding to analysis frames
+        index = np.arange(len(beats))
+        line = np.polyval(np.polyfit(index, beats, 1), index)
+        out = line + float(np.median(out - line))
     out = np.maximum.accumulate(np.clip(out, 0.0, None))
     keep = np.concatenate([[True], np.diff(out) > 1e-3])
     return out[keep], strength[keep]
@@ -881,7 +900,7 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
     beats = _trim(librosa.frames_to_time(frames, sr=SR, hop_length=HOP), cues)
     if len(beats) < 4:
         return BeatGrid(bpm, beats, beats[:1], 0.0)
-    beats, strength = refine(beats, cues.fine_times, cues.fine)
+    beats, strength = refine(beats, cues.fine_times, cues.fine, rigid=steady)
     meter, down = bars(downbeat_evidence(cues, beats), (beats_per_bar,) if beats_per_bar else (3, 4))
     phase_t = phase_certainty(cues, frames) if steady else None  # None: too short, the margin decides
     terms = confidence_terms(beats, strength, cues.fine, margin, tempo_margin, phase_t)
