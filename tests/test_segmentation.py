@@ -475,7 +475,9 @@ def test_real_rock_song_is_tracked_on_its_charted_beat(music, warm_librosa):
     reference, _ = load_reference_beats(path, y, SR)  # its Frets on Fire chart, aligned within +-150 ms
     grid = track_beats(y, SR)
     assert grid.steady_tempo and grid.phase_flips == 0
-    assert mir_eval.beat.f_measure(reference, grid.beats) >= 0.9  # measured 0.97 (0.94 with per-beat refinement, 0.75 before the steady grid)
+    assert (
+        mir_eval.beat.f_measure(reference, grid.beats) >= 0.9
+    )  # measured 0.97 (0.94 with per-beat refinement, 0.75 before the steady grid)
     assert grid.confidence >= 0.6  # measured 0.76: the joint planner's bar lines are used
 
 
