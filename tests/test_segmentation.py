@@ -236,12 +236,23 @@ def test_demo_song_writes_its_beats(tmp_path):
 # The tracker on synthetic drum loops (a few seconds each).
 
 
-def _drum_loop(bpm: float, seconds: float = 16.0, sr: int = 22050, snare_on_offbeat: bool = False, lead: float = 0.31):
-    """Kick on every beat (and a bass note changing every bar), snare and hi-hat; returns (audio, beat times)."""
+def _drum_loop(
+    bpm: float,
+    seconds: float = 16.0,
+    sr: int = 22050,
+    snare_on_offbeat: bool = False,
+    lead: float = 0.31,
+    drift: float = 0.0,
+):
+    """Kick on every beat (and a bass note changing every bar), snare and hi-hat; returns (audio, beat times).
+
+    `drift` (seconds): the band drifts this far ahead of and behind the click, one cycle per 64 beats.
+    """
     rng = np.random.default_rng(0)
     y = np.zeros(int(seconds * sr), np.float32)
     period = 60.0 / bpm
     beats = np.arange(lead, seconds - 0.5, period)
+    beats = beats + drift * np.sin(2 * np.pi * np.arange(len(beats)) / 64)
 
     def add(t: float, sig: np.ndarray) -> None:
         i = int(round(t * sr))
@@ -502,3 +513,16 @@ def test_drum_on_every_beat_of_a_three_four_piece_is_not_halved(warm_librosa):
     grid = track_beats(audio.mean(axis=1), 22050)
     assert grid.tempo_bpm == pytest.approx(120.0, rel=0.02), grid.candidates
     assert mir_eval.beat.f_measure(timing.beats, grid.beats) >= 0.95  # measured 0.99
+
+
+def test_steady_grid_follows_a_band_drifting_around_the_click(warm_librosa, monkeypatch):
+    from soundsight.models.audio import beats as B
+
+    y, beats = _drum_loop(120.0, seconds=80.0, drift=0.030)  # +-30 ms: inside the steady test's tolerance
+    grid = B.track_beats(y, 22050)
+    err = np.array([np.min(np.abs(grid.beats - b)) for b in beats])
+    assert grid.steady_tempo and np.median(err) < 0.010, np.median(err)  # measured 5 ms
+    monkeypatch.setattr(B, "RIGID_SPAN", 100_001)  # one shift for the whole song: 20 ms off
+    rigid = B.track_beats(y, 22050)
+    err = np.array([np.min(np.abs(rigid.beats - b)) for b in beats])
+    assert np.median(err) > 0.015, np.median(err)

@@ -44,8 +44,9 @@ Pipeline of `track_beats`
    on the off-beats (the classic off-beat lock). Switching costs ``PHASE_SWITCH`` (z units).
 6. **Refinement** (`refine`): each beat moves to the attack of the strongest short-window onset
    within -70/+50 ms (at most a quarter / sixth of a beat); beats without one keep the median shift.
-   A steady grid moves as a whole, by the median of those shifts: it stays a straight line, and
-   one misread attack (a slow organ or choir note, a note buried in a dense mix) cannot bend it.
+   A steady grid moves by the running median of those shifts over ``RIGID_SPAN`` (17) beats: it
+   stays straight, and one misread attack (a slow organ or choir note, a note buried in a dense
+   mix) cannot bend it.
 7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence
    (low-band onset, its share of the full-band onset, chord change, bass-note change, loudness);
    changing phase or meter costs ``BAR_SWITCH``.
@@ -95,6 +96,7 @@ BPM_RANGE = (55.0, 215.0)  # beat tempi considered, BPM
 EVEN_PULSE = 0.85  # midpoint/beat level at which a grid's double tempo is the same pulse (`even_pulse_double`)
 STEADY_SHARE = 0.85  # share of tracked beats on a straight eighth-note lattice that makes a song steady
 STEADY_TOLERANCE = 0.1  # how near (fraction of a beat) a tracked beat must be to that lattice
+RIGID_SPAN = 17  # beats (about four 4/4 bars) of the running median that moves a steady grid onto attacks
 STEADY_SEARCH = 0.015  # relative range of beat periods searched around the tracked median
 PHASE_BLOCK = 16  # beats per block of `phase_certainty`
 PHASE_CERTAIN_T = 4.0  # `phase_certainty` t that counts as certain (one-sided p < 0.001)
@@ -606,9 +608,9 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = 
         The fine onset envelope (`fine_onset_envelope`): seconds, strength.
     rigid : bool
         For evenly spaced beats (a steady grid): put them on the straight line through them,
-        moved by one shift, the median of their attack offsets, instead of each onto its own
-        attack. The grid stays a straight line, and an attack misread on a slow (organ, choir)
-        or buried note cannot bend it.
+        moved by the running median (``RIGID_SPAN`` beats) of their attack offsets instead of
+        each onto its own attack. The grid stays straight, and an attack misread on a slow
+        (organ, choir) or buried note cannot bend it.
 
     Returns
     -------
@@ -632,10 +634,12 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = 
     if moved:
         out[~found] += float(np.median(moved))
     if rigid and len(beats) > 1:
-        # the least-squares line through the beats undoes their rounding to analysis frames
+        # the least-squares line through the beats undoes their rounding to analysis frames; a
+        # running median, not one for the song, lets the grid follow a band that drifts by less
+        # than the steady test's tolerance
         index = np.arange(len(beats))
         line = np.polyval(np.polyfit(index, beats, 1), index)
-        out = line + float(np.median(out - line))
+        out = line + scipy.ndimage.median_filter(out - line, size=RIGID_SPAN, mode="nearest")
     out = np.maximum.accumulate(np.clip(out, 0.0, None))
     keep = np.concatenate([[True], np.diff(out) > 1e-3])
     return out[keep], strength[keep]
