@@ -45,8 +45,8 @@ Pipeline of `track_beats`
 6. **Refinement** (`refine`): each beat moves to the attack of the strongest short-window onset
    within -70/+50 ms (at most a quarter / sixth of a beat); beats without one keep the median shift.
    A steady grid moves by the running median of those shifts over ``RIGID_SPAN`` (17) beats: it
-   stays straight, and one misread attack (a slow organ or choir note, a note buried in a dense
-   mix) cannot bend it.
+   bends no faster than that median, so one misread attack (a slow organ or choir note, a note
+   buried in a dense mix) cannot move a beat, while a band drifting around its click is followed.
 7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence
    (low-band onset, its share of the full-band onset, chord change, bass-note change, loudness);
    changing phase or meter costs ``BAR_SWITCH``.
@@ -609,8 +609,8 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = 
     rigid : bool
         For evenly spaced beats (a steady grid): put them on the straight line through them,
         moved by the running median (``RIGID_SPAN`` beats) of their attack offsets instead of
-        each onto its own attack. The grid stays straight, and an attack misread on a slow
-        (organ, choir) or buried note cannot bend it.
+        each onto its own attack: an attack misread on a slow (organ, choir) or buried note
+        cannot move its beat, a slow drift around the click still can.
 
     Returns
     -------
@@ -843,8 +843,9 @@ def track_pulse(cues: Cues) -> tuple[np.ndarray, float, list, float, bool] | Non
     -------
     (frames, bpm, scored, tempo_margin, variable) or None
         Beat frames (``HOP`` frames), the chosen tempo (BPM), every hypothesis as (score, bpm,
-        frames), the winner first (`even_pulse_double` may lift the double above a higher score), the winner's lead over the best rival that is not its double or half
-        (log units), and whether the beats follow a local tempo curve. None without hypotheses.
+        frames) with the winner first (`even_pulse_double` may put a double ahead of a higher
+        score), the winner's lead over the best rival that is not its double or half (log
+        units), and whether the beats follow a local tempo curve. None without hypotheses.
     """
     cands = tempo_candidates(cues.envelope)
     if not cands:
