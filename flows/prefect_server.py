@@ -142,5 +142,18 @@ def temporary_server(startup_timeout: float = 120.0) -> Iterator[str]:
             time.sleep(0.3)
         yield api
     finally:
+        flush_run_logs()
         stop(proc)
         log.close()
+
+
+def flush_run_logs(timeout: float = 3.0) -> None:
+    """Send the run logs Prefect still holds to the server, waiting at most `timeout` seconds.
+
+    Prefect ships logs from a background worker that drains at interpreter exit; with a temporary
+    server that is after the server has gone, and every run ended with "Error logging to API".
+    """
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):  # the logs are a courtesy: never fail a finished run over them
+        APILogWorker.drain_all(timeout=timeout)

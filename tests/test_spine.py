@@ -119,6 +119,7 @@ def test_demo_renders_with_a_temporary_prefect_server(tmp_path, ffprobe):
     video = Path(proc.stdout.strip().splitlines()[-1])
     assert video.is_file() and video.name == "video.mp4"
     assert "temporary" in proc.stderr or "using the Prefect server" in proc.stderr
+    assert "Error logging to API" not in proc.stderr, proc.stderr[-1000:]  # run logs sent before the server stops
     streams = probe(ffprobe, video)["streams"]
     assert sorted(s["codec_type"] for s in streams) == ["audio", "video"]
     # The demo song carries its exact beats beside it, so the run scores its own cuts.
