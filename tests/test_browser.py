@@ -63,7 +63,11 @@ def test_render_song_from_the_ui_form(stack, tmp_path):
             page.get_by_role("button", name="Submit").click()
 
             toast = page.get_by_text(re.compile(r"scheduled to start now"))
-            run_name = toast.inner_text().split(" scheduled")[0].strip()
+            try:
+                run_name = toast.inner_text().split(" scheduled")[0].strip()
+            except Exception:
+                shot(page, "ui-1b-after-submit.png")  # what the page showed instead of the toast
+                raise
             page.get_by_role("button", name="View run").click()
             page.get_by_role("tab", name="Job Variables").wait_for()
             completed = page.locator('[data-slot="badge"]', has_text=re.compile(r"^Completed$"))
