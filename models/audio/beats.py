@@ -53,9 +53,9 @@ Pipeline of `track_beats`
 8. **Confidence** (`beat_confidence`, 0..1): sqrt(share of beats on a clear attack) x tempo
    regularity x sqrt(phase margin / 1.5 z) x (0.5 + 0.5 x tempo clarity); for a steady grid the
    phase term is the song-wide decision's t statistic over ``PHASE_CERTAIN_T``
-   (`phase_certainty`); each term is kept in
-   `BeatGrid.confidence_terms`. `is_credible` turns it into the segment stage's snap / fall-back
-   decision (threshold ``CREDIBLE_CONFIDENCE``, in musical terms in docs/segmentation.md).
+   (`phase_certainty`); each term is kept in `BeatGrid.confidence_terms`. `is_credible` turns it
+   into the segment stage's snap / fall-back decision (threshold ``CREDIBLE_CONFIDENCE``, in
+   musical terms in docs/segmentation.md).
 9. **Structure** (`soundsight.models.audio.structure`): 4- and 8-bar phrase starts and section
    boundaries on downbeats, for the cut planner.
 """
@@ -93,6 +93,7 @@ VARIABLE_GAIN = 1.05  # a tempo-following grid must reach this much more beat sa
 PHASE_SWITCH = 10.0  # cost (z units) of switching the beat between the two halves of the lattice
 BAR_SWITCH = 6.0  # cost (z units) of changing bar phase or meter between two beats
 BPM_RANGE = (55.0, 215.0)  # beat tempi considered, BPM
+SAME_TEMPO = 0.04  # |log ratio| within which two tempi (or a tempo and a multiple) count as one (4 %)
 EVEN_PULSE = 0.85  # midpoint/beat level at which a grid's double tempo is the same pulse (`even_pulse_double`)
 STEADY_SHARE = 0.85  # share of tracked beats on a straight eighth-note lattice that makes a song steady
 STEADY_TOLERANCE = 0.1  # how near (fraction of a beat) a tracked beat must be to that lattice
@@ -340,7 +341,7 @@ def tempo_candidates(envelope: np.ndarray, max_peaks: int = 5) -> list[tuple[flo
         base = 60.0 * SR / HOP / lag
         for mult in (1.0, 2.0, 0.5):
             t = base * mult
-            if BPM_RANGE[0] <= t <= BPM_RANGE[1] and all(abs(np.log(t / c)) > 0.04 for c, _ in out):
+            if BPM_RANGE[0] <= t <= BPM_RANGE[1] and all(abs(np.log(t / c)) > SAME_TEMPO for c, _ in out):
                 out.append((t, float(np.interp(t, xs, ys))))
     return out
 
@@ -741,7 +742,8 @@ def confidence_terms(
         ``regularity``: 1 - 4 x the median relative deviation of beat intervals from their
         9-beat local median (1 = metronomic, 0 = intervals off by 25 % or more);
         ``phase``: the phase margin over 1.5 z (how clearly the beats, not the off-beats, carry
-        bass and chord changes), or for a steady grid t over ``PHASE_CERTAIN_T``; ``tempo_clarity``: 1 - exp(-tempo margin / 0.15).
+        bass and chord changes), or for a steady grid t over ``PHASE_CERTAIN_T``;
+        ``tempo_clarity``: 1 - exp(-tempo margin / 0.15).
         All zero with fewer than eight beats.
     """
     if len(beats) < 8:
@@ -822,14 +824,14 @@ def even_pulse_double(scored: list, stats: tuple[float, float, float]) -> int | 
     if on <= 0 or mid < EVEN_PULSE * on:
         return None
     for i, (_, b, _) in enumerate(scored):
-        if abs(np.log(b / (2.0 * bpm))) < 0.04 and tempo_preference(b) > tempo_preference(bpm):
+        if abs(np.log(b / (2.0 * bpm))) < SAME_TEMPO and tempo_preference(b) > tempo_preference(bpm):
             return i
     return None
 
 
 def _octave_related(a: float, b: float) -> bool:
     r = max(a, b) / min(a, b)
-    return any(abs(np.log(r / k)) < 0.04 for k in (1.0, 2.0, 4.0))
+    return any(abs(np.log(r / k)) < SAME_TEMPO for k in (1.0, 2.0, 4.0))
 
 
 def track_pulse(cues: Cues) -> tuple[np.ndarray, float, list, float, bool] | None:
