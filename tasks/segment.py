@@ -22,7 +22,7 @@ from soundsight.tasks.reference_beats import load_reference_beats, reference_fil
 # 5: steady-tempo songs get one straight grid with one beat phase (`beats.steady_lattice`).
 # 6: an even pulse takes the double nearer 120 BPM (`beats.even_pulse_double`); steady at 85 %;
 #    a steady grid stays straight through the attack refinement.
-VERSION = 6
+VERSION = 7
 log = logging.getLogger("soundsight")
 
 

@@ -483,13 +483,15 @@ def test_real_rock_song_is_tracked_on_its_charted_beat(music, warm_librosa):
 
     path = music / "metal_madness.ogg"  # 150 BPM metal whose riffs sit on the off-beats for bars on end
     y, _ = librosa.load(str(path), sr=SR, mono=True)
-    reference, _ = load_reference_beats(path, y, SR)  # its Frets on Fire chart, aligned within +-150 ms
+    reference, bar_lines = load_reference_beats(path, y, SR)  # its Frets on Fire chart, aligned within +-150 ms
     grid = track_beats(y, SR)
     assert grid.steady_tempo and grid.phase_flips == 0
     assert (
         mir_eval.beat.f_measure(reference, grid.beats) >= 0.9
     )  # measured 0.97 (0.94 with per-beat refinement, 0.75 before the steady grid)
     assert grid.confidence >= 0.6  # measured 0.76: the joint planner's bar lines are used
+    on_chart_bar_line = [np.min(np.abs(bar_lines - d)) <= 0.07 for d in grid.downbeats]
+    assert grid.beats_per_bar == 4 and np.mean(on_chart_bar_line) >= 0.9  # measured 0.94 (0.73 with equal cue weights)
 
 
 def test_even_pulse_prefers_the_double_nearer_the_preferred_tempo():
@@ -526,3 +528,40 @@ def test_steady_grid_follows_a_band_drifting_around_the_click(warm_librosa, monk
     rigid = B.track_beats(y, 22050)
     err = np.array([np.min(np.abs(rigid.beats - b)) for b in beats])
     assert np.median(err) > 0.015, np.median(err)
+
+
+def test_one_clear_downbeat_cue_outweighs_several_weak_ones():
+    from soundsight.models.audio.beats import bars, weighted_evidence
+
+    # 64 beats of 4/4, downbeats on beat index 1, 5, 9, ...: a kick marks them plainly; four
+    # harmony-like cues lean, each noisily, to the third beat of the bar (a chorale's cadences)
+    rng = np.random.default_rng(0)
+    position = (np.arange(64) - 1) % 4
+    terms = {"kick": np.where(position == 0, 1.5, -0.5) + 0.2 * rng.standard_normal(64)}
+    for name in ("share", "chord", "bass", "hold"):
+        terms[name] = np.where(position == 2, 0.9, -0.3) + 1.0 * rng.standard_normal(64)
+    terms = {k: (v - v.mean()) / v.std() for k, v in terms.items()}
+
+    equal = sum(terms.values())
+    meter, down = bars((equal - equal.mean()) / equal.std())
+    assert not down[position == 0].all()  # the equal sum (before) follows the four weak cues
+
+    meter, down = bars(weighted_evidence(terms))
+    assert meter == 4 and np.array_equal(down, position == 0)
+
+
+def test_a_kick_on_the_downbeat_of_a_fast_piece_gives_its_bars(warm_librosa):
+    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from soundsight.models.audio.beats import track_beats
+
+    # bwv66.6 at 168 BPM, strings and bass, a kick on each downbeat: the harmony leans to beat 3
+    # (the chorale's cadences) and the equal-weight evidence put every bar line there (0 of 9)
+    score = load_score("bach/bwv66.6")
+    set_tempi(score, [(0, 168.0)])
+    audio, timing = render_score(score, (48, 48, 48, 33), drums=True, sample_rate=22050)
+    lead = np.zeros(int(round(0.119 * 22050)))  # as benchmarks/segmentation_eval.py's fast44+dr
+    grid = track_beats(np.concatenate([lead, audio.mean(axis=1)]), 22050)
+    timing = timing.shifted(len(lead) / 22050)
+    assert grid.tempo_bpm == pytest.approx(168.0, rel=0.02) and grid.beats_per_bar == 4
+    on_true = [np.min(np.abs(timing.downbeats - d)) <= 0.07 for d in grid.downbeats]
+    assert len(on_true) >= 8 and np.mean(on_true) >= 0.85, on_true  # measured 8 of 9 (was 0 of 9)

@@ -47,9 +47,13 @@ Pipeline of `track_beats`
    A steady grid moves by the running median of those shifts over ``RIGID_SPAN`` (17) beats: it
    bends no faster than that median, so one misread attack (a slow organ or choir note, a note
    buried in a dense mix) cannot move a beat, while a band drifting around its click is followed.
-7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence
-   (low-band onset, its share of the full-band onset, chord change, bass-note change, loudness);
-   changing phase or meter costs ``BAR_SWITCH``.
+7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence;
+   changing phase or meter costs ``BAR_SWITCH``. The evidence (`downbeat_terms`) is seven cues:
+   low-band onset, its share of the full-band onset, a bass-drum energy rise, chord change,
+   bass-note change, loudness, and held harmony (a beat's chroma closer to the next beat's than
+   to the previous one's). Which of them marks the bar depends on the music, so each is weighted
+   by its own t statistic at the song's best (meter, phase) hypothesis (`downbeat_weights`): the
+   kick carries a band, held chords a chorale, and cues with no bar pattern drop out.
 8. **Confidence** (`beat_confidence`, 0..1): sqrt(share of beats on a clear attack) x tempo
    regularity x sqrt(phase margin / 1.5 z) x (0.5 + 0.5 x tempo clarity); for a steady grid the
    phase term is the song-wide decision's t statistic over ``PHASE_CERTAIN_T``
@@ -102,7 +106,7 @@ STEADY_SEARCH = 0.015  # relative range of beat periods searched around the trac
 PHASE_BLOCK = 16  # beats per block of `phase_certainty`
 PHASE_CERTAIN_T = 4.0  # `phase_certainty` t that counts as certain (one-sided p < 0.001)
 PHASE_WEIGHTS = {"low": 1.0, "chord": 1.0, "bass": 1.0}  # z-scored off-beat evidence terms of `correct_phase`
-DOWNBEAT_CUES = ("low", "share", "chord", "bass", "loud")  # terms of `downbeat_evidence`
+DOWNBEAT_CUES = ("low", "share", "chord", "bass", "loud", "kick", "hold")  # terms of `downbeat_terms`
 CREDIBLE_CONFIDENCE = 0.3  # `is_credible`: the confidence below which no cut snaps to the grid
 CREDIBLE_BEATS = 8  # `is_credible`: fewest beats (two bars of 4/4) a usable grid has
 
@@ -646,30 +650,105 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = 
     return out[keep], strength[keep]
 
 
-def downbeat_evidence(cues: Cues, beats: np.ndarray) -> np.ndarray:
-    """Per-beat downbeat evidence (z units): low onset + low share + chord change + bass change + loudness.
+def downbeat_terms(cues: Cues, beats: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-beat downbeat cues, each z-scored over the song (keys: `DOWNBEAT_CUES`).
 
-    Low onset: the strongest low-band flux within 35 ms of the beat (kick drum, bass notes); low
-    share: that over the full-band flux (kick rather than snare); chord / bass change: chroma and
-    bass-chroma cosine distance between the beat before and the beat after; loudness: log power
-    over the beat's span. Full-band onset strength alone is left out (snare backbeats).
+    - ``low``: the strongest low-band (< 200 Hz) flux within 35 ms of the beat (kick, bass notes);
+    - ``share``: that over the full-band flux (a kick rather than a snare);
+    - ``chord`` / ``bass``: chroma / bass-chroma cosine distance between the beat before and the
+      beat after (harmony and bass notes change at bar lines);
+    - ``loud``: log power over the beat's span;
+    - ``kick``: log power below 120 Hz over the 70 ms after the beat minus the 70 ms before (a
+      bass drum's energy rise; the flux in dB above hardly tells a kick from a snare's low end);
+    - ``hold``: how much more the beat's chroma resembles the next beat's than the previous
+      beat's (long notes and held chords start on strong beats).
+
+    Full-band onset strength alone is left out (snare backbeats).
     """
-    frames = np.clip(np.round(beats * SR / HOP).astype(int), 0, len(cues.times) - 1)
+    n_frames = len(cues.times)
+    frames = np.clip(np.round(beats * SR / HOP).astype(int), 0, n_frames - 1)
     radius = max(1, int(round(0.035 * SR / HOP)))
     low = _peak_at(cues.raw_low, frames, radius)
     share = low / (_peak_at(cues.raw_mel, frames, radius) + 1e-9)
     period = max(2, int(round(float(np.median(np.diff(frames)))))) if len(frames) > 2 else 20
     chord = feature_change(cues.chroma, frames, period)
     bass = feature_change(cues.bass_chroma, frames, period)
+    bounds = np.concatenate([frames, [n_frames]])
+    spans = list(zip(bounds[:-1], np.maximum(bounds[:-1] + 1, bounds[1:])))
     frame_power = cues.power.sum(axis=0)
-    bounds = np.concatenate([frames, [len(frame_power)]])
-    loud = np.log(np.array([frame_power[a : max(a + 1, b)].mean() for a, b in zip(bounds[:-1], bounds[1:])]) + 1e-12)
+    loud = np.log(np.array([frame_power[a:b].mean() for a, b in spans]) + 1e-12)
+    freqs = librosa.fft_frequencies(sr=SR, n_fft=N_FFT)
+    low_power = np.concatenate([[0.0], np.cumsum(cues.power[freqs < 120.0].sum(axis=0))])
+    w = max(1, int(round(0.07 * SR / HOP)))
+
+    def mean_low(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = np.clip(a, 0, n_frames), np.clip(b, 0, n_frames)
+        return (low_power[b] - low_power[a]) / np.maximum(b - a, 1)
+
+    kick = np.log(mean_low(frames, frames + w) + 1e-12) - np.log(mean_low(frames - w, frames) + 1e-12)
+    beat_chroma = np.stack([cues.chroma[:, a:b].mean(axis=1) for a, b in spans], axis=1)
+    beat_chroma /= np.linalg.norm(beat_chroma, axis=0, keepdims=True) + 1e-9
+    similar = (beat_chroma[:, :-1] * beat_chroma[:, 1:]).sum(axis=0)
+    mid = float(similar.mean()) if len(similar) else 0.0
+    hold = np.concatenate([similar, [mid]]) - np.concatenate([[mid], similar])
 
     def z(x: np.ndarray) -> np.ndarray:
         return (x - x.mean()) / (x.std() + 1e-9)
 
-    terms = {"low": low, "share": share, "chord": chord, "bass": bass, "loud": loud}
-    return sum(z(terms[k]) for k in DOWNBEAT_CUES)
+    terms = {"low": low, "share": share, "chord": chord, "bass": bass, "loud": loud, "kick": kick, "hold": hold}
+    return {k: z(terms[k]) for k in DOWNBEAT_CUES}
+
+
+def bar_contrast(terms: dict[str, np.ndarray], meter: int, phase: int) -> dict[str, float]:
+    """Each cue's two-sample t statistic: beats at `phase` (mod `meter`) against all other beats.
+
+    Positive when the cue is higher on those beats; about N(0, 1) when the cue has no bar
+    structure, whatever the meter.
+    """
+    n = len(next(iter(terms.values())))
+    on = (np.arange(n) - phase) % meter == 0
+    k_on, k_off = int(on.sum()), int(n - on.sum())
+    out = {}
+    for name, x in terms.items():
+        if k_on < 2 or k_off < 2:
+            out[name] = 0.0
+            continue
+        pooled = np.sqrt((x[on].var() * k_on + x[~on].var() * k_off) / n) + 1e-9
+        out[name] = float((x[on].mean() - x[~on].mean()) / pooled * np.sqrt(k_on * k_off / n))
+    return out
+
+
+def downbeat_weights(terms: dict[str, np.ndarray], meters: tuple[int, ...] = (3, 4)) -> dict[str, float]:
+    """How far to trust each cue in this song: its t statistic at the song's best bar hypothesis.
+
+    Which cue marks the bar depends on the music (a kick drum in a band, held chords in a
+    chorale, bass notes in a riff), and an equal sum lets three weak cues outvote one clear one.
+    Every (meter, phase) is scored by sum(max(t, 0)^2) over the cues (the log-likelihood gain of
+    cues that rise on its downbeats) and each cue is weighted by its t at the winner (0 if
+    negative), so a cue with a clear bar pattern carries the song and cues without one drop out.
+    """
+    best, weights = -1.0, {k: 1.0 for k in terms}
+    for meter in meters:
+        for phase in range(meter):
+            t = bar_contrast(terms, meter, phase)
+            gain = sum(max(v, 0.0) ** 2 for v in t.values())
+            if gain > best:
+                best, weights = gain, {k: max(v, 0.0) for k, v in t.items()}
+    return weights
+
+
+def weighted_evidence(terms: dict[str, np.ndarray], meters: tuple[int, ...] = (3, 4)) -> np.ndarray:
+    """Per-beat downbeat evidence (z units): z-scored cues summed with `downbeat_weights`."""
+    weights = downbeat_weights(terms, meters)
+    if sum(weights.values()) <= 0.0:  # no cue rises on any bar hypothesis: all count alike
+        weights = {k: 1.0 for k in terms}
+    evidence = sum(weights[k] * terms[k] for k in terms)
+    return (evidence - evidence.mean()) / (evidence.std() + 1e-9)
+
+
+def downbeat_evidence(cues: Cues, beats: np.ndarray, meters: tuple[int, ...] = (3, 4)) -> np.ndarray:
+    """Per-beat downbeat evidence (z units) of a song: `weighted_evidence` of its `downbeat_terms`."""
+    return weighted_evidence(downbeat_terms(cues, beats), meters)
 
 
 def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float | None = None) -> tuple[int, np.ndarray]:
@@ -908,7 +987,8 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
     if len(beats) < 4:
         return BeatGrid(bpm, beats, beats[:1], 0.0)
     beats, strength = refine(beats, cues.fine_times, cues.fine, rigid=steady)
-    meter, down = bars(downbeat_evidence(cues, beats), (beats_per_bar,) if beats_per_bar else (3, 4))
+    meters = (beats_per_bar,) if beats_per_bar else (3, 4)
+    meter, down = bars(downbeat_evidence(cues, beats, meters), meters)
     phase_t = phase_certainty(cues, frames) if steady else None  # None: too short, the margin decides
     terms = confidence_terms(beats, strength, cues.fine, margin, tempo_margin, phase_t)
     top = float(np.percentile(strength, 95)) or 1.0
