@@ -27,8 +27,10 @@ Pipeline of `track_beats`
    double tempo is the same pulse and the lattice term cannot tell the two levels apart, so the
    tempo preference decides between them (`even_pulse_double`).
 3. **Tempo changes**: a Viterbi path through the tempogram within half an octave of the chosen
-   tempo; when it departs from it by more than ``TEMPO_CHANGE`` (8 %) over a fifth of the song
-   *and* its grid lands on ``VARIABLE_GAIN`` (5 %) more salient onsets, the tracker follows it.
+   tempo, and one around each rival tempo within half an octave of it (a song at 100, 76 and
+   120 BPM whose winner is 120 needs a path centred near 100 to reach 76); when the most salient
+   path departs from the chosen tempo by more than ``TEMPO_CHANGE`` (8 %) over a fifth of the
+   song *and* its grid lands on ``VARIABLE_GAIN`` (5 %) more salient onsets, the tracker follows it.
 4. **Steady tempo** (`steady_lattice`): most studio music is played to a click, so its beats lie
    on one straight line. When at least ``STEADY_SHARE`` (85 %) of the tracked beats lie within
    ``STEADY_TOLERANCE`` (a tenth of a beat) of one straight eighth-note lattice (period fitted to
@@ -943,14 +945,21 @@ def track_pulse(cues: Cues) -> tuple[np.ndarray, float, list, float, bool] | Non
     best_score, bpm, frames = scored[0]
     rivals = [s for s, b, _ in scored[1:] if not _octave_related(b, bpm)]
     tempo_margin = best_score - (rivals[0] if rivals else best_score - 1.0)
-    curve = local_tempo(cues.envelope, bpm)
-    variable = float(np.mean(np.abs(curve / bpm - 1.0) > TEMPO_CHANGE)) > 0.2
-    if variable:
-        # follow the curve only if that puts the beats on clearly stronger onsets than the constant tempo
+    # the tempo curve may only wander half an octave from its centre: a song that slows from 100
+    # to 76 BPM and ends at 120 (the winner) needs a curve centred on a rival such as 100
+    centres = [bpm] + [b for _, b, _ in scored[1:] if abs(np.log2(b / bpm)) < 0.5 and not _octave_related(b, bpm)]
+    best = None
+    for centre in centres:
+        curve = local_tempo(cues.envelope, centre)
+        if float(np.mean(np.abs(curve / bpm - 1.0) > TEMPO_CHANGE)) <= 0.2:
+            continue
         vframes = _track(cues.envelope, curve, tightness=100.0)
-        variable = _salience(cues, vframes) > VARIABLE_GAIN * _salience(cues, frames)
-        frames = vframes if variable else frames
-    return frames, bpm, scored, tempo_margin, variable
+        salience = _salience(cues, vframes)
+        if best is None or salience > best[0]:
+            best = (salience, vframes)
+    # follow a curve only if that puts the beats on clearly stronger onsets than the constant tempo
+    variable = best is not None and best[0] > VARIABLE_GAIN * _salience(cues, frames)
+    return (best[1] if variable else frames), bpm, scored, tempo_margin, variable
 
 
 def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> BeatGrid:
