@@ -585,3 +585,17 @@ def test_a_slow_middle_section_is_followed_at_its_own_tempo(warm_librosa):
     assert slow.sum() >= 10
     f = mir_eval.beat.f_measure(timing.shifted(len(lead) / 22050).beats, grid.beats)
     assert f >= 0.93, f  # measured 0.96 (0.87 before)
+
+
+def test_section_boundary_does_not_move_when_the_first_beat_is_at_zero():
+    from soundsight.models.audio.structure import section_boundaries
+
+    # 64 beats of 0.5 s whose features change at beat 32 (16 s); the first beat at 0 s or 0.1 s
+    frames_per_beat = int(round(0.5 * 22050 / 256))
+    features = np.zeros((2, 64 * frames_per_beat))
+    features[0, : 32 * frames_per_beat] = 1.0
+    features[1, 32 * frames_per_beat :] = 1.0
+    for first in (0.0, 0.1):
+        beats = first + 0.5 * np.arange(64)
+        times, _ = section_boundaries(features, beats, np.zeros(0))
+        assert list(times) == [beats[32]], (first, times)

@@ -110,7 +110,10 @@ def section_boundaries(
     if len(beats) < 2 * kernel_beats + 2:
         return np.zeros(0), np.zeros(0)
     fr = _frames(beats, features.shape[1])
-    sync = librosa.util.sync(features, fr, aggregate=np.mean)[:, 1:]
+    # one column per beat, its span up to the next beat (`librosa.util.sync` adds a leading
+    # column only when the first beat is after frame 0, which shifted every beat by one when not)
+    ends = np.concatenate([fr[1:], [features.shape[1]]])
+    sync = np.stack([features[:, a : max(a + 1, b)].mean(axis=1) for a, b in zip(fr, ends)], axis=1)
     sync = sync / (np.linalg.norm(sync, axis=0, keepdims=True) + 1e-9)
     ssm = sync.T @ sync
     k = kernel_beats
