@@ -514,7 +514,7 @@ def test_drum_on_every_beat_of_a_three_four_piece_is_not_halved(warm_librosa):
     audio, timing = render_score(load_score("bach/bwv269"), (73, 71, 41, 42), drums=True, sample_rate=22050)
     grid = track_beats(audio.mean(axis=1), 22050)
     assert grid.tempo_bpm == pytest.approx(120.0, rel=0.02), grid.candidates
-    assert mir_eval.beat.f_measure(timing.beats, grid.beats) >= 0.95  # measured 0.99
+    assert mir_eval.beat.f_measure(timing.beats, grid.beats) >= 0.95  # measured 1.00 (0.40 at 150 BPM before)
 
 
 def test_steady_grid_follows_a_band_drifting_around_the_click(warm_librosa, monkeypatch):
@@ -599,3 +599,23 @@ def test_section_boundary_does_not_move_when_the_first_beat_is_at_zero():
         beats = first + 0.5 * np.arange(64)
         times, _ = section_boundaries(features, beats, np.zeros(0))
         assert list(times) == [beats[32]], (first, times)
+
+
+def test_a_jig_is_tracked_on_its_dotted_quarters(warm_librosa):
+    import mir_eval
+
+    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from soundsight.models.audio.beats import lattice_contrast, track_beats
+
+    # a 6/8 jig on nylon guitar with a kit on its dotted quarters (100 BPM): the duple lattice
+    # alone scored the eighth-note stream's 150 BPM quarters higher (F 0.40)
+    score = load_score("airdsAirs/book1.abc", 50)
+    set_tempi(score, [(0, 100.0)])
+    audio, timing = render_score(score, (25,), drums=True, sample_rate=22050)
+    grid = track_beats(audio.mean(axis=1), 22050)
+    assert grid.tempo_bpm == pytest.approx(100.0, rel=0.02), grid.candidates
+    assert mir_eval.beat.f_measure(timing.beats, grid.beats) >= 0.95  # measured 1.00 (0.40 at 150 BPM before)
+
+    # an unaccented triple subdivision (a 2:3 grid in duple music) stays on the duple contrast
+    assert lattice_contrast((4.0, 1.0, 1.0, 4.0, 0.5)) == pytest.approx((4.0 + 1.0 + 0.3) / (2.0 + 0.3))
+    assert lattice_contrast((8.0, 1.0, 3.0, 3.0, 1.0)) == pytest.approx((8.0 + 6.0 + 0.3) / (3.0 + 0.3))

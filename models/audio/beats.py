@@ -22,7 +22,9 @@ Pipeline of `track_beats`
    tempogram autocorrelation at the tempo + ``LATTICE_WEIGHT`` x log(how much stronger the beats
    *and their midpoints* are than the quarter-beat points) + log tempo preference (log-normal,
    ``PREFERRED_BPM``, ``PREFERENCE_OCTAVES`` wide). The lattice term rejects 2:3 and 3:2 grids,
-   half of whose beats fall on subdivisions. `BeatGrid.candidates` lists every hypothesis.
+   half of whose beats fall on subdivisions. A compound-meter beat (a jig's dotted quarter) is
+   divided in three, so its lattice is also read as beats + third points over sixth points, but
+   only when the beats are accented over their third points (``TRIPLE_ACCENT``, `lattice_contrast`). `BeatGrid.candidates` lists every hypothesis.
    When the winner's midpoints are nearly as strong as its beats (``EVEN_PULSE``, 85 %), its
    double tempo is the same pulse and the lattice term cannot tell the two levels apart, so the
    tempo preference decides between them (`even_pulse_double`).
@@ -93,6 +95,7 @@ FINE_NFFT, FINE_HOP = 512, 64  # attack envelope: 23 ms window, 2.9 ms hop
 PREFERRED_BPM = 120.0  # centre of the tempo preference, BPM
 PREFERENCE_OCTAVES = 1.0  # its standard deviation, octaves
 LATTICE_WEIGHT = 0.5  # weight of the beat/off-beat lattice contrast in the tempo score
+TRIPLE_ACCENT = 1.3  # beats this much above their third points make a triple subdivision count (`lattice_contrast`)
 LATTICE_FLOOR = 0.3  # added to lattice salience terms (units: mean cue level) so silent subdivisions stay finite
 TEMPO_CHANGE = 0.08  # local tempo this far (relative) from the global one counts as a change
 VARIABLE_GAIN = 1.05  # a tempo-following grid must reach this much more beat salience than the constant one
@@ -439,18 +442,22 @@ def _track(envelope: np.ndarray, bpm, tightness: float) -> np.ndarray:
     return np.asarray(frames, dtype=int)
 
 
-def _lattice_stats(cues: Cues, frames: np.ndarray) -> tuple[float, float, float]:
-    """Mean beat-envelope level at the beats, their midpoints and the quarter points (units: mean level)."""
+def _lattice_stats(cues: Cues, frames: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Mean beat-envelope level (units: mean level) at points of each beat period.
+
+    Returns (on, mid, quarter, third, sixth): the beats, their midpoints, the quarter points
+    (1/4, 3/4), the third points (1/3, 2/3) and the sixth points (1/6, 1/2, 5/6).
+    """
     if len(frames) < 4:
-        return 0.0, 0.0, 1.0
+        return 0.0, 0.0, 1.0, 0.0, 1.0
     period = float(np.median(np.diff(frames)))
     radius = max(1, int(period // 8))
     env = cues.envelope / (cues.envelope.mean() + 1e-9)
 
-    def at(frac: float) -> float:
-        return float(_peak_at(env, np.round(frames + frac * period).astype(int), radius).mean())
+    def at(*fracs: float) -> float:
+        return float(np.mean([_peak_at(env, np.round(frames + f * period).astype(int), radius).mean() for f in fracs]))
 
-    return at(0.0), at(0.5), 0.5 * (at(0.25) + at(0.75))
+    return at(0.0), at(0.5), at(0.25, 0.75), at(1 / 3, 2 / 3), at(1 / 6, 0.5, 5 / 6)
 
 
 def _salience(cues: Cues, frames: np.ndarray) -> float:
@@ -461,10 +468,24 @@ def _salience(cues: Cues, frames: np.ndarray) -> float:
     return float(_peak_at(cues.envelope, frames, radius).mean() / (cues.envelope.mean() + 1e-9))
 
 
-def _score_candidate(bpm: float, ac: float, stats: tuple[float, float, float]) -> float:
-    """Log autocorrelation + LATTICE_WEIGHT x log lattice contrast + log tempo preference."""
-    on, mid, quarter = stats
-    contrast = (on + mid + LATTICE_FLOOR) / (2.0 * quarter + LATTICE_FLOOR)
+def lattice_contrast(stats: tuple[float, float, float, float, float]) -> float:
+    """How much stronger a grid's beats and subdivisions are than the points between them.
+
+    Duple: (beats + midpoints) over the quarter points. Triple (compound meter: a jig's dotted
+    quarter holds three eighths): (beats + third points) over the sixth points, counted only
+    when the beats are accented over their third points by ``TRIPLE_ACCENT``; without that
+    accent a 2:3 grid in duple music (every third eighth) would pass for a compound beat.
+    """
+    on, mid, quarter, third, sixth = stats
+    duple = (on + mid + LATTICE_FLOOR) / (2.0 * quarter + LATTICE_FLOOR)
+    if on < TRIPLE_ACCENT * third:
+        return duple
+    return max(duple, (on + 2.0 * third + LATTICE_FLOOR) / (3.0 * sixth + LATTICE_FLOOR))
+
+
+def _score_candidate(bpm: float, ac: float, stats: tuple[float, float, float, float, float]) -> float:
+    """Log autocorrelation + LATTICE_WEIGHT x log `lattice_contrast` + log tempo preference."""
+    contrast = lattice_contrast(stats)
     return float(np.log(max(ac, 1e-6)) + LATTICE_WEIGHT * np.log(contrast) + np.log(tempo_preference(bpm)))
 
 
@@ -892,7 +913,7 @@ def even_pulse_double(scored: list, stats: tuple[float, float, float]) -> int | 
     ----------
     scored : list of (score, bpm, frames)
         Tempo hypotheses, best first (`track_pulse`).
-    stats : (on, mid, quarter)
+    stats : (on, mid, quarter, third, sixth)
         The winner's `_lattice_stats` (units: mean beat-envelope level).
 
     Returns
@@ -900,7 +921,7 @@ def even_pulse_double(scored: list, stats: tuple[float, float, float]) -> int | 
     int or None
         Index of the double's hypothesis, or None to keep the winner.
     """
-    on, mid, _ = stats
+    on, mid = stats[0], stats[1]
     bpm = scored[0][1]
     if on <= 0 or mid < EVEN_PULSE * on:
         return None
