@@ -46,6 +46,8 @@ Pipeline of `track_beats`
    per-point evidence z(low-band onset) + z(chord change over one beat) + z(bass-chroma change
    over one beat). Snare and hi-hat flux are left out on purpose: in double-time rock they sit
    on the off-beats (the classic off-beat lock). Switching costs ``PHASE_SWITCH`` (z units).
+   A song with no bass line (under ``BASS_LINE_SHARE``, 10 %, of its power below 250 Hz: a
+   melody alone) has no bass term: its low band holds only the melody's lowest notes.
 6. **Refinement** (`refine`): each beat moves to the attack of the strongest short-window onset
    within -70/+50 ms (at most a quarter / sixth of a beat); beats without one keep the median shift.
    A steady grid moves by the running median of those shifts over ``RIGID_SPAN`` (17) beats: it
@@ -111,6 +113,9 @@ STEADY_SEARCH = 0.015  # relative range of beat periods searched around the trac
 PHASE_BLOCK = 16  # beats per block of `phase_certainty`
 PHASE_CERTAIN_T = 4.0  # `phase_certainty` t that counts as certain (one-sided p < 0.001)
 PHASE_WEIGHTS = {"low": 1.0, "chord": 1.0, "bass": 1.0}  # z-scored off-beat evidence terms of `correct_phase`
+BASS_LINE_SHARE = (
+    0.1  # below this share of power under 250 Hz a song has no bass line: no bass term in `phase_evidence`
+)
 DOWNBEAT_CUES = ("low", "share", "chord", "bass", "loud", "kick", "hold")  # terms of `downbeat_terms`
 CREDIBLE_CONFIDENCE = 0.3  # `is_credible`: the confidence below which no cut snaps to the grid
 CREDIBLE_BEATS = 8  # `is_credible`: fewest beats (two bars of 4/4) a usable grid has
@@ -523,7 +528,17 @@ def phase_evidence(cues: Cues, frames: np.ndarray) -> tuple[np.ndarray, np.ndarr
         "mel": lambda: np.log(_peak_at(cues.mel, lattice, radius) + 0.1),
         "rise": lambda: _energy_rise(cues, lattice, max(1, period // 4)),
     }
-    return lattice, sum(w * z(terms[k]()) for k, w in PHASE_WEIGHTS.items() if w)
+    weights = dict(PHASE_WEIGHTS)
+    if bass_share(cues) < BASS_LINE_SHARE:
+        weights["bass"] = 0.0  # no bass line: the low band holds only the melody's lowest notes
+    return lattice, sum(w * z(terms[k]()) for k, w in weights.items() if w)
+
+
+def bass_share(cues: Cues) -> float:
+    """Share of the song's power below 250 Hz (the band of `Cues.bass_chroma`), 0..1."""
+    low = librosa.fft_frequencies(sr=SR, n_fft=N_FFT) < 250.0
+    total = float(cues.power.sum())
+    return float(cues.power[low].sum()) / total if total > 0 else 0.0
 
 
 def correct_phase(cues: Cues, frames: np.ndarray, switch: float | None = None) -> tuple[np.ndarray, int, float]:
