@@ -23,7 +23,8 @@ from soundsight.tasks.reference_beats import load_reference_beats, reference_fil
 # 6: an even pulse takes the double nearer 120 BPM (`beats.even_pulse_double`); steady at 85 %;
 #    a steady grid stays straight through the attack refinement.
 # 7: downbeat cues weighted by their bar contrast in the song (`beats.downbeat_weights`); tempo
-#    curves also centred on rival tempi (a slow middle section beyond half an octave).
+#    curves also centred on rival tempi; a triple-subdivision lattice for accented compound beats;
+#    no bass term in the off-beat evidence of a song without a bass line; section columns per beat.
 VERSION = 7
 log = logging.getLogger("soundsight")
 

@@ -607,7 +607,7 @@ def test_a_jig_is_tracked_on_its_dotted_quarters(warm_librosa):
     from soundsight.flows.demo import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import lattice_contrast, track_beats
 
-    # a 6/8 jig on nylon guitar with a kit on its dotted quarters (100 BPM): the duple lattice
+    # a 6/8 jig on steel-string guitar with a kit on its dotted quarters (100 BPM): the duple lattice
     # alone scored the eighth-note stream's 150 BPM quarters higher (F 0.40)
     score = load_score("airdsAirs/book1.abc", 50)
     set_tempi(score, [(0, 100.0)])

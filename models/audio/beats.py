@@ -24,7 +24,8 @@ Pipeline of `track_beats`
    ``PREFERRED_BPM``, ``PREFERENCE_OCTAVES`` wide). The lattice term rejects 2:3 and 3:2 grids,
    half of whose beats fall on subdivisions. A compound-meter beat (a jig's dotted quarter) is
    divided in three, so its lattice is also read as beats + third points over sixth points, but
-   only when the beats are accented over their third points (``TRIPLE_ACCENT``, `lattice_contrast`). `BeatGrid.candidates` lists every hypothesis.
+   only when the beats are accented over their third points (``TRIPLE_ACCENT``,
+   `lattice_contrast`). `BeatGrid.candidates` lists every hypothesis.
    When the winner's midpoints are nearly as strong as its beats (``EVEN_PULSE``, 85 %), its
    double tempo is the same pulse and the lattice term cannot tell the two levels apart, so the
    tempo preference decides between them (`even_pulse_double`).
@@ -113,9 +114,7 @@ STEADY_SEARCH = 0.015  # relative range of beat periods searched around the trac
 PHASE_BLOCK = 16  # beats per block of `phase_certainty`
 PHASE_CERTAIN_T = 4.0  # `phase_certainty` t that counts as certain (one-sided p < 0.001)
 PHASE_WEIGHTS = {"low": 1.0, "chord": 1.0, "bass": 1.0}  # z-scored off-beat evidence terms of `correct_phase`
-BASS_LINE_SHARE = (
-    0.1  # below this share of power under 250 Hz a song has no bass line: no bass term in `phase_evidence`
-)
+BASS_LINE_SHARE = 0.1  # share of power below 250 Hz under which a song has no bass line (`phase_evidence`)
 DOWNBEAT_CUES = ("low", "share", "chord", "bass", "loud", "kick", "hold")  # terms of `downbeat_terms`
 CREDIBLE_CONFIDENCE = 0.3  # `is_credible`: the confidence below which no cut snaps to the grid
 CREDIBLE_BEATS = 8  # `is_credible`: fewest beats (two bars of 4/4) a usable grid has
@@ -916,7 +915,7 @@ def beat_confidence(terms: dict[str, float]) -> float:
     return float(np.clip(value, 0.0, 1.0))
 
 
-def even_pulse_double(scored: list, stats: tuple[float, float, float]) -> int | None:
+def even_pulse_double(scored: list, stats: tuple[float, ...]) -> int | None:
     """Index in `scored` of the winner's double tempo, when the onsets cannot tell the two apart.
 
     A grid whose beat midpoints are as strong as its beats (a drum on every beat tracked at half
@@ -928,8 +927,8 @@ def even_pulse_double(scored: list, stats: tuple[float, float, float]) -> int | 
     ----------
     scored : list of (score, bpm, frames)
         Tempo hypotheses, best first (`track_pulse`).
-    stats : (on, mid, quarter, third, sixth)
-        The winner's `_lattice_stats` (units: mean beat-envelope level).
+    stats : (on, mid, ...)
+        The winner's `_lattice_stats` (units: mean beat-envelope level); only the first two are read.
 
     Returns
     -------
