@@ -491,7 +491,7 @@ def test_real_rock_song_is_tracked_on_its_charted_beat(music, warm_librosa):
     )  # measured 0.97 (0.94 with per-beat refinement, 0.75 before the steady grid)
     assert grid.confidence >= 0.6  # measured 0.76: the joint planner's bar lines are used
     on_chart_bar_line = [np.min(np.abs(bar_lines - d)) <= 0.07 for d in grid.downbeats]
-    assert grid.beats_per_bar == 4 and np.mean(on_chart_bar_line) >= 0.9  # measured 0.94 (0.73 with equal cue weights)
+    assert grid.beats_per_bar == 4 and np.mean(on_chart_bar_line) >= 0.9  # measured 0.94 (0.72 with equal cue weights)
 
 
 def test_even_pulse_prefers_the_double_nearer_the_preferred_tempo():
