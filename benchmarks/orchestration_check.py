@@ -14,7 +14,11 @@ a parameter. Reported side by side, per orchestration and group:
 - every piece where the new tracker loses more than 0.05 F to the best baseline;
 - downbeat precision (share of detected downbeats within 70 ms of a true downbeat, on a true
   beat) of the shipped evidence and of the equal-weight sum of the five cues it replaced
-  (low, share, chord, bass, loud), both through the same `beats.bars`.
+  (low, share, chord, bass, loud), both through the same `beats.bars`;
+- beat timing: median and 95th percentile of |beat - nearest true beat| (ms, beats within 70 ms
+  of one), pooled per orchestration and group, of the shipped tracker and of the same tracker
+  with its beats at the half-rise of each attack (``ATTACK_FRACTION`` = 0.5, before
+  `beats.attack_onset_shift`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,23 @@ def before_downbeats(y: np.ndarray, grid: B.BeatGrid) -> np.ndarray:
     return B.bars((evidence - evidence.mean()) / (evidence.std() + 1e-9))[1]
 
 
+def beat_offsets(grid_beats: np.ndarray, beats: np.ndarray) -> list[float]:
+    """|grid beat - nearest true beat| in ms, for the grid beats within 70 ms of one."""
+    if len(grid_beats) == 0 or len(beats) == 0:
+        return []
+    off = np.min(np.abs(grid_beats[:, None] - beats[None, :]), axis=1) * 1e3
+    return off[off <= 70.0].tolist()
+
+
+def half_rise_beats(y: np.ndarray) -> np.ndarray:
+    """The tracker's beats with ``ATTACK_FRACTION`` = 0.5 (the attack read at its half-rise)."""
+    saved, B.ATTACK_FRACTION = B.ATTACK_FRACTION, 0.5
+    try:
+        return B.track_beats(y, E.SR).beats
+    finally:
+        B.ATTACK_FRACTION = saved
+
+
 def baseline_f(cache: Path, key: str, y: np.ndarray, beats: np.ndarray) -> dict[str, float]:
     import mir_eval
 
@@ -89,6 +110,8 @@ def run(cache: Path, orchestras: list[str]) -> list[dict]:
                     confidence=grid.confidence,
                     down_new=downbeat_precision(grid.beats, shipped, beats, downbeats),
                     down_before=downbeat_precision(grid.beats, before_downbeats(y, grid), beats, downbeats),
+                    offsets=beat_offsets(grid.beats, beats),
+                    offsets_half=beat_offsets(half_rise_beats(y), beats),
                     **baseline_f(cache, key, y, beats),
                 )
                 rows.append(row)
@@ -101,7 +124,8 @@ def run(cache: Path, orchestras: list[str]) -> list[dict]:
 
 def report(rows: list[dict]) -> str:
     text = "| orchestra | group | items | new F | librosa | librosa_perc | plp | new / best baseline | "
-    text += "downbeat precision (shipped) | (equal-weight cues) |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    text += "downbeat precision (shipped) | (equal-weight cues) | beat timing ms, median / p95 | (at the half-rise) |\n"
+    text += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     for orchestra in dict.fromkeys(r["orchestra"] for r in rows):
         for group in ("drums", "no drums"):
             sel = [r for r in rows if r["orchestra"] == orchestra and r["group"] == group]
@@ -111,11 +135,24 @@ def report(rows: list[dict]) -> str:
             def mean(k: str, sel=sel) -> float:
                 return float(np.mean([r[k] for r in sel]))
 
+            def timing(k: str, sel=sel) -> str:
+                off = np.concatenate([r[k] for r in sel] + [[np.nan]])
+                return f"{np.nanmedian(off):.1f} / {np.nanpercentile(off, 95):.1f}"
+
             best = max(mean(b) for b in E.BASELINES)
             text += (
                 f"| {orchestra} | {group} | {len(sel)} | {mean('new'):.3f} | {mean('librosa'):.3f} | "
                 f"{mean('librosa_perc'):.3f} | {mean('plp'):.3f} | {mean('new') / best:.2f} | "
-                f"{mean('down_new'):.2f} | {mean('down_before'):.2f} |\n"
+                f"{mean('down_new'):.2f} | {mean('down_before'):.2f} | {timing('offsets')} | {timing('offsets_half')} |\n"
+            )
+    for group in ("drums", "no drums"):
+        sel = [r for r in rows if r["group"] == group]
+        if sel:
+            new, half = (np.concatenate([r[k] for r in sel] + [[np.nan]]) for k in ("offsets", "offsets_half"))
+            text += (
+                f"\nBeat timing, all {group} renders: median |beat - true beat| {np.nanmedian(new):.1f} ms "
+                f"(half-rise {np.nanmedian(half):.1f} ms, ratio {np.nanmedian(new) / np.nanmedian(half):.2f}); "
+                f"within 20 ms {np.nanmean(new <= 20.0):.0%} (half-rise {np.nanmean(half <= 20.0):.0%})\n"
             )
     losses = [r for r in rows if r["new"] < max(r[b] for b in E.BASELINES) - 0.05]
     text += f"\nPieces losing more than 0.05 F to the best baseline: {len(losses)} of {len(rows)}\n\n"

@@ -25,7 +25,8 @@ from soundsight.tasks.reference_beats import load_reference_beats, reference_fil
 # 7: downbeat cues weighted by their bar contrast in the song (`beats.downbeat_weights`); tempo
 #    curves also centred on rival tempi; a triple-subdivision lattice for accented compound beats;
 #    no bass term in the off-beat evidence of a song without a bass line; section columns per beat.
-VERSION = 7
+# 8: beats moved from the half-rise to 30 % of the song's median attack (`beats.attack_onset_shift`).
+VERSION = 8
 log = logging.getLogger("soundsight")
 
 

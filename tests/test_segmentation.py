@@ -636,3 +636,27 @@ def test_a_melody_without_a_bass_line_keeps_its_beat_half(warm_librosa):
     assert bass_share(compute_cues(y)) < BASS_LINE_SHARE
     grid = track_beats(y, 22050)
     assert mir_eval.beat.f_measure(timing.beats, grid.beats) >= 0.95  # measured 0.99 (0.00 with the bass term)
+
+
+def test_beats_sit_at_the_start_of_slow_attacks_and_stay_on_sharp_ones(warm_librosa, monkeypatch):
+    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from soundsight.models.audio import beats as B
+
+    # the reel on a flute, no drums: its notes swell, so their half-rise is 20 ms after the note starts
+    score = load_score("airdsAirs/book1.abc", 3)
+    set_tempi(score, [(0, 112.0)])
+    audio, timing = render_score(score, (73,), sample_rate=22050)
+    y = audio.mean(axis=1)
+
+    def lateness(grid: B.BeatGrid) -> float:
+        nearest = timing.beats[np.argmin(np.abs(timing.beats[None, :] - grid.beats[:, None]), axis=1)]
+        late = grid.beats - nearest
+        return float(np.median(late[np.abs(late) < 0.07]))
+
+    assert lateness(B.track_beats(y, 22050)) < 0.009  # measured +5.6 ms
+    drums, _ = _drum_loop(120.0)
+    grid = B.track_beats(drums, 22050)
+    shift = B.attack_onset_shift(grid.beats, *B.fine_onset_envelope(B.analysis_audio(drums, 22050)))
+    assert -0.002 < shift <= 0.0, shift  # measured -0.6 ms: a kick's attack rises within a frame
+    monkeypatch.setattr(B, "ATTACK_FRACTION", 0.5)
+    assert lateness(B.track_beats(y, 22050)) > 0.015  # measured +20.1 ms at the half-rise
