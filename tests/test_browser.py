@@ -76,7 +76,7 @@ def test_render_song_from_the_ui_form(stack, tmp_path):
             page.wait_for_load_state("networkidle")
             page.get_by_role("button", name="Submit").click()
             # The run is looked up by the name the form gave it, not read off the "scheduled to start
-            # now" toast. The form has (2 of about 30 runs) stayed put after a click, with no error
+            # now" toast. The form has (twice so far) stayed put after a click, with no error
             # shown and no run created; a user clicks Submit again, and so does this test, once.
             runs = runs_named(run_name, wait=30.0)
             if not runs:
