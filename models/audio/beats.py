@@ -56,7 +56,7 @@ Pipeline of `track_beats`
    buried in a dense mix) cannot move a beat, while a band drifting around its click is followed.
    Then every beat moves by the same small amount (`attack_onset_shift`): a beat's attack is read
    where its onset rises through half its height, which on a slow attack (organ, strings, flute)
-   is 16-33 ms after the note starts; the median attack over all beats is smooth enough to read
+   is tens of ms after the note starts; the median attack over all beats is smooth enough to read
    lower on its rise (``ATTACK_FRACTION``, 30 %) without reaching back into the previous note.
    On sharp attacks (drums, a band) the two points are 1-3 ms apart.
 7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence;
