@@ -69,6 +69,11 @@ def beat_offsets(grid_beats: np.ndarray, beats: np.ndarray) -> list[float]:
     return off[off <= 70.0].tolist()
 
 
+def pooled_offsets(rows: list[dict], key: str) -> np.ndarray:
+    """All rows' beat offsets under `key` (ms) in one array; NaN alone when there are none."""
+    return np.concatenate([r[key] for r in rows] + [[np.nan]])
+
+
 def half_rise_beats(y: np.ndarray) -> np.ndarray:
     """The tracker's beats with ``ATTACK_FRACTION`` = 0.5 (the attack read at its half-rise)."""
     saved, B.ATTACK_FRACTION = B.ATTACK_FRACTION, 0.5
@@ -136,7 +141,7 @@ def report(rows: list[dict]) -> str:
                 return float(np.mean([r[k] for r in sel]))
 
             def timing(k: str, sel=sel) -> str:
-                off = np.concatenate([r[k] for r in sel] + [[np.nan]])
+                off = pooled_offsets(sel, k)
                 return f"{np.nanmedian(off):.1f} / {np.nanpercentile(off, 95):.1f}"
 
             best = max(mean(b) for b in E.BASELINES)
@@ -148,7 +153,7 @@ def report(rows: list[dict]) -> str:
     for group in ("drums", "no drums"):
         sel = [r for r in rows if r["group"] == group]
         if sel:
-            new, half = (np.concatenate([r[k] for r in sel] + [[np.nan]]) for k in ("offsets", "offsets_half"))
+            new, half = pooled_offsets(sel, "offsets"), pooled_offsets(sel, "offsets_half")
             text += (
                 f"\nBeat timing, all {group} renders: median |beat - true beat| {np.nanmedian(new):.1f} ms "
                 f"(half-rise {np.nanmedian(half):.1f} ms, ratio {np.nanmedian(new) / np.nanmedian(half):.2f}); "

@@ -648,6 +648,9 @@ def _attack_near(
 def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Move beats (seconds) onto note attacks of the fine envelope (module docstring, step 6).
 
+    Each beat goes to its attack's half-rise; then all move by `attack_onset_shift` together
+    (to ``ATTACK_FRACTION`` of the song's median attack rise).
+
     Parameters
     ----------
     beats : np.ndarray
@@ -690,7 +693,8 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = 
         out = line + scipy.ndimage.median_filter(out - line, size=RIGID_SPAN, mode="nearest")
     out = np.maximum.accumulate(np.clip(out, 0.0, None))
     keep = np.concatenate([[True], np.diff(out) > 1e-3])
-    return out[keep], strength[keep]
+    out, strength = out[keep], strength[keep]
+    return np.clip(out + attack_onset_shift(out, times, env, ATTACK_FRACTION), 0.0, None), strength
 
 
 def _rise_crossing(profile: np.ndarray, peak: int, level: float) -> float:
@@ -717,7 +721,7 @@ def attack_onset_shift(
     Parameters
     ----------
     beats : np.ndarray
-        Beat times after `refine`, seconds.
+        Beat times on half-rise attacks (`refine` before its last step), seconds.
     times, env : np.ndarray
         The fine onset envelope (`fine_onset_envelope`): seconds, strength.
     fraction : float
@@ -1092,7 +1096,6 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
     if len(beats) < 4:
         return BeatGrid(bpm, beats, beats[:1], 0.0)
     beats, strength = refine(beats, cues.fine_times, cues.fine, rigid=steady)
-    beats = np.clip(beats + attack_onset_shift(beats, cues.fine_times, cues.fine, ATTACK_FRACTION), 0.0, None)
     meters = (beats_per_bar,) if beats_per_bar else (3, 4)
     meter, down = bars(downbeat_evidence(cues, beats, meters), meters)
     phase_t = phase_certainty(cues, frames) if steady else None  # None: too short, the margin decides
