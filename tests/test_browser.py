@@ -82,9 +82,9 @@ def test_render_song_from_the_ui_form(stack, tmp_path):
             )
             page.wait_for_load_state("networkidle")
             # The run is looked up by the name the form gave it, not read off the "scheduled to start
-            # now" toast. Under the full suite's load the form has stayed put after a click, with no
-            # error left on the page and no run created; a user clicks Submit again, and so does
-            # this test, up to three times.
+            # now" toast. The form has (three times so far, alone and in the full suite) stayed put
+            # after a click, with no error left on the page and no run created; a user clicks Submit
+            # again, and so does this test, up to three times.
             runs = []
             for attempt in range(3):
                 page.get_by_role("button", name="Submit").click()
