@@ -26,7 +26,9 @@ from soundsight.tasks.reference_beats import load_reference_beats, reference_fil
 #    curves also centred on rival tempi; a triple-subdivision lattice for accented compound beats;
 #    no bass term in the off-beat evidence of a song without a bass line; section columns per beat.
 # 8: beats moved from the half-rise to 30 % of the song's median attack (`beats.attack_onset_shift`).
-VERSION = 8
+# 9: bar lines: a long-note cue, a small 4/4 prior, and the half-bar twin chosen by the song's start
+#    (`beats.start_anchored`).
+VERSION = 9
 log = logging.getLogger("soundsight")
 
 

@@ -60,12 +60,16 @@ Pipeline of `track_beats`
    lower on its rise (``ATTACK_FRACTION``, 30 %) without reaching back into the previous note.
    On sharp attacks (drums, a band) the two points are 1-3 ms apart.
 7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence;
-   changing phase or meter costs ``BAR_SWITCH``. The evidence (`downbeat_terms`) is seven cues:
+   changing phase or meter costs ``BAR_SWITCH``. The evidence (`downbeat_terms`) is eight cues:
    low-band onset, its share of the full-band onset, a bass-drum energy rise, chord change,
-   bass-note change, loudness, and held harmony (a beat's chroma closer to the next beat's than
-   to the previous one's). Which of them marks the bar depends on the music, so each is weighted
+   bass-note change, loudness, held harmony (a beat's chroma closer to the next beat's than
+   to the previous one's) and a long note (few new attacks on the next beat). Which of them marks the bar depends on the music, so each is weighted
    by its own t statistic at the song's best (meter, phase) hypothesis (`downbeat_weights`): the
-   kick carries a band, held chords a chorale, and cues with no bar pattern drop out.
+   kick carries a band, held chords a chorale, and cues with no bar pattern drop out. Beats in a
+   4-beat bar earn a small prior (``FOUR_BEAT_PRIOR``). In 4/4 the evidence often cannot tell the
+   first beat from the third, so between the bar lines and their half-bar twin the one that
+   agrees with how music starts (on a bar line or a one-beat pickup) is taken, unless the
+   evidence clearly prefers the other (`start_anchored`).
 8. **Confidence** (`beat_confidence`, 0..1): sqrt(share of beats on a clear attack) x tempo
    regularity x sqrt(phase margin / 1.5 z) x (0.5 + 0.5 x tempo clarity); for a steady grid the
    phase term is the song-wide decision's t statistic over ``PHASE_CERTAIN_T``
@@ -109,6 +113,7 @@ TEMPO_CHANGE = 0.08  # local tempo this far (relative) from the global one count
 VARIABLE_GAIN = 1.05  # a tempo-following grid must reach this much more beat salience than the constant one
 PHASE_SWITCH = 10.0  # cost (z units) of switching the beat between the two halves of the lattice
 BAR_SWITCH = 6.0  # cost (z units) of changing bar phase or meter between two beats
+FOUR_BEAT_PRIOR = 0.1  # z units per beat in favour of 4-beat bars (`bars`): breaks near-ties with 3
 BPM_RANGE = (55.0, 215.0)  # beat tempi considered, BPM
 SAME_TEMPO = 0.04  # |log ratio| within which two tempi (or a tempo and a multiple) count as one (4 %)
 EVEN_PULSE = 0.85  # midpoint/beat level at which a grid's double tempo is the same pulse (`even_pulse_double`)
@@ -121,7 +126,7 @@ PHASE_BLOCK = 16  # beats per block of `phase_certainty`
 PHASE_CERTAIN_T = 4.0  # `phase_certainty` t that counts as certain (one-sided p < 0.001)
 PHASE_WEIGHTS = {"low": 1.0, "chord": 1.0, "bass": 1.0}  # z-scored off-beat evidence terms of `correct_phase`
 BASS_LINE_SHARE = 0.1  # share of power below 250 Hz under which a song has no bass line (`phase_evidence`)
-DOWNBEAT_CUES = ("low", "share", "chord", "bass", "loud", "kick", "hold")  # terms of `downbeat_terms`
+DOWNBEAT_CUES = ("low", "share", "chord", "bass", "loud", "kick", "hold", "long")  # terms of `downbeat_terms`
 CREDIBLE_CONFIDENCE = 0.3  # `is_credible`: the confidence below which no cut snaps to the grid
 CREDIBLE_BEATS = 8  # `is_credible`: fewest beats (two bars of 4/4) a usable grid has
 
@@ -763,15 +768,19 @@ def downbeat_terms(cues: Cues, beats: np.ndarray) -> dict[str, np.ndarray]:
     - ``kick``: log power below 120 Hz over the 70 ms after the beat minus the 70 ms before (a
       bass drum's energy rise; the flux in dB above hardly tells a kick from a snare's low end);
     - ``hold``: how much more the beat's chroma resembles the next beat's than the previous
-      beat's (long notes and held chords start on strong beats).
+      beat's (long notes and held chords start on strong beats);
+    - ``long``: minus the full-band flux at the next beat (a note held over the next beat
+      leaves it with few new attacks: in a 3/4 chorale the half note on beat 1 empties beat 2).
 
-    Full-band onset strength alone is left out (snare backbeats).
+    Full-band onset strength at the beat itself is left out (snare backbeats).
     """
     n_frames = len(cues.times)
     frames = np.clip(np.round(beats * SR / HOP).astype(int), 0, n_frames - 1)
     radius = max(1, int(round(0.035 * SR / HOP)))
     low = _peak_at(cues.raw_low, frames, radius)
-    share = low / (_peak_at(cues.raw_mel, frames, radius) + 1e-9)
+    attack = _peak_at(cues.raw_mel, frames, radius)
+    share = low / (attack + 1e-9)
+    long = -np.concatenate([attack[1:], [attack.mean()]])
     period = max(2, int(round(float(np.median(np.diff(frames)))))) if len(frames) > 2 else 20
     chord = feature_change(cues.chroma, frames, period)
     bass = feature_change(cues.bass_chroma, frames, period)
@@ -797,7 +806,16 @@ def downbeat_terms(cues: Cues, beats: np.ndarray) -> dict[str, np.ndarray]:
     def z(x: np.ndarray) -> np.ndarray:
         return (x - x.mean()) / (x.std() + 1e-9)
 
-    terms = {"low": low, "share": share, "chord": chord, "bass": bass, "loud": loud, "kick": kick, "hold": hold}
+    terms = {
+        "low": low,
+        "share": share,
+        "chord": chord,
+        "bass": bass,
+        "loud": loud,
+        "kick": kick,
+        "hold": hold,
+        "long": long,
+    }
     return {k: z(terms[k]) for k in DOWNBEAT_CUES}
 
 
@@ -854,7 +872,12 @@ def downbeat_evidence(cues: Cues, beats: np.ndarray, meters: tuple[int, ...] = (
 
 
 def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float | None = None) -> tuple[int, np.ndarray]:
-    """Viterbi over (meter, position-in-bar) states.
+    """Viterbi over (meter, position-in-bar) states, then the half-bar choice from the song's start.
+
+    Every beat in a 4-beat bar state earns ``FOUR_BEAT_PRIOR`` (duple and quadruple meters are
+    the most common, so evidence that hardly tells 3 from 4 gives 4). When the path is mostly in
+    4, the half-bar twin of its bar lines (two beats later) is taken instead where the evidence
+    cannot tell the two apart and only the twin agrees with how music starts (`start_anchored`).
 
     Parameters
     ----------
@@ -872,7 +895,8 @@ def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float |
     n, s = len(evidence), len(states)
     if n == 0:
         return 4, np.zeros(0, dtype=bool)
-    emit = np.array([[e if p == 0 else 0.0 for (_, p) in states] for e in evidence])
+    prior = np.array([FOUR_BEAT_PRIOR if m == 4 else 0.0 for (m, _) in states])
+    emit = np.array([[e if p == 0 else 0.0 for (_, p) in states] for e in evidence]) + prior
     trans = np.full((s, s), -switch)
     for i, (m, p) in enumerate(states):
         trans[i, states.index((m, (p + 1) % m))] = 0.0
@@ -887,7 +911,35 @@ def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float |
         path.append(int(back[t][path[-1]]))
     seq = [states[k] for k in path[::-1]]
     counts = {m: sum(1 for (mm, _) in seq if mm == m) for m in meters}
-    return max(counts, key=counts.get), np.array([p == 0 for (_, p) in seq])
+    meter = max(counts, key=counts.get)
+    down = np.array([p == 0 for (_, p) in seq])
+    if meter == 4:
+        twin = np.array([m == 4 and p == 2 or m != 4 and p == 0 for (m, p) in seq])
+        if start_anchored(evidence, down, twin):
+            down = twin
+    return meter, down
+
+
+def start_anchored(evidence: np.ndarray, down: np.ndarray, twin: np.ndarray) -> bool:
+    """Whether a 4-beat bar grid's half-bar `twin` should replace its bar lines `down`.
+
+    In 4/4 the third beat is the bar's second strong beat, and harmony, bass and held chords
+    often mark it as plainly as the first (a chorale's cadences fall there), so the evidence may
+    pick the wrong half. Music starts on a bar line or on a pickup just before one: the first
+    bar line is the first or second beat (the beats begin at the first clear attack). The twin
+    is taken when the bar lines break that and the twin keeps it, and the evidence does not
+    favour the bar lines over the twin with a two-sample t of ``PHASE_CERTAIN_T`` or more (a
+    song that starts two or three beats before a clear bar line keeps it).
+    """
+    first, first_twin = np.flatnonzero(down)[:1], np.flatnonzero(twin)[:1]
+    if len(first) == 0 or len(first_twin) == 0 or first[0] < 2 or first_twin[0] >= 2:
+        return False
+    a, b = evidence[down], evidence[twin]
+    if len(a) < 2 or len(b) < 2:
+        return True
+    pooled = np.sqrt((a.var() * len(a) + b.var() * len(b)) / (len(a) + len(b))) + 1e-9
+    t = (a.mean() - b.mean()) / pooled * np.sqrt(len(a) * len(b) / (len(a) + len(b)))
+    return bool(t < PHASE_CERTAIN_T)
 
 
 def confidence_terms(
