@@ -827,15 +827,17 @@ def bar_contrast(terms: dict[str, np.ndarray], meter: int, phase: int) -> dict[s
     """
     n = len(next(iter(terms.values())))
     on = (np.arange(n) - phase) % meter == 0
-    k_on, k_off = int(on.sum()), int(n - on.sum())
-    out = {}
-    for name, x in terms.items():
-        if k_on < 2 or k_off < 2:
-            out[name] = 0.0
-            continue
-        pooled = np.sqrt((x[on].var() * k_on + x[~on].var() * k_off) / n) + 1e-9
-        out[name] = float((x[on].mean() - x[~on].mean()) / pooled * np.sqrt(k_on * k_off / n))
-    return out
+    return {name: two_sample_t(x[on], x[~on]) for name, x in terms.items()}
+
+
+def two_sample_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample t statistic of mean(a) over mean(b) (pooled variance); 0 when either has < 2 values."""
+    k_a, k_b = len(a), len(b)
+    if k_a < 2 or k_b < 2:
+        return 0.0
+    n = k_a + k_b
+    pooled = np.sqrt((a.var() * k_a + b.var() * k_b) / n) + 1e-9
+    return float((a.mean() - b.mean()) / pooled * np.sqrt(k_a * k_b / n))
 
 
 def downbeat_weights(terms: dict[str, np.ndarray], meters: tuple[int, ...] = (3, 4)) -> dict[str, float]:
@@ -934,12 +936,7 @@ def start_anchored(evidence: np.ndarray, down: np.ndarray, twin: np.ndarray) -> 
     first, first_twin = np.flatnonzero(down)[:1], np.flatnonzero(twin)[:1]
     if len(first) == 0 or len(first_twin) == 0 or first[0] < 2 or first_twin[0] >= 2:
         return False
-    a, b = evidence[down], evidence[twin]
-    if len(a) < 2 or len(b) < 2:
-        return True
-    pooled = np.sqrt((a.var() * len(a) + b.var() * len(b)) / (len(a) + len(b))) + 1e-9
-    t = (a.mean() - b.mean()) / pooled * np.sqrt(len(a) * len(b) / (len(a) + len(b)))
-    return bool(t < PHASE_CERTAIN_T)
+    return two_sample_t(evidence[down], evidence[twin]) < PHASE_CERTAIN_T
 
 
 def confidence_terms(
