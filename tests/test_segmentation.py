@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from soundsight.models.audio.beats import BeatGrid
@@ -110,6 +110,11 @@ def test_rule_based_mode_tiles_and_respects_bounds(p, threshold, beats_per_cut):
 
 @PROPS
 @given(song, st.sampled_from(["random", "rule_based"]), st.floats(2.0, 8.0))
+@example(  # 19.94 s at 25 fps: the planner counted 498 frames, the segments 499 (a 126-frame tail)
+    p=dict(duration=19.94041875332454, bpm=50.0, phase=0.0, fps=25, min_s=1.0, extra=1.0, seed=0, snap=False),
+    mode="random",
+    clip=5.0,
+)
 def test_plan_segments_caps_at_the_video_models_clip(p, mode, clip):
     beats, downbeats = _grid(p["duration"], p["bpm"], p["phase"])
     grid = BeatGrid(p["bpm"], beats, downbeats, 0.9, strength=np.ones(len(beats)))

@@ -73,14 +73,17 @@ class _Grid:
     """Length bounds on a time grid of `q` seconds (one output frame, or 1 ms without fps)."""
 
     def __init__(self, duration: float, min_seconds: float, max_seconds: float, fps: float | None):
-        self.q = 1.0 / fps if fps else 1e-3
+        self.rate = float(fps) if fps else 1e3  # ticks per second
+        self.q = 1.0 / self.rate
         self.duration = float(duration)
-        self.n = max(1, int(round(duration / self.q)))
+        # t * rate, as `segments_from_cuts` rounds (t / q differs in the last bit: 19.94 s at 25 fps
+        # is 498.5 one way and 498.50000000000006 the other, 498 or 499 frames)
+        self.n = max(1, int(round(self.duration * self.rate)))
         self.mx = max(1, int(math.floor(max_seconds / self.q + 1e-6)))
         self.mn = min(max(1, int(math.ceil(min_seconds / self.q - 1e-6))), self.mx)
 
     def tick(self, t: float) -> int:
-        return int(round(t / self.q))
+        return int(round(t * self.rate))
 
     def time(self, tick: int) -> float:
         return tick * self.q
@@ -388,7 +391,7 @@ def plan_joint(
     period = grid.period
     per_bar = max(1, int(grid.beats_per_bar or 4))
     reward = np.full(n + 1, weights.off_beat)
-    beat_tick = np.round(beats / q).astype(int)
+    beat_tick = np.round(beats * g.rate).astype(int)
     inside = (beat_tick > 0) & (beat_tick < n)
     # beats per tick (for segment lengths in beats) and the reward of each beat tick
     count = np.zeros(n + 2)
