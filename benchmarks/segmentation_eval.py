@@ -569,12 +569,25 @@ def goals(rows: dict, items: list[Item], timing: list[tuple[str, float, float]])
     def row(goal: str, value: str, ok: bool) -> None:
         lines.append(f"| {goal} | {value} | {'yes' if ok else 'no'} |")
 
-    behind = []
-    for it in real:
-        best = max(rows[(it.name, b)]["F"] for b in BASELINES if (it.name, b) in rows)
-        behind.append((it.name, rows[(it.name, "new")]["F"] - best))
-    worst = min(behind, key=lambda x: x[1]) if behind else ("-", 0.0)
+    def worst_lead(group: list[Item]) -> tuple[str, float]:
+        """The item where the new tracker's F is furthest behind (or least ahead of) the best baseline."""
+        lead = [
+            (
+                it.name,
+                rows[(it.name, "new")]["F"] - max(rows[(it.name, b)]["F"] for b in BASELINES if (it.name, b) in rows),
+            )
+            for it in group
+        ]
+        return min(lead, key=lambda x: x[1]) if lead else ("-", 0.0)
+
+    worst = worst_lead(real)
     row("every real song within 0.05 F of the best baseline", f"worst: {worst[0]} {worst[1]:+.2f}", worst[1] >= -0.05)
+    worst = worst_lead(ren)
+    row(
+        "every rendered piece within 0.05 F of the best baseline (the same rule, on the renders)",
+        f"worst: {worst[0]} {worst[1]:+.2f}",
+        worst[1] >= -0.05,
+    )
     F = _pooled(rows, real, "new", "F")
     row("pooled real beat F >= 0.85", f"{np.mean(F):.3f}", np.mean(F) >= 0.85)
     err = _pooled(rows, real, "new", "err", "rule_based")
@@ -591,7 +604,7 @@ def goals(rows: dict, items: list[Item], timing: list[tuple[str, float, float]])
     )
     hits = np.concatenate([_pooled(rows, ren, "new", "section_hits", m) for m, _ in MODES])
     row(
-        "medley section boundaries with a cut within 0.5 s (both modes)",
+        "medley section boundaries with a cut within 0.5 s (both modes; our target, not the issue's)",
         f"{np.mean(hits):.0%} of {len(hits)}",
         np.mean(hits) >= 0.5,
     )
