@@ -62,14 +62,15 @@ Pipeline of `track_beats`
 7. **Bars** (`bars`): a Viterbi over (meter 3 or 4, position in bar) on per-beat downbeat evidence;
    changing phase or meter costs ``BAR_SWITCH``. The evidence (`downbeat_terms`) is eight cues:
    low-band onset, its share of the full-band onset, a bass-drum energy rise, chord change,
-   bass-note change, loudness, held harmony (a beat's chroma closer to the next beat's than
-   to the previous one's) and a long note (few new attacks on the next beat). Which of them marks the bar depends on the music, so each is weighted
-   by its own t statistic at the song's best (meter, phase) hypothesis (`downbeat_weights`): the
-   kick carries a band, held chords a chorale, and cues with no bar pattern drop out. Beats in a
-   4-beat bar earn a small prior (``FOUR_BEAT_PRIOR``). In 4/4 the evidence often cannot tell the
-   first beat from the third, so between the bar lines and their half-bar twin the one that
-   agrees with how music starts (on a bar line or a one-beat pickup) is taken, unless the
-   evidence clearly prefers the other (`start_anchored`).
+   bass-note change, loudness, held harmony (a beat's chroma closer to the next beat's than to
+   the previous one's) and a long note (few new attacks on the next beat). Which of them marks
+   the bar depends on the music, so each is weighted by its own t statistic at the song's best
+   (meter, phase) hypothesis (`downbeat_weights`): the kick carries a band, held chords a
+   chorale, and cues with no bar pattern drop out. Beats in a 4-beat bar earn a small prior
+   (``FOUR_BEAT_PRIOR``). In 4/4 the evidence often cannot tell the first beat from the third,
+   so between the bar lines and their half-bar twin the one that agrees with how music starts
+   (on a bar line or a one-beat pickup) is taken, unless the evidence clearly prefers the other
+   (`start_anchored`).
 8. **Confidence** (`beat_confidence`, 0..1): sqrt(share of beats on a clear attack) x tempo
    regularity x sqrt(phase margin / 1.5 z) x (0.5 + 0.5 x tempo clarity); for a steady grid the
    phase term is the song-wide decision's t statistic over ``PHASE_CERTAIN_T``
@@ -916,7 +917,7 @@ def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float |
     meter = max(counts, key=counts.get)
     down = np.array([p == 0 for (_, p) in seq])
     if meter == 4:
-        twin = np.array([m == 4 and p == 2 or m != 4 and p == 0 for (m, p) in seq])
+        twin = np.array([(m == 4 and p == 2) or (m != 4 and p == 0) for (m, p) in seq])
         if start_anchored(evidence, down, twin):
             down = twin
     return meter, down

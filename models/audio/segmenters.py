@@ -79,8 +79,8 @@ class _Grid:
         # t * rate, as `segments_from_cuts` rounds (t / q differs in the last bit: 19.94 s at 25 fps
         # is 498.5 one way and 498.50000000000006 the other, 498 or 499 frames)
         self.n = max(1, int(round(self.duration * self.rate)))
-        self.mx = max(1, int(math.floor(max_seconds / self.q + 1e-6)))
-        self.mn = min(max(1, int(math.ceil(min_seconds / self.q - 1e-6))), self.mx)
+        self.mx = max(1, int(math.floor(max_seconds * self.rate + 1e-6)))
+        self.mn = min(max(1, int(math.ceil(min_seconds * self.rate - 1e-6))), self.mx)
 
     def tick(self, t: float) -> int:
         return int(round(t * self.rate))
