@@ -499,6 +499,32 @@ def test_real_rock_song_is_tracked_on_its_charted_beat(music, warm_librosa):
     assert grid.beats_per_bar == 4 and np.mean(on_chart_bar_line) >= 0.9  # measured 0.94 (0.72 with equal cue weights)
 
 
+def test_a_rock_excerpt_starting_two_beats_before_a_bar_line_keeps_its_bar_lines(music, warm_librosa, monkeypatch):
+    import librosa
+
+    from soundsight.models.audio import beats as B
+
+    path = music / "war_of_freedom.ogg"
+    y, _ = librosa.load(str(path), sr=B.SR, mono=True)
+    reference, bar_lines = load_reference_beats(path, y, B.SR)
+    # 60 s from the chart beat two beats before the first bar line after 40 s: the song's start
+    # says "the third beat is a bar line", its kick, bass and chords say otherwise with certainty
+    k = int(np.argmin(np.abs(reference - bar_lines[bar_lines >= 40.0][0]))) - 2
+    t0 = float(reference[k]) - 0.05
+    excerpt = y[int(t0 * B.SR) : int((t0 + 60.0) * B.SR)]
+
+    def on_chart_bar_lines() -> float:
+        grid = B.track_beats(excerpt, B.SR)
+        return float(np.mean([np.min(np.abs(bar_lines - (d + t0))) <= 0.07 for d in grid.downbeats]))
+
+    assert on_chart_bar_lines() >= 0.95  # measured 1.00
+    unguarded = B.bars
+    monkeypatch.setattr(
+        B, "bars", lambda evidence, meters=(3, 4), switch=None, anchor=True: unguarded(evidence, meters)
+    )
+    assert on_chart_bar_lines() <= 0.05  # the start anchor without its guard: measured 0.00
+
+
 def test_even_pulse_prefers_the_double_nearer_the_preferred_tempo():
     from soundsight.models.audio.beats import even_pulse_double
 

@@ -68,9 +68,9 @@ Pipeline of `track_beats`
    (meter, phase) hypothesis (`downbeat_weights`): the kick carries a band, held chords a
    chorale, and cues with no bar pattern drop out. Beats in a 4-beat bar earn a small prior
    (``FOUR_BEAT_PRIOR``). In 4/4 the evidence often cannot tell the first beat from the third,
-   so between the bar lines and their half-bar twin the one that agrees with how music starts
-   (on a bar line or a one-beat pickup) is taken, unless the evidence clearly prefers the other
-   (`start_anchored`).
+   so where no cue marks the bars with certainty, between the bar lines and their half-bar twin
+   the one that agrees with how music starts (on a bar line or a one-beat pickup) is taken,
+   unless the evidence clearly prefers the other (`song_bars`, `start_anchored`).
 8. **Confidence** (`beat_confidence`, 0..1): sqrt(share of beats on a clear attack) x tempo
    regularity x sqrt(phase margin / 1.5 z) x (0.5 + 0.5 x tempo clarity); for a steady grid the
    phase term is the song-wide decision's t statistic over ``PHASE_CERTAIN_T``
@@ -860,33 +860,48 @@ def downbeat_weights(terms: dict[str, np.ndarray], meters: tuple[int, ...] = (3,
     return weights
 
 
-def weighted_evidence(terms: dict[str, np.ndarray], meters: tuple[int, ...] = (3, 4)) -> np.ndarray:
-    """Per-beat downbeat evidence (z units): z-scored cues summed with `downbeat_weights`."""
-    weights = downbeat_weights(terms, meters)
+def weighted_evidence(
+    terms: dict[str, np.ndarray], meters: tuple[int, ...] = (3, 4), weights: dict[str, float] | None = None
+) -> np.ndarray:
+    """Per-beat downbeat evidence (z units): z-scored cues summed with `downbeat_weights` (or `weights`)."""
+    weights = downbeat_weights(terms, meters) if weights is None else weights
     if sum(weights.values()) <= 0.0:  # no cue rises on any bar hypothesis: all count alike
         weights = {k: 1.0 for k in terms}
     evidence = sum(weights[k] * terms[k] for k in terms)
     return (evidence - evidence.mean()) / (evidence.std() + 1e-9)
 
 
-def downbeat_evidence(cues: Cues, beats: np.ndarray, meters: tuple[int, ...] = (3, 4)) -> np.ndarray:
-    """Per-beat downbeat evidence (z units) of a song: `weighted_evidence` of its `downbeat_terms`."""
-    return weighted_evidence(downbeat_terms(cues, beats), meters)
+def song_bars(cues: Cues, beats: np.ndarray, meters: tuple[int, ...] = (3, 4)) -> tuple[int, np.ndarray]:
+    """Meter and downbeats of a song (step 7): `bars` on the `weighted_evidence` of its `downbeat_terms`.
+
+    The song's start may settle 4/4's half-bar question (`start_anchored`) only where no cue marks
+    the bar lines with certainty (every cue's weight, its t at the best bar hypothesis, under
+    ``PHASE_CERTAIN_T``): a kick, a bass line or chord changes that plainly mark the bars outweigh
+    how the song starts (a rock song cut two beats before a bar line keeps its bar lines).
+    """
+    terms = downbeat_terms(cues, beats)
+    weights = downbeat_weights(terms, meters)
+    certain = max(weights.values(), default=0.0) >= PHASE_CERTAIN_T
+    return bars(weighted_evidence(terms, meters, weights), meters, anchor=not certain)
 
 
-def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float | None = None) -> tuple[int, np.ndarray]:
+def bars(
+    evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float | None = None, anchor: bool = True
+) -> tuple[int, np.ndarray]:
     """Viterbi over (meter, position-in-bar) states, then the half-bar choice from the song's start.
 
     Every beat in a 4-beat bar state earns ``FOUR_BEAT_PRIOR`` (duple and quadruple meters are
-    the most common, so evidence that hardly tells 3 from 4 gives 4). When the path is mostly in
-    4, the half-bar twin of its bar lines (two beats later) is taken instead where the evidence
-    cannot tell the two apart and only the twin agrees with how music starts (`start_anchored`).
+    the most common, so evidence that hardly tells 3 from 4 gives 4). With `anchor`, when the
+    path is mostly in 4, the half-bar twin of its bar lines (two beats later) is taken instead
+    where the evidence cannot tell the two apart and only the twin agrees with how music starts
+    (`start_anchored`).
 
     Parameters
     ----------
     evidence : np.ndarray, per-beat downbeat evidence (z units).
     meters : beats per bar considered.
     switch : cost of any transition other than the next position in the same meter; None: `BAR_SWITCH`.
+    anchor : whether the song's start may choose between the bar lines and their half-bar twin.
 
     Returns
     -------
@@ -916,7 +931,7 @@ def bars(evidence: np.ndarray, meters: tuple[int, ...] = (3, 4), switch: float |
     counts = {m: sum(1 for (mm, _) in seq if mm == m) for m in meters}
     meter = max(counts, key=counts.get)
     down = np.array([p == 0 for (_, p) in seq])
-    if meter == 4:
+    if anchor and meter == 4:
         twin = np.array([(m == 4 and p == 2) or (m != 4 and p == 0) for (m, p) in seq])
         if start_anchored(evidence, down, twin):
             down = twin
@@ -1147,7 +1162,7 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
         return BeatGrid(bpm, beats, beats[:1], 0.0)
     beats, strength = refine(beats, cues.fine_times, cues.fine, rigid=steady)
     meters = (beats_per_bar,) if beats_per_bar else (3, 4)
-    meter, down = bars(downbeat_evidence(cues, beats, meters), meters)
+    meter, down = song_bars(cues, beats, meters)
     phase_t = phase_certainty(cues, frames) if steady else None  # None: too short, the margin decides
     terms = confidence_terms(beats, strength, cues.fine, margin, tempo_margin, phase_t)
     top = float(np.percentile(strength, 95)) or 1.0
