@@ -34,6 +34,10 @@ say "installing soundsight and its dependencies (a few minutes the first time)"
 .venv/bin/python -m pip install -q -e ".[models,test]"
 # tinysoundfont's only requirement (pyaudio) is for live playback, which we never do.
 .venv/bin/python -m pip install -q --no-deps "tinysoundfont==0.3.7"
+# The optional beat-this tracker (segment.beat_tracker=beat_this, with a checkpoint you download):
+# its package requires torchaudio, which does not work beside our CPU torch and which soundsight
+# does not use (models/audio/beat_this.py computes the mel front end itself).
+.venv/bin/python -m pip install -q --no-deps "beat-this==1.1.0" "einops==0.8.2" "rotary-embedding-torch==0.9.1"
 
 if [[ $with_test_services -eq 1 ]]; then
   command -v chromium >/dev/null || apt_install chromium
