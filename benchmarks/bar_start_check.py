@@ -35,22 +35,18 @@ LENGTHS = (30.0, 60.0)  # excerpt seconds
 VARIANTS = ("shipped", "always", "never")
 
 
-def downbeat_precision(y: np.ndarray, offset: float, downbeats: np.ndarray, variant: str) -> float:
-    """Share of detected downbeats within 70 ms of a true one (`offset`: the excerpt's start, s)."""
-    shipped = B.song_bars
+def excerpt_precision(y: np.ndarray, offset: float, downbeats: np.ndarray, variant: str) -> float:
+    """`E.downbeat_precision` of the excerpt `y` starting `offset` seconds into the song, under `variant`."""
+    shipped = B.bars
     if variant != "shipped":
-
-        def song_bars(cues, beats, meters=(3, 4)):
-            terms = B.downbeat_terms(cues, beats)
-            return B.bars(B.weighted_evidence(terms, meters), meters, anchor=variant == "always")
-
-        B.song_bars = song_bars
+        B.bars = lambda evidence, meters=(3, 4), switch=None, anchor=True: shipped(
+            evidence, meters, switch, anchor=variant == "always"
+        )
     try:
         grid = B.track_beats(y, E.SR)
     finally:
-        B.song_bars = shipped
-    hits = [np.min(np.abs(downbeats - (d + offset))) <= 0.07 for d in grid.downbeats]
-    return float(np.mean(hits)) if hits else 0.0
+        B.bars = shipped
+    return E.downbeat_precision(grid.downbeats + offset, downbeats)
 
 
 def run() -> dict[tuple[str, int], list[float]]:
@@ -69,9 +65,7 @@ def run() -> dict[tuple[str, int], list[float]]:
                 for length in LENGTHS:
                     y = item.audio[int(t0 * E.SR) : int((t0 + length) * E.SR)]
                     for variant in VARIANTS:
-                        rows.setdefault((variant, before), []).append(
-                            downbeat_precision(y, t0, item.downbeats, variant)
-                        )
+                        rows.setdefault((variant, before), []).append(excerpt_precision(y, t0, item.downbeats, variant))
     return rows
 
 

@@ -48,12 +48,6 @@ def rendered(cache: Path, spec: E.Spec, orchestra: str, drums: bool) -> tuple[np
     return E._cached(cache, f"orch-{orchestra}-{spec.name}_{int(drums)}", lambda: E._render(other, drums))
 
 
-def downbeat_precision(grid_beats: np.ndarray, down: np.ndarray, beats: np.ndarray, downbeats: np.ndarray) -> float:
-    """Share of the detected downbeats (a bool per grid beat) that lie within 70 ms of a true downbeat."""
-    hits = [np.min(np.abs(downbeats - t)) <= 0.07 for t in grid_beats[down]] if len(downbeats) else []
-    return float(np.mean(hits)) if hits else 0.0
-
-
 def before_downbeats(y: np.ndarray, grid: B.BeatGrid) -> np.ndarray:
     """Downbeats (bool per beat) from the equal-weight sum of `BEFORE_CUES`."""
     terms = B.downbeat_terms(B.compute_cues(B.analysis_audio(y, E.SR)), grid.beats)
@@ -113,8 +107,8 @@ def run(cache: Path, orchestras: list[str]) -> list[dict]:
                     group="drums" if drums else "no drums",
                     new=float(mir_eval.beat.f_measure(beats, grid.beats)),
                     confidence=grid.confidence,
-                    down_new=downbeat_precision(grid.beats, shipped, beats, downbeats),
-                    down_before=downbeat_precision(grid.beats, before_downbeats(y, grid), beats, downbeats),
+                    down_new=E.downbeat_precision(grid.beats[shipped], downbeats),
+                    down_before=E.downbeat_precision(grid.beats[before_downbeats(y, grid)], downbeats),
                     offsets=beat_offsets(grid.beats, beats),
                     offsets_half=beat_offsets(half_rise_beats(y), beats),
                     **baseline_f(cache, key, y, beats),

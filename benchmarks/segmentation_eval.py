@@ -354,6 +354,12 @@ def cached_grid(cache: Path, item: Item, name: str, old) -> tuple[B.BeatGrid, fl
 MODES = [("rule_based", [0]), ("random", list(range(5)))]
 
 
+def downbeat_precision(detected: np.ndarray, downbeats: np.ndarray) -> float:
+    """Share of the `detected` downbeats (seconds) that lie within 70 ms of a true downbeat; 0 if none."""
+    hits = [np.min(np.abs(downbeats - t)) <= 0.07 for t in detected] if len(downbeats) else []
+    return float(np.mean(hits)) if hits else 0.0
+
+
 def _nearest(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
     grid = np.sort(np.asarray(grid, dtype=float))
     x = np.asarray(x, dtype=float)

@@ -27,8 +27,9 @@ from soundsight.tasks.reference_beats import load_reference_beats, reference_fil
 #    no bass term in the off-beat evidence of a song without a bass line; section columns per beat.
 # 8: beats moved from the half-rise to 30 % of the song's median attack (`beats.attack_onset_shift`).
 # 9: bar lines: a long-note cue, a small 4/4 prior, and the half-bar twin chosen by the song's start
-#    where no cue is certain (`beats.song_bars`, `beats.start_anchored`); the planners count a song's frames as the segments do (round(d * fps):
-#    19.94 s at 25 fps was 498 frames to the planner and 499 to the segments, a tail over the cap).
+#    where no cue is certain (`beats.song_bars`, `beats.start_anchored`); the planners count a
+#    song's frames as the segments do (round(d * fps): 19.94 s at 25 fps was 498 frames to the
+#    planner and 499 to the segments, a tail over the cap).
 VERSION = 9
 log = logging.getLogger("soundsight")
 
