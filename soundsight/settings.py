@@ -13,13 +13,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Annotated, Literal, TypedDict
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from soundsight.backends import ANALYSERS, BEAT_TRACKERS, RENDERERS, SCENE_WRITERS, SCRIPT_WRITERS
 
 STAGES = ("load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble")
 Stage = Literal["load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble"]
+
+
+def backend_name(table: dict[str, str], *choices: str) -> object:
+    """A setting naming one backend of `table` (`soundsight.backends`), or one of `choices` (e.g. "auto").
+
+    Checked against the table as it is when the value is validated, and offered to the UI form as
+    a drop-down of the same names, so a backend added to its table is a valid setting at once.
+    """
+
+    def one_of(value: str) -> str:
+        names = [*choices, *table]
+        if value not in names:
+            raise ValueError(f"must be one of {', '.join(names)}; got {value!r}")
+        return value
+
+    def enum(schema: dict) -> None:
+        schema["enum"] = [*choices, *table]
+
+    return Annotated[str, AfterValidator(one_of), Field(json_schema_extra=enum)]
 
 
 class ChatEndpoint(TypedDict):
@@ -87,7 +108,7 @@ class SegmentSettings(BaseModel):
         description="planner=auto: the tracker confidence from which bar lines are trusted enough to place cuts on "
         "them (below it a grid may be half a beat off in places, where downbeat-seeking cuts would be off too).",
     )
-    beat_tracker: Literal["librosa", "beat_this"] = Field(
+    beat_tracker: backend_name(BEAT_TRACKERS) = Field(
         "librosa",
         description="librosa: the built-in tracker (CPU, no weights); beat_this: the learned beat-this model "
         "(needs `beat_checkpoint` and the beat-this package).",
@@ -121,7 +142,7 @@ class SegmentSettings(BaseModel):
 class AnalysisSettings(BaseModel):
     """Which backend labels the audio with the paper's vocabulary."""
 
-    backend: Literal["auto", "features", "clap"] = Field(
+    backend: backend_name(ANALYSERS, "auto") = Field(
         "auto",
         description="features: librosa descriptors (no weights); clap: LAION-CLAP zero-shot; "
         "auto: clap when its checkpoint is available locally, else features.",
@@ -207,7 +228,7 @@ class LyricsSettings(BaseModel):
 class ScriptSettings(BaseModel):
     """Who writes the scene-per-segment script, and what the prompt asks for."""
 
-    backend: Literal["template", "llm"] = Field(
+    backend: backend_name(SCRIPT_WRITERS) = Field(
         "template", description="template: deterministic writer (no weights); llm: an OpenAI-compatible server."
     )
     characters: str = Field(
@@ -229,7 +250,7 @@ class ScriptSettings(BaseModel):
     seed: int = Field(0, description="Sampling seed; each re-ask adds one.")
     timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
     repair_attempts: int = Field(2, ge=0, description="Re-asks after an unusable answer before falling back.")
-    scene_writer: Literal["lalm", "llm"] = Field(
+    scene_writer: backend_name(SCENE_WRITERS) = Field(
         "lalm",
         description="Pipeline 2 (pipeline=lalm): who splits the story into one scene per segment. "
         "lalm: the audio-language model itself (a text request to lalm.base_url); llm: the LLM at "
@@ -294,7 +315,7 @@ class LALMSettings(BaseModel):
 class RenderSettings(BaseModel):
     """How each scene becomes a clip."""
 
-    backend: Literal["animatic", "wan", "mochi"] = Field(
+    backend: backend_name(RENDERERS) = Field(
         "animatic", description="animatic: audio-reactive storyboard on the CPU; wan/mochi: text-to-video on GPUs."
     )
     model: str = Field("", description="Checkpoint (hub id or local directory); empty: the backend's default.")
