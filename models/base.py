@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from soundsight.media import ANALYSIS_SAMPLE_RATE
 from soundsight.schemas import Analysis, Scene, Segment, VisualBible
 
 
@@ -156,7 +157,7 @@ class SceneJob:
     width: int
     height: int
     audio: np.ndarray | None = None
-    sample_rate: int = 22050
+    sample_rate: int = ANALYSIS_SAMPLE_RATE
     palette_hint: str = ""
     bible: VisualBible | None = None
     beat_times: tuple[float, ...] = ()

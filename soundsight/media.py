@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+ANALYSIS_SAMPLE_RATE = 22050  # Hz: the run's analysis audio (audio.wav); every analysis backend resamples from it
+
 
 def ffmpeg_exe() -> str:
     """The ffmpeg executable to run.

@@ -14,11 +14,10 @@ from prefect import task
 
 from soundsight.cache import file_identity
 from soundsight.errors import InputError
-from soundsight.media import atomic_path, write_json_atomic
+from soundsight.media import ANALYSIS_SAMPLE_RATE, atomic_path, write_json_atomic
 from soundsight.schemas import Manifest, Song
 from soundsight.tasks.common import stage_folder, stage_options, written
 
-ANALYSIS_RATE = 22050  # Hz: every analysis backend resamples from here
 SILENCE_DBFS = -60.0  # a song whose loudest 100 ms stays below this is treated as silent
 
 
@@ -83,9 +82,9 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
     from soundsight.models.audio.decode import check_not_truncated, decode_audio
 
     path = Path(song_path).expanduser()
-    pcm = decode_audio(path, ANALYSIS_RATE)
-    check_not_truncated(path, len(pcm) / ANALYSIS_RATE)
-    check_audible(path, pcm, ANALYSIS_RATE, min_seconds)
+    pcm = decode_audio(path, ANALYSIS_SAMPLE_RATE)
+    check_not_truncated(path, len(pcm) / ANALYSIS_SAMPLE_RATE)
+    check_audible(path, pcm, ANALYSIS_SAMPLE_RATE, min_seconds)
     content_hash = hashlib.sha256(pcm.tobytes()).hexdigest()
     title, artist, codec, channels = (clean_tag(t) if isinstance(t, str) else t for t in read_tags(path))
     slug = slugify(title or path.stem)
@@ -94,8 +93,8 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
 
     song = Song(
         content_hash=content_hash,
-        duration=len(pcm) / ANALYSIS_RATE,
-        sample_rate=ANALYSIS_RATE,
+        duration=len(pcm) / ANALYSIS_SAMPLE_RATE,
+        sample_rate=ANALYSIS_SAMPLE_RATE,
         channels_in_source=channels,
         codec=codec,
         title=title,
@@ -104,7 +103,7 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
     )
     write_json_atomic(folder / "song.json", song)
     with atomic_path(folder / "audio.wav") as tmp:
-        sf.write(tmp, pcm, ANALYSIS_RATE, subtype="FLOAT", format="WAV")
+        sf.write(tmp, pcm, ANALYSIS_SAMPLE_RATE, subtype="FLOAT", format="WAV")
     source = folder / f"source{path.suffix.lower()}"
     with atomic_path(source) as tmp:
         shutil.copyfile(path, tmp)
