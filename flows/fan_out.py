@@ -41,8 +41,8 @@ Stage = Callable[[Task], Task]  # configures a stage's task for this run (`tasks
 def analyse(stage: Stage, song: Manifest, segments: Manifest, settings: AnalysisSettings) -> Manifest:
     """The analyse stage, fanned out per batch of segments for CLAP.
 
-    The analyse stage: one task; with CLAP, first one embedding task per batch of segments
-    (on the flow's workers, each keeping the model loaded), then one labelling task.
+    One task; with CLAP, first one embedding task per batch of segments (on the flow's workers,
+    each keeping the model loaded), then one labelling task.
     """
     embeddings = None
     if fans_out(settings):

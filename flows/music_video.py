@@ -1,6 +1,6 @@
 """The music-video flow: composition only.
 
-The music-video flow: composition only. Each stage is a cached task in `tasks/`; the two
+Each stage is a cached task in `tasks/`; the two
 fan-outs (CLAP batches, scenes) are in `flows/fan_out.py`; the UI's artifacts (script, segments,
 progress, preview, link, timings) come from `tasks/report.py`.
 

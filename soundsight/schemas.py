@@ -326,10 +326,6 @@ class Manifest(BaseModel):
             h.update(f"{name}={self.hashes[name]};".encode())
         return h.hexdigest()
 
-    def files_exist(self) -> bool:
-        """Whether every file of the manifest is still there."""
-        return all(self.path(name).is_file() for name in self.files)
-
     def problem(self) -> str:
         """Why the files are not what the stage wrote ('' when they are).
 

@@ -13,15 +13,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, TypedDict, get_args
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from soundsight.backends import ANALYSERS, BEAT_TRACKERS, RENDERERS, SCENE_WRITERS, SCRIPT_WRITERS
 
-STAGES = ("load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble")
 Stage = Literal["load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble"]
+STAGES: tuple[str, ...] = get_args(Stage)  # in pipeline order
+
+
+class Operational:
+    """Marks a field that steers *how* a stage runs but cannot change what it produces.
+
+    ``Annotated[str, OPERATIONAL]``: such a field stays out of cache keys (`soundsight.cache`), so
+    moving a run to another GPU or raising a timeout reuses every cached result.
+    """
+
+    def __repr__(self) -> str:
+        return "OPERATIONAL"
+
+
+OPERATIONAL = Operational()
 
 
 def backend_name(table: dict[str, str], *choices: str) -> object:
@@ -148,8 +162,8 @@ class AnalysisSettings(BaseModel):
         "auto: clap when its checkpoint is available locally, else features.",
     )
     clap_model: str = Field("laion/larger_clap_music", description="CLAP checkpoint: hub id or local directory.")
-    clap_batch_size: int = Field(16, ge=1, description="Audio windows per CLAP forward pass.")
-    clap_segments_per_task: int = Field(
+    clap_batch_size: Annotated[int, OPERATIONAL] = Field(16, ge=1, description="Audio windows per CLAP forward pass.")
+    clap_segments_per_task: Annotated[int, OPERATIONAL] = Field(
         32,
         ge=1,
         description="CLAP: segments per analysis task; tasks fan out across workers that keep the model loaded.",
@@ -157,7 +171,9 @@ class AnalysisSettings(BaseModel):
     clap_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="CLAP weights' dtype; auto: float16 on CUDA, float32 on CPU."
     )
-    device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:1 ...")
+    device: Annotated[str, OPERATIONAL] = Field(
+        "auto", description="torch device for model backends: auto, cpu, cuda, cuda:1 ..."
+    )
 
 
 class LyricsSettings(BaseModel):
@@ -199,7 +215,9 @@ class LyricsSettings(BaseModel):
         description="Separate a vocal stem before transcribing: none (only this is implemented); "
         "demucs is refused (see docs/lyrics.md).",
     )
-    device: str = Field("auto", description="torch device for Whisper: auto, cpu, cuda, cuda:1 ...")
+    device: Annotated[str, OPERATIONAL] = Field(
+        "auto", description="torch device for Whisper: auto, cpu, cuda, cuda:1 ..."
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Whisper weights' dtype; auto: float16 on CUDA, float32 on CPU."
     )
@@ -237,7 +255,9 @@ class ScriptSettings(BaseModel):
     )
     story_cues: str = Field("", description="Extra instructions for the story (the paper's additional_prompt).")
     llm_base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint.")
-    llm_api_key: str = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
+    llm_api_key: Annotated[str, OPERATIONAL] = Field(
+        "EMPTY", description="API key for the endpoint (vLLM accepts any)."
+    )
     llm_model: str = Field("", description="Served model name; empty: the first one the server lists.")
     llm_output: Literal["free_text", "structured"] = Field(
         "structured", description="free_text: the paper's BEGIN SCRIPT/SCENE #: parsing; structured: JSON schema."
@@ -248,7 +268,9 @@ class ScriptSettings(BaseModel):
     )
     max_tokens: int = Field(4096, ge=16, description="Longest answer, tokens (reasoning included).")
     seed: int = Field(0, description="Sampling seed; each re-ask adds one.")
-    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
+    timeout_seconds: Annotated[float, OPERATIONAL] = Field(
+        600.0, gt=0, description="Longest wait for one answer, seconds."
+    )
     repair_attempts: int = Field(2, ge=0, description="Re-asks after an unusable answer before falling back.")
     scene_writer: backend_name(SCENE_WRITERS) = Field(
         "lalm",
@@ -273,7 +295,7 @@ class LALMSettings(BaseModel):
     base_url: str = Field(
         "http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint that accepts input_audio parts."
     )
-    api_key: str = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
+    api_key: Annotated[str, OPERATIONAL] = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
     model: str = Field(
         "",
         description="Served model name; empty: the first one the server lists (e.g. Qwen/Qwen3-Omni-30B-A3B-Instruct).",
@@ -303,7 +325,9 @@ class LALMSettings(BaseModel):
     max_tokens: int = Field(1024, ge=8, description="Longest story, tokens (reasoning included).")
     window_max_tokens: int = Field(400, ge=8, description="Longest description of one window, tokens.")
     seed: int = Field(0, description="Sampling seed (each window request adds its number).")
-    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
+    timeout_seconds: Annotated[float, OPERATIONAL] = Field(
+        600.0, gt=0, description="Longest wait for one answer, seconds."
+    )
 
     def chat_endpoint(self) -> ChatEndpoint:
         """The audio-language model's endpoint, model and timeout."""
@@ -332,7 +356,9 @@ class RenderSettings(BaseModel):
     dtype: Literal["bfloat16", "float16", "float32"] = Field(
         "bfloat16", description="Weights' dtype (diffusion backends)."
     )
-    device: str = Field("auto", description="torch device for diffusion backends: auto, cpu, cuda, cuda:1 ...")
+    device: Annotated[str, OPERATIONAL] = Field(
+        "auto", description="torch device for diffusion backends: auto, cpu, cuda, cuda:1 ..."
+    )
     cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
     vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
     palette_strength: float = Field(
@@ -395,8 +421,11 @@ class RenderSettings(BaseModel):
         description="text: the character lives in the prompt only; reference: every scene is conditioned on "
         "the 'reference' image (needs a Wan VACE checkpoint).",
     )
-    reference: str = Field("", description="Reference image (PNG/JPEG) for identity='reference'.")
-    dask_address: str = Field(
+    # A path: the renderer's identity carries the image's content hash instead.
+    reference: Annotated[str, OPERATIONAL] = Field(
+        "", description="Reference image (PNG/JPEG) for identity='reference'."
+    )
+    dask_address: Annotated[str, OPERATIONAL] = Field(
         "",
         description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",
     )
@@ -424,7 +453,7 @@ class OutputSettings(BaseModel):
     run_name: str = Field(
         "", description="The run folder's name inside runs_dir (one folder name); empty: <slug>-<hash8>."
     )
-    force: list[Stage] = Field(
+    force: Annotated[list[Stage], OPERATIONAL] = Field(
         default_factory=list, description="Stages to recompute even when cached (comma-separated on the command line)."
     )
 

@@ -29,8 +29,8 @@ def report_state(task: Task, task_run, state) -> None:
 def may_heal(task: Task, task_run, state) -> bool:
     """Retry condition: whether a failure may heal.
 
-    Retry condition: anything but a `SoundsightError`, whose message is meant for the user and
-    which would fail the same way again.
+    Anything but a `SoundsightError` may: its message is meant for the user, and it would fail the
+    same way again.
     """
     try:
         state.result()
@@ -68,10 +68,9 @@ def stage_options(
 
 
 def results_dir(runs_dir: str | Path) -> Path:
-    """Where cached task results live.
+    """Where cached task results live: inside the runs folder.
 
-    Where cached task results live: inside the runs folder, so each runs folder has its own
-    cache and a cache hit never points into another folder.
+    So each runs folder has its own cache, and a cache hit never points into another folder.
     """
     return Path(runs_dir).expanduser().resolve() / ".cache" / "results"
 

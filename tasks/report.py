@@ -281,10 +281,9 @@ def media_url(path: Path, runs_dir: Path) -> str | None:
 
 
 def make_preview(video: Path, duration: float, out: Path) -> Path:
-    """An animated GIF sampled across `video`.
+    """An animated GIF of `PREVIEW_FRAMES` frames sampled evenly across `video`.
 
-    An animated GIF of PREVIEW_FRAMES frames sampled evenly across `video`, small enough to
-    embed (~100 kB).
+    Small enough to embed (~100 kB).
     """
     if out.is_file() and out.stat().st_mtime >= video.stat().st_mtime:
         return out  # made from this very video already: decoding it all again costs seconds per run

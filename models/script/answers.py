@@ -292,8 +292,8 @@ def format_attempt(
 ) -> str:
     """One attempt as it goes into response.txt.
 
-    One attempt as it goes into response.txt: the repair request that led to it (if any),
-    everything the server sent back, reasoning included, then what the parser made of it.
+    The repair request that led to it (if any), everything the server sent back, reasoning
+    included, then what the parser made of it.
     """
     usage = ""
     if reply.prompt_tokens is not None:
@@ -318,8 +318,8 @@ def merge_scenes(
 ) -> list[Scene]:
     """One scene per duration, the LLM's or the fallback's.
 
-    One scene per duration: the LLM's where it wrote one (``source="llm"``), else the
-    fallback writer's scene of the same index (``source="fallback"``).
+    The LLM's where it wrote one (``source="llm"``), else the fallback writer's scene of the same
+    index (``source="fallback"``).
     """
     scenes = []
     for i, seconds in enumerate(durations):

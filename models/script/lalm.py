@@ -24,7 +24,6 @@ cache key.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import logging
 import math
@@ -687,8 +686,3 @@ def scene_prompt(
 def scenes_prompt_hash() -> str:
     """sha256 of the scene prompt template: part of the script stage's cache key in pipeline 2."""
     return template_hash(SCENES_PROMPT)
-
-
-def plan_digest(plan: ListeningPlan) -> str:
-    """A short hash of a plan (for logs and reports)."""
-    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:12]

@@ -108,8 +108,8 @@ class LLMScriptWriter:
     def writer_id(self) -> str:
         """Served model, output mode and parser version: part of cache keys.
 
-        Served model, output mode and parser version. Asks the server when no model is
-        configured: a different model must never reuse another's cached script.
+        Asks the server when no model is configured: a different model must never reuse another's
+        cached script.
         """
         return f"openai-chat:{self.served_model_id()}:{self.settings.llm_output}:parser-{PARSER_VERSION}"
 

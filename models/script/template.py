@@ -24,7 +24,6 @@ from soundsight.schemas import Scene, VisualBible
 __all__ = ["TemplateScriptWriter", "acts_from_energy", "subject_phrase"]
 
 WRITER_ID = "template-writer-v3"
-ACTS = ("beginning", "middle", "end")
 INTENSITY_LEVEL = {
     "Low intensity, sparse and quiet": 0,
     "Soft and restrained with a gentle pulse": 1,
