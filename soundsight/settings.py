@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from soundsight.backends import ANALYSERS, BEAT_TRACKERS, RENDERERS, SCENE_WRITERS, SCRIPT_WRITERS
+from soundsight.environment import declared_variables
 
 Stage = Literal["load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble"]
 STAGES: tuple[str, ...] = get_args(Stage)  # in pipeline order
@@ -494,24 +495,11 @@ class Settings(BaseSettings):
     output: OutputSettings = Field(default_factory=OutputSettings)
 
 
-# Environment variables with the SOUNDSIGHT_ prefix that are not settings.
-OTHER_VARIABLES = frozenset(
-    {
-        "SOUNDSIGHT_MEDIA_URL",
-        "SOUNDSIGHT_CACHE_DIR",
-        "SOUNDSIGHT_POOL",
-        "SOUNDSIGHT_CATALOGUE",
-        "SOUNDSIGHT_CATALOGUE_CRON",
-        "SOUNDSIGHT_CATALOGUE_TIMEZONE",
-        "SOUNDSIGHT_HEARTBEAT_SECONDS",
-    }
-)
-
-
 def unknown_environment_variables(environ: dict[str, str] | None = None) -> list[str]:
     """``SOUNDSIGHT_*`` variables that name no setting (a typo such as ``SOUNDSIGHT_RENDER__FPSS``).
 
-    pydantic-settings ignores them silently; the CLI and the flow warn about each.
+    pydantic-settings ignores them silently; the CLI and the flow warn about each. The variables
+    that are not settings are known from their declarations (`soundsight.environment`).
     """
     environ = dict(os.environ if environ is None else environ)
     known = set()
@@ -523,7 +511,5 @@ def unknown_environment_variables(environ: dict[str, str] | None = None) -> list
     return sorted(
         key
         for key in environ
-        if key.upper().startswith("SOUNDSIGHT_")
-        and key.upper() not in known | OTHER_VARIABLES
-        and not key.upper().startswith("SOUNDSIGHT_TEST_")
+        if key.upper().startswith("SOUNDSIGHT_") and key.upper() not in known | declared_variables()
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -41,13 +40,14 @@ from prefect.artifacts import (
 )
 from prefect.futures import PrefectFuture, as_completed
 
+from soundsight.environment import environment_variable
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
 from soundsight.settings import STAGES, OutputSettings
 from soundsight.tasks.common import configured, point, progress, report_state
 
 log = logging.getLogger("soundsight.report")
-MEDIA_URL_ENV = "SOUNDSIGHT_MEDIA_URL"
+MEDIA_URL = environment_variable("SOUNDSIGHT_MEDIA_URL", "a web server's URL for the runs folder")
 PREVIEW_FRAMES, PREVIEW_WIDTH, PREVIEW_FPS = 16, 192, 2
 
 
@@ -273,7 +273,7 @@ def track_progress(
 
 def media_url(path: Path, runs_dir: Path) -> str | None:
     """`path`'s URL under SOUNDSIGHT_MEDIA_URL (which serves `runs_dir`), or None when unset."""
-    base = os.environ.get(MEDIA_URL_ENV, "").strip()
+    base = MEDIA_URL.get().strip()
     if not base:
         return None
     relative = path.resolve().relative_to(Path(runs_dir).expanduser().resolve())

@@ -35,11 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def prefect_server():
     """The session's Prefect API URL; the server starts on first use and stops with the session.
 
-    SOUNDSIGHT_TEST_PREFECT_API_URL reuses a server a developer already runs.
+    TESTS_PREFECT_API_URL reuses a server a developer already runs.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    reuse = os.environ.get("SOUNDSIGHT_TEST_PREFECT_API_URL")
+    reuse = os.environ.get("TESTS_PREFECT_API_URL")
     home = None if reuse else tempfile.mkdtemp(prefix="soundsight-prefect-")
     proc, api = (None, reuse) if reuse else start_prefect_server(Path(home))
     os.environ["PREFECT_API_URL"] = api  # for the CLIs, workers and Dask workers tests start

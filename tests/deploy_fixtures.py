@@ -241,7 +241,7 @@ def fault(spec: str) -> dict[str, Any]:
     they test what the UI's Retry does once a run has failed for good."""
     return {
         "env": {
-            "SOUNDSIGHT_TEST_FAULT": spec,
+            "TESTS_FAULT": spec,
             "PYTHONPATH": str(ROOT / "tests" / "faults"),
             "PREFECT_FLOWS_DEFAULT_RETRIES": "0",
         }

@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from soundsight.environment import environment_variable
 from soundsight.errors import MissingCheckpointError
 from soundsight.media import FrameEncoder
 from soundsight.models.base import ClipInfo, RenderSpec, SceneJob
@@ -704,12 +705,14 @@ _RENDERS: deque[dict] = deque(maxlen=1000)
 _CACHE_LOCK = threading.Lock()
 
 
-STATS_ENV = "SOUNDSIGHT_RENDER_STATS"  # a file: every worker appends one JSON line per build and scene
+STATS_FILE = environment_variable(
+    "SOUNDSIGHT_RENDER_STATS", "a file: each worker appends a JSON line per build and scene"
+)
 
 
 def _append_stats(record: dict) -> None:
     """Append `record` to the JSON-lines file named by $SOUNDSIGHT_RENDER_STATS, if set (benchmarks)."""
-    path = os.environ.get(STATS_ENV)
+    path = STATS_FILE.get()
     if path:
         with open(path, "a") as f:  # one short write per line: lines from several workers do not mix
             f.write(json.dumps(record) + "\n")

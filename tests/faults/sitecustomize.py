@@ -1,7 +1,7 @@
 """Test-only fault injection for the processes tests start (a Prefect worker's flow-run process).
 
 Nothing of this is in the product: a test puts this folder on the process's PYTHONPATH (a
-deployment run's job variables) and sets SOUNDSIGHT_TEST_FAULT:
+deployment run's job variables) and sets TESTS_FAULT:
 
     fail:K   scene K raises `InjectedFault` in the flow run's first attempt (not retried: it is
              a SoundsightError), so the run fails and a retry of the run succeeds
@@ -22,7 +22,7 @@ import sys
 import time
 
 TARGET = "soundsight.models.render.animatic"
-FAULT = os.environ.get("SOUNDSIGHT_TEST_FAULT", "")
+FAULT = os.environ.get("TESTS_FAULT", "")
 
 
 def _first_attempt() -> bool:
@@ -46,7 +46,7 @@ def _patch(module) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             if kind == "stall":
                 time.sleep(3600)
-            raise InjectedFault(f"fault injected into scene {job.index} (SOUNDSIGHT_TEST_FAULT={FAULT}); retry the run")
+            raise InjectedFault(f"fault injected into scene {job.index} (TESTS_FAULT={FAULT}); retry the run")
         return original(self, job, out_path)
 
     module.AnimaticRenderer.__call__ = faulty_call
