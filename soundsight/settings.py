@@ -211,29 +211,12 @@ class LyricsSettings(BaseModel):
     clap_vocals: bool = Field(
         True, description="Also count segments whose CLAP prominent element is Vocals (when CLAP labels exist)."
     )
-    separation: Literal["none", "demucs"] = Field(
-        "none",
-        description="Separate a vocal stem before transcribing: none (only this is implemented); "
-        "demucs is refused (see docs/lyrics.md).",
-    )
     device: Annotated[str, OPERATIONAL] = Field(
         "auto", description="torch device for Whisper: auto, cpu, cuda, cuda:1 ..."
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Whisper weights' dtype; auto: float16 on CUDA, float32 on CPU."
     )
-
-    @field_validator("separation")
-    @classmethod
-    def _separation_not_built(cls, value: str) -> str:
-        if value != "none":
-            raise ValueError(
-                f"vocal separation ({value}) is not implemented: soundsight transcribes the full mix. Leave "
-                "lyrics.separation at none, or put the lyrics beside the song as <song>.lrc or <song>.txt "
-                "(docs/lyrics.md: separating a vocal stem yourself with Demucs, whose code is MIT but whose "
-                "weights are provided for research only)"
-            )
-        return value
 
     @field_validator("language")
     @classmethod

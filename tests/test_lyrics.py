@@ -523,11 +523,19 @@ def test_script_inputs_and_themes_are_plain_data():
     assert themes(repeated) == ["rain", "fire"]
 
 
-def test_settings_group_and_separation_is_refused(monkeypatch):
+def test_settings_group_and_separation_is_no_setting(monkeypatch, capsys):
+    from soundsight.flows.cli import main
+    from soundsight.settings import unknown_environment_variables
+
     monkeypatch.setenv("SOUNDSIGHT_LYRICS__MODE", "always")
     assert Settings().lyrics.mode == "always"
-    with pytest.raises(ValueError, match="not implemented"):
-        LyricsSettings(separation="demucs")
+    # Vocal separation is not implemented (docs/lyrics.md): no setting pretends it is.
+    assert "separation" not in LyricsSettings.model_fields
+    monkeypatch.setenv("SOUNDSIGHT_LYRICS__SEPARATION", "demucs")
+    assert "SOUNDSIGHT_LYRICS__SEPARATION" in unknown_environment_variables()
+    with pytest.raises(SystemExit) as refused:
+        main(["render", "song.mp3", "--lyrics.separation", "demucs"])
+    assert refused.value.code == 2 and "--lyrics.separation" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------- through Prefect
