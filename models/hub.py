@@ -346,14 +346,12 @@ class LoadedModels(Generic[Model]):
         device: str,
         dtype: torch.dtype,
         load: Callable[[Checkpoint, str, torch.dtype], Model],
-        on_load: Callable[[], None] = lambda: None,
     ) -> Model:
-        """The model for this key; the first call loads it with ``load(checkpoint, device, dtype)``, then calls ``on_load()``."""
+        """The model for this key; the first call loads it with ``load(checkpoint, device, dtype)``."""
         key = (checkpoint.model_id, checkpoint.revision, str(dtype), device)
         with self._lock:
             if key not in self._models:
                 self._models[key] = load(checkpoint, device, dtype)
-                on_load()
             return self._models[key]
 
     def load(
@@ -362,7 +360,6 @@ class LoadedModels(Generic[Model]):
         device: str | None,
         dtype: str | None,
         load: Callable[[Checkpoint, str, torch.dtype], Model],
-        on_load: Callable[[], None] = lambda: None,
     ) -> Model:
         """`get` after resolving `device` (`resolve_device`) and the dtype named `dtype` (`torch_dtype`).
 
@@ -374,7 +371,7 @@ class LoadedModels(Generic[Model]):
             ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
         dtype : {"auto", "float32", "float16", "bfloat16"} or None
             ``auto``/None: float16 on CUDA, float32 elsewhere.
-        load, on_load : callable
+        load : callable
             As for `get`.
 
         Returns
@@ -383,7 +380,7 @@ class LoadedModels(Generic[Model]):
             Shared by every caller in this process.
         """
         device = resolve_device(device)
-        return self.get(checkpoint, device, torch_dtype(dtype, device), load, on_load)
+        return self.get(checkpoint, device, torch_dtype(dtype, device), load)
 
     def clear(self) -> None:
         """Forget every loaded model."""

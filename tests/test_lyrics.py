@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,24 @@ def check_timing(lyrics: Lyrics) -> None:
     assert {s.index: s.text.split() for s in lyrics.segments} == {k: " ".join(v).split() for k, v in expected.items()}
 
 
-@pytest.fixture(autouse=True)
-def _counters():
-    W.reset_whisper_stats()  # models stay loaded across tests, as in a worker
-    yield
+@pytest.fixture
+def whisper_calls(monkeypatch) -> Counter:
+    """Calls of `load_whisper` (``load_calls``) and checkpoints it read (``loads``) in this test.
+
+    Counted around the real functions; models stay loaded across tests, as in a worker.
+    """
+    calls: Counter = Counter()
+
+    def counted(what, fn):
+        def call(*args, **kwargs):
+            calls[what] += 1
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(W, "load_whisper", counted("load_calls", W.load_whisper))
+    monkeypatch.setattr(W, "_load", counted("loads", W._load))
+    return calls
 
 
 @pytest.fixture(scope="module")
@@ -287,11 +302,11 @@ def test_tiny_whisper_is_a_real_checkpoint(tiny_whisper_dir):
     assert W.whisper_backend_id(checkpoint).startswith(f"whisper:tiny-whisper@{checkpoint.revision}|transformers=")
 
 
-def test_sung_song_is_transcribed_with_word_times(sung, tiny_whisper_dir):
+def test_sung_song_is_transcribed_with_word_times(sung, tiny_whisper_dir, whisper_calls):
     settings = LyricsSettings(model=str(tiny_whisper_dir), language="en", max_new_tokens=48)
     manifest = find_song_lyrics.fn(sung["song"], sung["segments"], settings, str(sung["path"]))
     lyrics = read_lyrics(manifest)
-    assert W.whisper_stats()["load_calls"] == 1
+    assert whisper_calls["load_calls"] == 1
     assert lyrics.vocals is not None and lyrics.vocals.track_gate
     # the vocal check finds the segments where the lines are sung (6 s segments; lines at 6, 12, 20, 28 s)
     assert [s.index for s in lyrics.segments if s.vocals] == [1, 2, 3, 4]
@@ -317,18 +332,18 @@ def test_line_timestamps_spread_words_over_whisper_segments(sung, tiny_whisper_d
     assert all(5.0 <= w["start"] <= w["end"] <= 9.5 for w in words)
 
 
-def test_an_instrumental_never_calls_the_model_loader(instrumental, tiny_whisper_dir):
+def test_an_instrumental_never_calls_the_model_loader(instrumental, tiny_whisper_dir, whisper_calls):
     settings = LyricsSettings(model=str(tiny_whisper_dir))
     lyrics = read_lyrics(
         find_song_lyrics.fn(instrumental["song"], instrumental["segments"], settings, str(instrumental["path"]))
     )
-    assert W.whisper_stats().get("load_calls", 0) == 0
+    assert whisper_calls.get("load_calls", 0) == 0
     assert lyrics.source == "none" and lyrics.lines == [] and "no vocals found" in lyrics.note
     assert not lyrics.vocals.track_gate and lyrics.vocals.active_fraction < settings.track_min_fraction
     assert len(lyrics.segments) == 5 and not any(s.vocals or s.text for s in lyrics.segments)
 
 
-def test_clap_vocals_label_opens_the_gate_and_mode_off_does_nothing(instrumental, tmp_path):
+def test_clap_vocals_label_opens_the_gate_and_mode_off_does_nothing(instrumental, tmp_path, whisper_calls):
     from soundsight.schemas import Analysis, Label, SegmentLabels
 
     def label(top: str) -> Label:
@@ -354,10 +369,10 @@ def test_clap_vocals_label_opens_the_gate_and_mode_off_does_nothing(instrumental
         assert lyrics.source == "none" and ("hf download" in lyrics.note) == bool(expected)
     off = read_lyrics(find_song_lyrics.fn(song, segs, LyricsSettings(mode="off"), where, analysis=analysis))
     assert off.source == "none" and off.note == "lyrics.mode is off" and off.vocals is None
-    assert W.whisper_stats()["load_calls"] == 1  # the clap case only
+    assert whisper_calls["load_calls"] == 1  # the clap case only
 
 
-def test_missing_checkpoint_gives_no_lyrics_and_names_the_download(sung, caplog):
+def test_missing_checkpoint_gives_no_lyrics_and_names_the_download(sung, caplog, whisper_calls):
     with caplog.at_level(logging.WARNING, logger="soundsight"):
         lyrics = read_lyrics(
             find_song_lyrics.fn(sung["song"], sung["segments"], LyricsSettings(model=MISSING), str(sung["path"]))
@@ -365,7 +380,7 @@ def test_missing_checkpoint_gives_no_lyrics_and_names_the_download(sung, caplog)
     assert lyrics.source == "none" and f"hf download {MISSING}" in lyrics.note
     warning = [r for r in caplog.records if r.name.startswith("soundsight") and r.levelno == logging.WARNING]
     assert warning and f"hf download {MISSING}" in warning[0].getMessage()
-    assert W.whisper_stats().get("loads", 0) == 0
+    assert whisper_calls.get("loads", 0) == 0
 
 
 # ------------------------------------------------------------------------------- lyrics beside a song
@@ -381,12 +396,12 @@ GIVEN_LRC = """[ti:Sung]
 """
 
 
-def test_lrc_beside_the_song_is_used_as_given(sung, tiny_whisper_dir):
+def test_lrc_beside_the_song_is_used_as_given(sung, tiny_whisper_dir, whisper_calls):
     song_path = beside(sung, "sung.lrc", GIVEN_LRC)
     settings = LyricsSettings(model=str(tiny_whisper_dir))
     manifest = find_song_lyrics.fn(sung["song"], sung["segments"], settings, str(song_path))
     lyrics = read_lyrics(manifest)
-    assert W.whisper_stats().get("load_calls", 0) == 0 and lyrics.vocals is None  # no vocal check, no model
+    assert whisper_calls.get("load_calls", 0) == 0 and lyrics.vocals is None  # no vocal check, no model
     assert lyrics.source == "lrc" and lyrics.metadata == {"ti": "Sung"}
     assert [(line.text, line.start, line.end) for line in lyrics.lines] == [
         (SUNG_LINES[0], 6.0, 7.8),  # the offset applies: 500 ms earlier
@@ -436,11 +451,11 @@ def test_txt_without_a_model_is_spread_over_the_vocal_regions(sung, caplog):
     assert all(line.start < t["end"] and t["start"] < line.end for line, t in zip(lyrics.lines, truth))
 
 
-def test_txt_with_whisper_falls_back_to_spreading_when_few_words_match(sung, tiny_whisper_dir):
+def test_txt_with_whisper_falls_back_to_spreading_when_few_words_match(sung, tiny_whisper_dir, whisper_calls):
     song_path = beside(sung, "sung.txt", "\n".join(SUNG_LINES) + "\n")
     settings = LyricsSettings(model=str(tiny_whisper_dir), language="en", max_new_tokens=48)
     lyrics = read_lyrics(find_song_lyrics.fn(sung["song"], sung["segments"], settings, str(song_path)))
-    assert W.whisper_stats()["load_calls"] == 1
+    assert whisper_calls["load_calls"] == 1
     assert lyrics.source == "txt-spread" and "matched the transcription" in lyrics.note  # random weights
     assert [line.text for line in lyrics.lines] == SUNG_LINES
     check_timing(lyrics)

@@ -39,7 +39,6 @@ from soundsight.models.analysis.clap_model import (
     DEFAULT_CLAP_MODEL,
     LoadedClap,
     clap_backend_id,
-    count,
     load_clap,
     resolve_clap_checkpoint,
 )
@@ -223,7 +222,6 @@ def embed_windows(clap: LoadedClap, audio: np.ndarray, windows: Sequence[Window]
             features = log_mel_features(clap, waves_t).to(clap.dtype)
             is_longer = torch.zeros((len(batch), 1), dtype=torch.bool, device=clap.device)
             embeds = clap.model.get_audio_features(input_features=features, is_longer=is_longer).pooler_output
-        count("audio_forward")
         out.append(embeds.float().cpu().numpy())
     embeddings = np.concatenate(out) if out else np.zeros((0, clap.model.config.projection_dim), np.float32)
     return _unit(embeddings)
@@ -267,7 +265,7 @@ def text_embeddings(clap: LoadedClap, vocabulary: Vocabulary, cache_dir: str | P
         (`embedding_cache.cached_embeddings`), keyed by the backend id and the exact sentences.
     """
     sentences, _ = vocabulary_sentences(vocabulary)
-    embeddings, hit = cached_embeddings(
+    embeddings, _ = cached_embeddings(
         "clap-text",
         clap.backend_id,
         sentences,
@@ -275,8 +273,6 @@ def text_embeddings(clap: LoadedClap, vocabulary: Vocabulary, cache_dir: str | P
         width=clap.model.config.projection_dim,
         cache_dir=cache_dir,
     )
-    if hit:
-        count("text_cache_hits")
     return embeddings
 
 
@@ -290,7 +286,6 @@ def _embed_sentences(clap: LoadedClap, sentences: list[str]) -> np.ndarray:
             embeds = clap.model.get_text_features(
                 input_ids=tokens["input_ids"].to(clap.device), attention_mask=tokens["attention_mask"].to(clap.device)
             ).pooler_output
-        count("text_forward")
         out.append(embeds.float().cpu().numpy())
     return _unit(np.concatenate(out))
 

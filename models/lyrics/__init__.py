@@ -24,7 +24,6 @@ from soundsight.models.lyrics.whisper import (
     transcribe,
     whisper_available,
     whisper_backend_id,
-    whisper_stats,
 )
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "vocal_activity",
     "whisper_available",
     "whisper_backend_id",
-    "whisper_stats",
     "write_captions",
     "write_lrc",
 ]

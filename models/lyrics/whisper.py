@@ -39,12 +39,10 @@ __all__ = [
     "clear_whisper_cache",
     "load_whisper",
     "pack_regions",
-    "reset_whisper_stats",
     "resolve_whisper_checkpoint",
     "transcribe",
     "whisper_available",
     "whisper_backend_id",
-    "whisper_stats",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,21 +141,6 @@ class LoadedWhisper:
 
 
 _MODELS: LoadedModels[LoadedWhisper] = LoadedModels()
-_STATS: Counter = Counter()
-
-
-def whisper_stats() -> dict[str, int]:
-    """Counters for tests and logs.
-
-    ``load_calls``: calls of `load_whisper`; ``loads``: weights actually read; ``windows``: pipeline
-    inputs transcribed.
-    """
-    return dict(_STATS)
-
-
-def reset_whisper_stats() -> None:
-    """Zero the counters of `whisper_stats` (loaded models stay)."""
-    _STATS.clear()
 
 
 def clear_whisper_cache() -> None:
@@ -189,14 +172,13 @@ def load_whisper(
     MissingCheckpointError
         Not on this machine, or torch/transformers not installed.
     """
-    _STATS["load_calls"] += 1
     checkpoint = resolve_whisper_checkpoint(model_id)
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
         raise MissingCheckpointError(model_id, "pip install 'soundsight[models]' (torch and transformers)") from None
-    return _MODELS.load(checkpoint, device, dtype, _load, on_load=lambda: _STATS.update(["loads"]))
+    return _MODELS.load(checkpoint, device, dtype, _load)
 
 
 def _load(checkpoint: Checkpoint, device: str, dtype: torch.dtype) -> LoadedWhisper:
@@ -386,7 +368,6 @@ def transcribe(
     words: list[dict] = []
     for pieces in pack_regions(regions, duration):
         audio = _window_audio(y16, ASR_RATE, pieces)
-        _STATS["windows"] += 1
         out = loaded.pipe(
             {"raw": audio, "sampling_rate": ASR_RATE},
             return_timestamps="word" if mode == "word" else True,
