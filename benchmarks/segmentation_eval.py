@@ -122,7 +122,7 @@ MEDLEY = [  # name, spec: played back to back
 
 
 def _render(spec: Spec, drums: bool):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
 
     score = load_score(spec.corpus, spec.number)
     if spec.measures:
@@ -223,7 +223,7 @@ def real_item(song: str) -> Item | None:
 
 def build_set(cache: Path, quick: bool = False) -> list[Item]:
     """Render (or reuse) the rendered set and load the real songs."""
-    from soundsight.flows.demo import medley
+    from benchmarks.scores import medley
 
     cache.mkdir(parents=True, exist_ok=True)
     items: list[Item] = []

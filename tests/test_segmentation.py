@@ -164,7 +164,8 @@ def test_reference_metrics_on_known_cuts():
 
 
 def test_score_beats_follow_pickups_and_compound_meter():
-    from soundsight.flows.demo import load_score, score_beat_offsets
+    from benchmarks.scores import load_score
+    from soundsight.flows.demo import score_beat_offsets
 
     beats, downbeats, _ = score_beat_offsets(load_score("bach/bwv66.6"))  # 4/4, one-beat pickup
     assert beats[:3] == [0, 1, 2] and downbeats[:2] == [1, 5]
@@ -182,7 +183,8 @@ LEAD = 0.137  # keeps the true beats off the 24 fps grid
 def drummed_chorale(tmp_path_factory):
     import soundfile as sf
 
-    from soundsight.flows.demo import load_score, render_score, write_beats_file
+    from benchmarks.scores import load_score, render_score
+    from soundsight.flows.demo import write_beats_file
 
     audio, timing = render_score(load_score("bach/bwv66.6"), (0, 0, 0, 32), drums=True, sample_rate=22050)
     pad = np.zeros((int(round(LEAD * 22050)), 2), np.float32)
@@ -538,7 +540,7 @@ def test_even_pulse_prefers_the_double_nearer_the_preferred_tempo():
 def test_drum_on_every_beat_of_a_three_four_piece_is_not_halved(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score
+    from benchmarks.scores import load_score, render_score
     from soundsight.models.audio.beats import track_beats
 
     # bwv269 at 120 BPM in 3/4 with a drum on every beat: tracked at 60 BPM (F 0.66) before the even-pulse rule
@@ -622,7 +624,7 @@ def test_bars_without_any_bar_pattern_are_four_beats_long():
     ],
 )
 def test_a_chorale_without_drums_gets_its_bar_lines(warm_librosa, piece, programs, bpm, lead, measured):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import track_beats
 
     score = load_score(piece)
@@ -637,7 +639,7 @@ def test_a_chorale_without_drums_gets_its_bar_lines(warm_librosa, piece, program
 
 
 def test_a_kick_on_the_downbeat_of_a_fast_piece_gives_its_bars(warm_librosa):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import track_beats
 
     # bwv66.6 at 168 BPM, strings and bass, a kick on each downbeat: the harmony leans to beat 3
@@ -656,7 +658,7 @@ def test_a_kick_on_the_downbeat_of_a_fast_piece_gives_its_bars(warm_librosa):
 def test_a_slow_middle_section_is_followed_at_its_own_tempo(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import track_beats
 
     # bwv48.7 on harpsichord at 100, then 76 from bar 6, then 120 BPM from bar 11 (the winner):
@@ -690,7 +692,7 @@ def test_section_boundary_does_not_move_when_the_first_beat_is_at_zero():
 def test_a_jig_is_tracked_on_its_dotted_quarters(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import lattice_contrast, track_beats
 
     # a 6/8 jig on steel-string guitar with a kit on its dotted quarters (100 BPM): the duple lattice
@@ -710,7 +712,7 @@ def test_a_jig_is_tracked_on_its_dotted_quarters(warm_librosa):
 def test_a_melody_without_a_bass_line_keeps_its_beat_half(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import BASS_LINE_SHARE, bass_share, compute_cues, track_beats
 
     # a reel (2/2, 112 BPM) played on one organ voice: 5 % of its power lies below 250 Hz, the
@@ -725,7 +727,7 @@ def test_a_melody_without_a_bass_line_keeps_its_beat_half(warm_librosa):
 
 
 def test_beats_sit_at_the_start_of_slow_attacks_and_stay_on_sharp_ones(warm_librosa, monkeypatch):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio import beats as B
 
     # the reel on a flute, no drums: its notes swell, so their half-rise is 20 ms after the note starts
