@@ -21,7 +21,7 @@ from soundsight.flows import fan_out
 from soundsight.media import sweep_stale_parts
 from soundsight.schemas import Manifest
 from soundsight.settings import Settings, unknown_environment_variables
-from soundsight.tasks.analyse import resolve_backend
+from soundsight.tasks.analyse import analyser_backend
 from soundsight.tasks.assemble import assemble_video
 from soundsight.tasks.common import adopt_edits, publish
 from soundsight.tasks.load import load_song
@@ -87,8 +87,8 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     labelled = settings.pipeline == "clap" or settings.pipeline_2_analysis
     analysis = publish(fan_out.analyse(stage, loaded, segments, settings.analysis)) if labelled else None
     if lyrics is None:
-        clap = analysis if analysis is not None and resolve_backend(settings.analysis) == "clap" else None
-        lyrics = publish(stage(find_song_lyrics)(loaded, segments, settings.lyrics, song, clap))
+        heard = analysis if analysis is not None and analyser_backend(settings.analysis).hears_vocals else None
+        lyrics = publish(stage(find_song_lyrics)(loaded, segments, settings.lyrics, song, heard))
     if settings.pipeline == "lalm":
         script = listen_and_write(stage, loaded, segments, analysis, lyrics, settings)
     else:

@@ -6,6 +6,9 @@
 - `ScriptWriter`: a `ScriptRequest` -> `ScriptResult` (scenes + raw text for the run folder).
 - `ClipRenderer`: a `SceneJob` -> one clip file covering the scene.
 
+The tables of `soundsight.backends` list, per kind, small backend objects that build these from
+the settings: `AnalyserBackend`, `ScriptWriterBackend`, `SceneWriterBackend`.
+
 Backends carry a `backend_id` string: model id and revision (or an algorithm version) that goes
 into cache keys, so a different model never reuses another's results.
 """
@@ -20,6 +23,7 @@ import numpy as np
 
 from soundsight.media import ANALYSIS_SAMPLE_RATE
 from soundsight.schemas import Analysis, Scene, Segment, VisualBible
+from soundsight.settings import AnalysisSettings, ChatEndpoint, ScriptSettings, Settings
 
 
 class Analyser(Protocol):
@@ -64,6 +68,34 @@ class SegmentEmbedder(Protocol):
         ...
 
 
+class AnalyserBackend(Protocol):
+    """An entry of `soundsight.backends.ANALYSERS`: the analyser the ``analysis`` settings describe.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the table (``analysis.backend``), also ``Analysis.backend``.
+    fans_out : bool
+        Whether `analyser` returns a `SegmentEmbedder`, whose embedding batches the flow fans out
+        over its workers; else an `Analyser`, called once.
+    hears_vocals : bool
+        Whether its "prominent element: Vocals" label is evidence of singing, which the lyrics
+        stage's vocal check then counts (``lyrics.clap_vocals``).
+    """
+
+    name: str
+    fans_out: bool
+    hears_vocals: bool
+
+    def available(self, settings: AnalysisSettings) -> bool:
+        """Whether it can run on this machine (its checkpoint is here); ``auto`` takes the first that can."""
+        ...
+
+    def analyser(self, settings: AnalysisSettings) -> Analyser | SegmentEmbedder:
+        """The analyser, ready to call (weights load on first use); its `backend_id` enters cache keys."""
+        ...
+
+
 @dataclass(frozen=True)
 class ScriptRequest:
     """Everything a script writer may use. `prompt` is the filled Block 1 (also in prompt.txt)."""
@@ -104,6 +136,56 @@ class ScriptWriter(Protocol):
 
     def __call__(self, request: ScriptRequest) -> ScriptResult:
         """One scene per entry of ``request.durations``."""
+        ...
+
+
+class ScriptWriterBackend(Protocol):
+    """An entry of `soundsight.backends.SCRIPT_WRITERS`: who writes pipeline 1's script.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the table (``script.backend``).
+    concurrency_limit : str
+        The Prefect global concurrency limit its requests occupy, one slot each (created with
+        ``prefect gcl create NAME --limit N``; requests are not capped while it does not exist);
+        empty: it sends none.
+    unavailable_hint : str
+        What to do when its endpoint does not answer (the error's last sentence).
+    """
+
+    name: str
+    concurrency_limit: str
+    unavailable_hint: str
+
+    def writer(self, settings: ScriptSettings) -> ScriptWriter:
+        """The writer, ready to call; its `writer_id` enters cache keys."""
+        ...
+
+    def endpoint(self, settings: ScriptSettings) -> ChatEndpoint | None:
+        """The server it writes through, checked before any stage runs; None: it needs none."""
+        ...
+
+
+class SceneWriterBackend(ScriptWriterBackend, Protocol):
+    """An entry of `soundsight.backends.SCENE_WRITERS`: who splits pipeline 2's story into scenes.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the table (``script.scene_writer``).
+    credit : str
+        ``script.json``'s writer: the story's author and the scenes' (``lalm+llm``).
+    scene_source : str
+        The ``Scene.source`` of the scenes its served model wrote (the LLM writer marks them
+        ``llm``; the audio-language model's are ``lalm``).
+    """
+
+    credit: str
+    scene_source: str
+
+    def script_settings(self, settings: Settings) -> ScriptSettings:
+        """The ``script`` settings its writer is built from (they enter the script stage's cache key)."""
         ...
 
 

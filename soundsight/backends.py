@@ -24,11 +24,13 @@ BEAT_TRACKERS: dict[str, str] = {
     "beat_this": "soundsight.models.audio.beat_this:BACKEND",
 }
 
-# analysis.backend: the paper's labels (`models.base.AnalyserBackend`); "auto" picks among them.
+# analysis.backend: the paper's labels (`models.base.AnalyserBackend`).
 ANALYSERS: dict[str, str] = {
     "features": "soundsight.models.analysis.features:BACKEND",
     "clap": "soundsight.models.analysis.clap:BACKEND",
 }
+# analysis.backend = "auto": the first of these that can run on this machine (CLAP when its checkpoint is here).
+AUTO_ANALYSERS: tuple[str, ...] = ("clap", "features")
 
 # script.backend (pipeline 1) and script.scene_writer (pipeline 2): who writes the scenes
 # (`models.base.ScriptWriterBackend`).

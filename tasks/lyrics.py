@@ -16,6 +16,7 @@ from prefect import task
 
 from soundsight.errors import MissingCheckpointError
 from soundsight.media import atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from soundsight.models import registry
 from soundsight.models.lyrics.captions import write_captions
 from soundsight.models.lyrics.formats import write_lrc
 from soundsight.models.lyrics.song import find_lyrics, lyrics_file_beside
@@ -53,11 +54,14 @@ def lyrics_identity(inputs: dict[str, Any]) -> str:
 
 
 def clap_vocal_segments(analysis: Manifest | None) -> list[int]:
-    """Segments whose CLAP prominent element is Vocals ([] for another analysis backend or none)."""
+    """Segments whose prominent element is Vocals, by a backend that hears vocals ([] for another one or none).
+
+    ``AnalyserBackend.hears_vocals``: CLAP's label is heard; the feature backend's is a guess.
+    """
     if analysis is None:
         return []
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
-    if labels.backend != "clap":
+    if not registry.load("analyser", labels.backend).hears_vocals:
         return []
     return [
         s.index

@@ -49,3 +49,28 @@ def test_clap_analysis_and_llm_script_through_the_flow(excerpt, tmp_path, tiny_c
     # Same settings again: the served model id and prompt hash match, nothing recomputes.
     _, again = render(excerpt, tmp_path, **groups)
     assert all(state == "Cached" for state in again.values()), again
+
+
+# --- a backend added through its table alone ---------------------------------------------------------
+
+
+def test_an_analyser_added_to_its_table_labels_the_song_in_the_flow(excerpt, tmp_path, monkeypatch):
+    from soundsight import backends
+
+    monkeypatch.setitem(backends.ANALYSERS, "house", "tests.table_backends:ANALYSER")
+    video, states = render(excerpt, tmp_path, analysis={"backend": "house"}, render={"width": 160, "height": 96})
+    analysis = Analysis.model_validate_json((video.parent / "analysis.json").read_text())
+    assert analysis.backend == "house" and analysis.backend_id == "house-features-v1"
+    assert states["analyse"] == "Completed" and not any(name.startswith("analyse-batch") for name in states), states
+
+
+def test_a_script_writer_added_to_its_table_writes_the_script_in_the_flow(excerpt, tmp_path, monkeypatch):
+    from soundsight import backends
+
+    monkeypatch.setitem(backends.SCRIPT_WRITERS, "house", "tests.table_backends:WRITER")
+    video, states = render(excerpt, tmp_path, script={"backend": "house"}, render={"width": 160, "height": 96})
+    script = SceneScript.model_validate_json((video.parent / "script.json").read_text())
+    segments = json.loads((video.parent / "segments.json").read_text())["segments"]
+    assert script.writer == "house" and script.writer_id == "house-writer-v1"
+    assert len(script.scenes) == len(segments) and all(s.source == "writer" for s in script.scenes)
+    assert states["script"] == "Completed", states

@@ -38,13 +38,15 @@ import numpy as np
 from soundsight.models.analysis.clap_model import (
     DEFAULT_CLAP_MODEL,
     LoadedClap,
+    clap_available,
     clap_backend_id,
     load_clap,
     resolve_clap_checkpoint,
 )
 from soundsight.models.analysis.embedding_cache import cached_embeddings
 from soundsight.models.hub import resolve_device
-from soundsight.prompts import Category, Vocabulary
+from soundsight.prompts import Category, Vocabulary, load_vocabulary
+from soundsight.settings import AnalysisSettings
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from soundsight.schemas import Analysis, Label, Segment
 
 __all__ = [
+    "BACKEND",
     "ClapAnalyser",
     "SegmentEmbeddings",
     "category_distributions",
@@ -474,3 +477,28 @@ class SegmentEmbeddings:
             windows=list(data["windows"]),
             track_sum=np.asarray(data["track_sum"], dtype=np.float64),
         )
+
+
+class ClapBackend:
+    """``analysis.backend = clap``: LAION-CLAP zero-shot labels, embedding batches fanned out (`models.base.AnalyserBackend`)."""
+
+    name = "clap"
+    fans_out = True
+    hears_vocals = True  # a CLAP "Vocals" prominent element is heard, not guessed from descriptors
+
+    def available(self, settings: AnalysisSettings) -> bool:
+        """Whether ``analysis.clap_model`` is on this machine."""
+        return clap_available(settings.clap_model)
+
+    def analyser(self, settings: AnalysisSettings) -> ClapAnalyser:
+        """The CLAP analyser the settings describe (it loads its model on first use, once per worker process)."""
+        return ClapAnalyser(
+            load_vocabulary(),
+            model_id=settings.clap_model,
+            device=settings.device,
+            dtype=None if settings.clap_dtype == "auto" else settings.clap_dtype,
+            batch_size=settings.clap_batch_size,
+        )
+
+
+BACKEND = ClapBackend()

@@ -45,15 +45,19 @@ from soundsight.models.script.answers import (
 from soundsight.models.script.bible import bible_json_schema, build_bible, parse_bible
 from soundsight.models.script.chat import DEFAULT_HINT, ChatClient, ChatTransport, LLMRequestError, Reply
 from soundsight.models.script.style import style_sentence
-from soundsight.settings import ScriptSettings
+from soundsight.models.script.template import TemplateScriptWriter
+from soundsight.settings import ChatEndpoint, ScriptSettings, Settings
 
-__all__ = ["PARSER_VERSION", "LLMScriptError", "LLMScriptWriter"]
+__all__ = ["BACKEND", "CONCURRENCY_LIMIT", "PARSER_VERSION", "SCENE_WRITER", "LLMScriptError", "LLMScriptWriter"]
 
 logger = logging.getLogger(__name__)
 
 # Bump when parsing or prompting changes what a given model answer turns into: part of writer_id,
 # so cached scripts written by an older parser are not reused.
 PARSER_VERSION = "2"
+# Requests to the LLM, from every run and worker, are capped by this Prefect global concurrency
+# limit (`prefect gcl create vllm --limit N`); without it, they are not capped.
+CONCURRENCY_LIMIT = "vllm"
 
 
 class LLMScriptError(SoundsightError):
@@ -278,3 +282,37 @@ def _take_bible(reply: Reply) -> tuple[Reply, dict | None]:
         return reply, None
     bible = data.pop("bible")
     return dataclasses.replace(reply, content=json.dumps(data)), bible if isinstance(bible, dict) else {}
+
+
+class LLMBackend:
+    """``script.backend = llm``: the LLM at ``script.llm_base_url`` (`models.base.ScriptWriterBackend`).
+
+    The template writer fills the scenes it does not deliver.
+    """
+
+    name = "llm"
+    concurrency_limit = CONCURRENCY_LIMIT
+    unavailable_hint = DEFAULT_HINT
+
+    def writer(self, settings: ScriptSettings) -> LLMScriptWriter:
+        """The LLM writer at the settings' endpoint, with the template writer as its fallback."""
+        return LLMScriptWriter(settings, fallback=TemplateScriptWriter(), unavailable_hint=self.unavailable_hint)
+
+    def endpoint(self, settings: ScriptSettings) -> ChatEndpoint | None:
+        """``script.llm_base_url``."""
+        return settings.chat_endpoint()
+
+
+class LLMSceneWriterBackend(LLMBackend):
+    """``script.scene_writer = llm``: the pipeline-1 LLM splits the story (`models.base.SceneWriterBackend`)."""
+
+    credit = "lalm+llm"  # the audio-language model's story, the LLM's scenes
+    scene_source = "llm"
+
+    def script_settings(self, settings: Settings) -> ScriptSettings:
+        """The ``script`` settings, ``backend`` pinned: changing pipeline 1's writer does not re-split a story."""
+        return settings.script.model_copy(update={"backend": "llm"})
+
+
+BACKEND = LLMBackend()
+SCENE_WRITER = LLMSceneWriterBackend()
