@@ -59,9 +59,9 @@ from prefect.states import Failed, State
 from pydantic import BaseModel, ValidationError
 
 from soundsight.cache import canonical
+from soundsight.flows.report import CatalogueProgress, publish_catalogue
 from soundsight.media import sha256_file
 from soundsight.settings import Settings
-from soundsight.tasks.report import CatalogueProgress, publish_catalogue
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".mka"}
 MANIFEST_SUFFIXES = {".toml", ".yaml", ".yml", ".json"}

@@ -32,12 +32,12 @@ ANALYSERS: dict[str, str] = {
 # analysis.backend = "auto": the first of these that can run on this machine (CLAP when its checkpoint is here).
 AUTO_ANALYSERS: tuple[str, ...] = ("clap", "features")
 
-# script.backend (pipeline 1) and script.scene_writer (pipeline 2): who writes the scenes
-# (`models.base.ScriptWriterBackend`).
+# script.backend: who writes pipeline 1's script (`models.base.ScriptWriterBackend`).
 SCRIPT_WRITERS: dict[str, str] = {
     "template": "soundsight.models.script.template:BACKEND",
     "llm": "soundsight.models.script.llm:BACKEND",
 }
+# script.scene_writer: who splits pipeline 2's story into scenes (`models.base.SceneWriterBackend`).
 SCENE_WRITERS: dict[str, str] = {
     "lalm": "soundsight.models.script.lalm:SCENE_WRITER",
     "llm": "soundsight.models.script.llm:SCENE_WRITER",

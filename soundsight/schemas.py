@@ -337,7 +337,7 @@ class Manifest(BaseModel):
         for name in sorted(self.files):
             path = self.path(name)
             if name in self.editable and path.is_file():
-                continue  # the user's edit: adopted downstream (tasks.script.adopt_edits), never undone
+                continue  # the user's edit: adopted downstream (flows.stages.adopt_edits), never undone
             try:
                 st = path.stat()
             except OSError:

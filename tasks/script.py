@@ -31,7 +31,7 @@ from soundsight.models.lyrics import sung_per_segment, themes
 from soundsight.prompts import load_vocabulary, script_prompt, template_hash
 from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation, Song, VisualBible
 from soundsight.settings import ChatEndpoint, LALMSettings, ScriptSettings, Settings
-from soundsight.tasks.common import publish, stage_folder, stage_options, unpublish_beyond, written
+from soundsight.tasks.common import stage_folder, stage_options, written
 from soundsight.tasks.load import read_song
 from soundsight.tasks.lyrics import read_lyrics
 
@@ -322,30 +322,6 @@ def write_story(
         requests=len(result.heard),
         writer_id=writer.story_id,
     )
-
-
-def publish_story(story: Manifest) -> Manifest:
-    """`publish` the story's files and drop window links an earlier, longer plan left behind."""
-    publish(story)
-    keep = {Path(link).name for link in story.links.values() if link.startswith("listen/")}
-    unpublish_beyond(story.run_dir, "listen", "window_*.txt", keep=keep)
-    return story
-
-
-def forget_other_pipeline(run_dir: str, settings: Settings) -> None:
-    """Remove the run folder's links to files this run's pipeline does not write.
-
-    The names in the run folder show the latest run's files: after a pipeline-2 run without
-    labels, an analysis.json of an earlier run would be taken for this one's; after a pipeline-1
-    run, so would story.txt.
-    """
-    stale = []
-    if settings.pipeline == "lalm" and not settings.pipeline_2_analysis:
-        stale.append(("", "analysis.json"))
-    if settings.pipeline != "lalm":
-        stale += [("", "story.txt"), ("listen", "*")]
-    for folder, pattern in stale:
-        unpublish_beyond(run_dir, folder or ".", pattern, keep=set())
 
 
 def scene_writer_settings(settings: Settings) -> ScriptSettings:

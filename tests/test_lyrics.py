@@ -21,6 +21,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.register_assert_rewrite("tests.whisper_fixtures")
 
+from soundsight.flows.stages import publish  # noqa: E402
 from soundsight.media import write_json_atomic  # noqa: E402
 from soundsight.models.lyrics import align as A  # noqa: E402
 from soundsight.models.lyrics import formats as F  # noqa: E402
@@ -29,7 +30,7 @@ from soundsight.models.lyrics.captions import caption_cues, captions  # noqa: E4
 from soundsight.models.lyrics.summary import line_starts, script_inputs, themes  # noqa: E402
 from soundsight.schemas import Lyrics, Manifest, Segment, Segmentation  # noqa: E402
 from soundsight.settings import LyricsSettings, Settings  # noqa: E402
-from soundsight.tasks.common import publish, written  # noqa: E402
+from soundsight.tasks.common import written  # noqa: E402
 from soundsight.tasks.load import load_song  # noqa: E402
 from soundsight.tasks.lyrics import find_song_lyrics, lyrics_identity, read_lyrics  # noqa: E402
 from tests.whisper_fixtures import SUNG_LINES, make_sung_mix, timestamp_token_names  # noqa: E402
@@ -560,8 +561,8 @@ def test_settings_group_and_separation_is_no_setting(monkeypatch, capsys):
 def test_stage_runs_in_prefect_and_is_cached_until_the_lyrics_file_changes(sung, tmp_path):
     from prefect import flow
 
+    from soundsight.flows.stages import configured
     from soundsight.settings import OutputSettings
-    from soundsight.tasks.common import configured
 
     song_path = beside(sung, "sung.lrc", GIVEN_LRC)
     task = configured(find_song_lyrics, OutputSettings(runs_dir=Path(sung["song"].run_dir).parent))

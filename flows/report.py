@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import Task
 from prefect.artifacts import (
     create_image_artifact,
     create_link_artifact,
@@ -41,10 +40,10 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture, as_completed
 
 from soundsight.environment import environment_variable
+from soundsight.flows.stages import Stages, point
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
-from soundsight.settings import STAGES, OutputSettings
-from soundsight.tasks.common import configured, point, progress, report_state
+from soundsight.settings import OutputSettings
 
 log = logging.getLogger("soundsight.report")
 MEDIA_URL = environment_variable("SOUNDSIGHT_MEDIA_URL", "a web server's URL for the runs folder")
@@ -79,86 +78,8 @@ def _safely(fn):
 # --- stage timings ---------------------------------------------------------------------------------
 
 
-class StageLog:
-    """`configured()` for each stage task, plus a record of every task run's final state and time.
-
-    stage = StageLog(settings.output)
-    loaded = stage(load_song)(song, ...)
-    ...
-    publish_timings(video, stage)
-    """
-
-    def __init__(self, output: OutputSettings):
-        self.output = output
-        self.runs: list[dict[str, Any]] = []  # appended from task threads: list.append is atomic
-        self._configured: dict[str, Task] = {}  # Task.with_options costs ~8 ms: once per stage, not per scene
-
-    def __call__(self, task: Task) -> Task:
-        """The stage's task configured for this run, recording its runs.
-
-        Scenes may render in other processes (Dask workers), where a hook's record would stay:
-        their runs are recorded from the flow's side, by `scene_finished`.
-        """
-        if task.name not in self._configured:
-            task = configured(task, self.output)
-            if task.name != "render":
-                task = task.with_options(
-                    on_completion=[*task.on_completion_hooks, self._record, report_state],
-                    on_failure=[*task.on_failure_hooks, self._record, report_state],
-                )
-            self._configured[task.name] = task
-        return self._configured[task.name]
-
-    def _record(self, task: Task, task_run, state) -> None:
-        seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else 0.0
-        self.runs.append({"stage": task.name, "task_run": task_run.name, "state": state.name, "seconds": seconds,
-                          "gpu seconds": 0.0})  # fmt: skip
-
-    def scene_finished(self, name: str, state: str, clip: Manifest | None) -> None:
-        """Record a scene's render and print its line (`name`: render-scene-NNN; `clip`: its manifest)."""
-        fresh = clip is not None and state == "Completed"
-        self.runs.append({
-            "stage": "render", "task_run": name, "state": state,
-            "seconds": float(clip.info.get("task_seconds", 0.0)) if fresh else 0.0,
-            "gpu seconds": float(clip.info.get("gpu_seconds", 0.0)) if fresh else 0.0,
-        })  # fmt: skip
-        progress.info("%s: %s", name, state)
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per stage, in pipeline order: task runs, their states, seconds spent."""
-        rows = []
-        order = {name: i for i, name in enumerate(STAGES)}
-        for stage in sorted({r["stage"] for r in self.runs}, key=lambda s: (order.get(s, 99), s)):
-            runs = [r for r in self.runs if r["stage"] == stage]
-            states: dict[str, int] = {}
-            for r in runs:
-                states[r["state"]] = states.get(r["state"], 0) + 1
-            rows.append(
-                {
-                    "stage": stage,
-                    "task runs": len(runs),
-                    "states": ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
-                    "seconds": round(sum(r["seconds"] for r in runs), 2),
-                    "gpu seconds": round(sum(r["gpu seconds"] for r in runs), 2),
-                }
-            )
-        rows.append(
-            {
-                "stage": "total",
-                "task runs": len(self.runs),
-                "states": "",
-                "seconds": round(sum(r["seconds"] for r in self.runs), 2),
-                "gpu seconds": round(sum(r["gpu seconds"] for r in self.runs), 2),
-            }
-        )
-        scenes = sorted((r for r in self.runs if r["stage"] == "render"), key=lambda r: r["task_run"])
-        rows += [{"stage": r["task_run"], "task runs": 1, "states": r["state"], "seconds": round(r["seconds"], 2),
-                  "gpu seconds": round(r["gpu seconds"], 2)} for r in scenes]  # fmt: skip
-        return rows
-
-
 @_safely
-def publish_timings(run: Manifest, stages: StageLog) -> None:
+def publish_timings(run: Manifest, stages: Stages) -> None:
     """The timings table artifact."""
     create_table_artifact(
         stages.table(),
@@ -243,11 +164,11 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest | No
 def track_progress(
     run: Manifest | str, clips: list[PrefectFuture], on_finished: Callable[[PrefectFuture], None] | None = None
 ) -> None:
-    """Wait for every scene, updating a progress artifact.
+    """Wait for every scene, updating a progress artifact as each one finishes.
 
-    A progress artifact updated as each scene finishes; returns once every scene has finished
-    (or failed), so a retry finds every good scene cached. A drop-in for `prefect.futures.wait`
-    wherever scenes are submitted (`run`: a manifest or the run folder).
+    Returns once every scene has finished (or failed), so a retry finds every good scene cached. A
+    drop-in for `prefect.futures.wait` wherever scenes are submitted (`run`: a manifest or the run
+    folder).
     """
     total = len(clips)
     artifact: UUID | None = _safely(create_progress_artifact)(
