@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsight.models.audio.beats import SR, analysis_audio, fine_onset_envelope, librosa
+from soundsight.media import ANALYSIS_SAMPLE_RATE
+from soundsight.models.audio.beats.cues import analysis_audio, fine_onset_envelope
 
 __all__ = ["chart_grid", "chart_offset", "load_reference_beats", "reference_file", "reference_metrics"]
 
@@ -112,9 +113,11 @@ def load_reference_beats(
         if len(beats) == 0:
             return None
         if y is None:
-            y, sr = librosa.load(str(song_path), sr=SR, mono=True)
+            import librosa
+
+            y, sr = librosa.load(str(song_path), sr=ANALYSIS_SAMPLE_RATE, mono=True)
         lag, _ = chart_offset(onsets, y, sr)
-        duration = len(analysis_audio(y, sr)) / SR
+        duration = len(analysis_audio(y, sr)) / ANALYSIS_SAMPLE_RATE
         beats, downbeats = beats + lag, downbeats + lag
         return beats[(beats >= 0) & (beats <= duration)], downbeats[(downbeats >= 0) & (downbeats <= duration)]
     return None

@@ -37,7 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from soundsight.models.audio.beats import BeatGrid, is_credible, spectral_novelty, track_beats
+from soundsight.models.audio.beats import track_beats
+from soundsight.models.audio.beats.confidence import is_credible
+from soundsight.models.audio.beats.structure import spectral_novelty
+from soundsight.models.base import BeatGrid
 from soundsight.schemas import Segment, Segmentation
 from soundsight.settings import SegmentSettings
 
@@ -662,8 +665,8 @@ def plan_segments(
         The active video backend's longest clip, seconds; caps the maximum segment length so no
         segment needs a longer clip than the model renders (Wan 2.1: 81 frames / 16 fps = 5.06 s).
     grid : BeatGrid, optional
-        A grid the caller already has (the segment task with beat-this, the benchmark); else
-        the built-in tracker runs on `y`.
+        A grid the caller already has (the segment task's tracker, the benchmark); else the
+        built-in tracker (`beats.track_beats`) runs on `y`.
     novelty_curve : (numpy.ndarray, numpy.ndarray), optional
         A novelty curve (times in seconds, values 0..1); computed from `y` otherwise.
 
