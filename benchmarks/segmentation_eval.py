@@ -14,7 +14,7 @@ from the score through the MIDI tempo map.
 *Real* (silver ground truth): the four Frets on Fire recordings in ``../shared/music`` with a
 note chart (war_of_freedom, escape_from_chaosland, feelings, metal_madness: one artist's rock and
 metal). Beats are the chart's tempo map (``pretty_midi.get_beats``), aligned to the audio once by a
-lag search within +-150 ms (`tasks.reference_beats.chart_offset`); downbeats assume 4/4 from the
+lag search within +-150 ms (`benchmarks.reference_beats.chart_offset`); downbeats assume 4/4 from the
 chart's first tick.
 
 Trackers
@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import reference_beats as R  # noqa: E402
 from soundsight.media import ANALYSIS_SAMPLE_RATE  # noqa: E402
 from soundsight.models.audio.beats import attack, cues, phase, tempo, track_beats  # noqa: E402
 from soundsight.models.audio.beats.confidence import is_credible  # noqa: E402
@@ -69,7 +70,6 @@ from soundsight.models.audio.beats.structure import spectral_novelty  # noqa: E4
 from soundsight.models.audio.segmenters import plan_segments  # noqa: E402
 from soundsight.models.base import BeatGrid  # noqa: E402
 from soundsight.settings import SegmentSettings  # noqa: E402
-from soundsight.tasks import reference_beats as R  # noqa: E402
 
 warnings.filterwarnings("ignore")
 FPS = 24

@@ -81,9 +81,7 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     # Sung lines come before the cuts when cuts should land on them, else after the labels (CLAP's
     # Vocals label then helps decide whether the song is sung).
     lyrics = publish(stage(find_song_lyrics)(loaded, None, settings.lyrics, song)) if lines_first else None
-    segments = publish(
-        stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds, song, lyrics)
-    )
+    segments = publish(stage(segment_song)(loaded, settings.segment, settings.render.fps, spec.max_seconds, lyrics))
     labelled = settings.pipeline == "clap" or settings.pipeline_2_analysis
     analysis = publish(fan_out.analyse(stage, loaded, segments, settings.analysis)) if labelled else None
     if lyrics is None:

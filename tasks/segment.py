@@ -7,7 +7,6 @@ from typing import Any
 
 from prefect import task
 
-from soundsight.media import sha256_file
 from soundsight.models.audio.segmenters import plan_segments
 from soundsight.models.lyrics import line_starts
 from soundsight.models.registry import load
@@ -16,28 +15,27 @@ from soundsight.settings import SegmentSettings
 from soundsight.tasks.common import stage_options, written_json
 from soundsight.tasks.load import read_song
 from soundsight.tasks.lyrics import read_lyrics
-from soundsight.tasks.reference_beats import load_reference_beats, reference_file, reference_metrics
 
 # Bump when segments.json changes for the same inputs (the tracker, the planners, the file's format).
 VERSION = 9
+# Opens every identity: the stage once keyed a reference beats file beside the song ("none" for
+# all songs without one), and runs cached then keep their keys.
+IDENTITY_PREFIX = "reference=none"
 log = logging.getLogger("soundsight")
 
 
 def segment_identity(inputs: dict[str, Any]) -> str:
     """What besides the settings changes segments.json, keyed on content, never on paths.
 
-    A reference beats file beside the song (its metrics) and the beat tracker's identity
-    (`BeatTracker.identity`: e.g. beat-this's checkpoint bytes).
+    The beat tracker's identity (`BeatTracker.identity`: e.g. beat-this's checkpoint bytes).
     """
-    found = reference_file(inputs["song_path"]) if inputs.get("song_path") else None
-    parts = [f"reference={sha256_file(found)}" if found else "reference=none"]
     settings = inputs.get("settings")
     if isinstance(settings, dict):
         settings = SegmentSettings.model_validate(settings)
-    if isinstance(settings, SegmentSettings):
-        tracker = load("beat tracker", settings.beat_tracker).identity(settings)
-        parts += [tracker] if tracker else []
-    return ";".join(parts)
+    if not isinstance(settings, SegmentSettings):
+        return IDENTITY_PREFIX
+    tracker = load("beat tracker", settings.beat_tracker).identity(settings)
+    return ";".join([IDENTITY_PREFIX, tracker] if tracker else [IDENTITY_PREFIX])
 
 
 @task(**stage_options("segment", VERSION, identity=segment_identity))
@@ -46,7 +44,6 @@ def segment_song(
     settings: SegmentSettings,
     fps: int,
     max_clip_seconds: float,
-    song_path: str = "",
     lyrics: Manifest | None = None,
 ) -> Manifest:
     """Segments that tile the song exactly, each cut on an output frame.
@@ -56,9 +53,7 @@ def segment_song(
     which raises a `SoundsightError` when it cannot run (beat-this: `MissingCheckpointError` without
     its checkpoint). A low tracker confidence is logged as a warning on the ``soundsight`` logger
     (the CLI prints it, the UI shows it in the run's logs) and recorded in segments.json
-    (`low_confidence`, `confidence_note`). Where the song (at `song_path`, where it is now: never
-    part of the key) has a reference beats file beside it (`<song>.beats.txt` or `.chart.mid`), cut
-    accuracy against it is written into segments.json as `metrics`.
+    (`low_confidence`, `confidence_note`).
     """
     meta, pcm = read_song(song)
     grid = load("beat tracker", settings.beat_tracker).track(pcm, meta.sample_rate, settings)
@@ -74,14 +69,6 @@ def segment_song(
     )
     if segmentation.confidence_note:
         log.warning("segment: %s: %s", meta.title or meta.slug, segmentation.confidence_note)
-    reference = (
-        load_reference_beats(song_path, pcm, meta.sample_rate) if song_path and reference_file(song_path) else None
-    )
-    if reference is not None:
-        cuts = [s.start for s in segmentation.segments[1:]]
-        segmentation.metrics = reference_metrics(
-            cuts, segmentation.beats, segmentation.downbeats, reference[0], reference[1], fps
-        )
     return written_json(
         "segment",
         song.run_dir,

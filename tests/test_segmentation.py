@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.reference_beats import load_reference_beats, reference_metrics
 from soundsight.models.audio.segmenters import (
     BeatSnap,
     plan_segments,
@@ -19,7 +20,6 @@ from soundsight.models.audio.segmenters import (
 )
 from soundsight.models.base import BeatGrid
 from soundsight.settings import SegmentSettings
-from soundsight.tasks.reference_beats import load_reference_beats, reference_metrics
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

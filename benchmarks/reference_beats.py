@@ -1,8 +1,9 @@
-"""Reference beats beside a song, and how the segment stage's cuts score against them.
+"""Reference beats beside a song, and how a run's cuts score against them (benchmarks and tests).
 
-A user (or a test) who has ground-truth beats for a song puts them beside it - ``<stem>.beats.txt``
-or a Frets-on-Fire note chart ``<stem>.chart.mid`` - and the segment stage writes the cut
-accuracy into ``segments.json`` as ``metrics``. The benchmark scores its material the same way.
+Ground-truth beats for a song lie beside it - ``<stem>.beats.txt`` (the demo song writes its own,
+`soundsight.flows.demo.write_beats_file`) or a Frets-on-Fire note chart ``<stem>.chart.mid`` -
+and `reference_metrics` scores the cuts and beats of its ``segments.json`` against them. The
+segmentation benchmark aligns its charts with `chart_offset`.
 """
 
 from __future__ import annotations
