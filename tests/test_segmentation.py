@@ -11,13 +11,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.reference_beats import load_reference_beats, reference_metrics
-from soundsight.models.audio.segmenters import (
-    BeatSnap,
-    plan_segments,
-    segment_random,
-    segment_rule_based,
-    segments_from_cuts,
-)
+from soundsight.models.audio.segmenters import BeatSnap, plan_segments, segment_random, segment_rule_based
+from soundsight.models.audio.tiling import segments_from_cuts
 from soundsight.models.base import BeatGrid
 from soundsight.settings import SegmentSettings
 
