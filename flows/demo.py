@@ -198,7 +198,7 @@ def demo_song(out_path: Path, repeats: int = 2, sample_rate: int = 44100, write_
     """Write the demo song: a Bach chorale for flute, clarinet, viola and cello, played `repeats` times.
 
     With `write_beats`, the exact beats go beside it as ``<stem>.beats.txt`` (see `write_beats_file`),
-    so a run on the demo song reports beat metrics against ground truth.
+    so a run's cuts on the demo song can be scored against ground truth (`benchmarks.reference_beats`).
     """
     import soundfile as sf
     from music21 import corpus

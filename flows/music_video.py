@@ -55,7 +55,7 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     # Vocals label then helps decide whether the song is sung).
     lines_first = settings.segment.prefer_line_starts
     lyrics = stage(find_song_lyrics)(loaded, None, settings.lyrics, song) if lines_first else None
-    segments = stage(segment_song)(loaded, settings.segment, settings.render.fps, longest, song, lyrics)
+    segments = stage(segment_song)(loaded, settings.segment, settings.render.fps, longest, lyrics)
     analysis = fan_out.analyse(stage, loaded, segments, settings.analysis) if labelled else None
     if lyrics is None:
         vocals = analysis if analysis is not None and analyser_backend(settings.analysis).hears_vocals else None

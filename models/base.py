@@ -1,5 +1,6 @@
 """The small interfaces every backend implements. No Prefect here.
 
+- `BeatTracker`: audio -> `BeatGrid` (beats, bars, phrases, sections, a confidence).
 - `Analyser`: audio + segments -> `Analysis` (the paper's labels).
 - `SegmentEmbedder`: an analyser that works in two steps, so the expensive one fans out:
   embed batches of segments (anywhere), then label them all at once.
@@ -23,7 +24,95 @@ import numpy as np
 
 from soundsight.media import ANALYSIS_SAMPLE_RATE
 from soundsight.schemas import Analysis, Scene, Segment, VisualBible
-from soundsight.settings import AnalysisSettings, ChatEndpoint, ScriptSettings, Settings
+from soundsight.settings import AnalysisSettings, ChatEndpoint, ScriptSettings, SegmentSettings, Settings
+
+
+@dataclass(frozen=True)
+class BeatGrid:
+    """A song's beats and bars. Times in seconds; strengths and confidence 0..1.
+
+    Attributes
+    ----------
+    tempo_bpm : float
+        Median tempo, BPM.
+    beats, downbeats : np.ndarray
+        Seconds, increasing; every downbeat is a beat.
+    confidence : float
+        0..1 (the built-in tracker's: `models.audio.beats.confidence.beat_confidence`); below
+        ``segment.min_confidence`` the grid is not used for cuts (`confidence.is_credible`).
+    beats_per_bar : int
+        3, or 4 (duple and compound bars count as 4).
+    strength : np.ndarray
+        Per beat, 0..1: attack strength relative to the song's 95th percentile.
+    tempo_level : str
+        Kept for compatibility: always ``"as_tracked"`` (octaves are decided among the hypotheses).
+    variable_tempo : bool
+        Whether the beats follow a local tempo curve.
+    steady_tempo : bool
+        Whether the beats are one straight lattice with one beat phase for the whole song.
+    phase_flips : int
+        How often the off-beat correction switched the half of the eighth-note lattice.
+    candidates : tuple of dict
+        Tempo hypotheses: ``{"bpm": float, "score": float}``, best first.
+    phrase_boundaries, phrase_strength : np.ndarray
+        4- and 8-bar phrase starts (seconds, on downbeats) and their strength (0..1).
+    section_boundaries, section_strength : np.ndarray
+        Section boundaries (seconds, on downbeats) and their strength (0..1).
+    confidence_terms : dict
+        The factors of `confidence` (``on_attack``, ``regularity``, ``phase``, ``tempo_clarity``).
+    tracker : str
+        Which tracker made the grid: its name in `soundsight.backends.BEAT_TRACKERS` ('' unknown).
+    """
+
+    tempo_bpm: float
+    beats: np.ndarray
+    downbeats: np.ndarray
+    confidence: float
+    beats_per_bar: int = 4
+    strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tempo_level: str = "as_tracked"
+    variable_tempo: bool = False
+    steady_tempo: bool = False
+    phase_flips: int = 0
+    candidates: tuple = ()
+    phrase_boundaries: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    phrase_strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    section_boundaries: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    section_strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    confidence_terms: dict = field(default_factory=dict)
+    tracker: str = ""
+
+    @property
+    def period(self) -> float:
+        """Median beat period, seconds (0.5 when unknown)."""
+        return float(np.median(np.diff(self.beats))) if len(self.beats) > 2 else 0.5
+
+
+class BeatTracker(Protocol):
+    """Finds a song's beats and bars for the segment stage (`soundsight.backends.BEAT_TRACKERS`).
+
+    The segment stage calls `identity` for its cache key and `track` for the grid, whatever the
+    tracker: a tracker with a model loads it in `track` (and raises there when it cannot).
+    """
+
+    name: str
+
+    def identity(self, settings: SegmentSettings) -> str:
+        """What besides `settings` changes the grid, for the segment stage's cache key ('' when nothing does).
+
+        Content, never a path: e.g. the sha256 of the checkpoint ``settings`` names.
+        """
+        ...
+
+    def track(self, y: np.ndarray, sr: int, settings: SegmentSettings) -> BeatGrid:
+        """The grid of the mono song `y` (float32 at `sr` Hz), ``tracker`` set to `name`.
+
+        Raises
+        ------
+        SoundsightError
+            The tracker cannot run as `settings` ask (e.g. `MissingCheckpointError`).
+        """
+        ...
 
 
 class Analyser(Protocol):

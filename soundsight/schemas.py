@@ -77,7 +77,6 @@ class Segmentation(BaseModel):
     beats: list[float] = Field(default_factory=list, description="All beat times, seconds.")
     downbeats: list[float] = Field(default_factory=list, description="Downbeat times, seconds.")
     segments: list[Segment]
-    metrics: dict[str, float] | None = Field(None, description="Against a reference beats file, when present.")
     beats_per_bar: int | None = Field(
         None, description="Estimated meter: 3, or 4 (duple and compound bars count as 4)."
     )

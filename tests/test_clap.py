@@ -24,7 +24,8 @@ from soundsight.models.analysis import clap as C  # noqa: E402
 from soundsight.models.analysis import clap_model as M  # noqa: E402
 from soundsight.models.analysis import embedding_cache as E  # noqa: E402
 from soundsight.models.audio.decode import decode_audio  # noqa: E402
-from soundsight.models.audio.segmenters import Cuts, segment_random, segments_from_cuts  # noqa: E402
+from soundsight.models.audio.segmenters import segment_random  # noqa: E402
+from soundsight.models.audio.tiling import Cuts, segments_from_cuts  # noqa: E402
 from soundsight.prompts import load_vocabulary  # noqa: E402
 from soundsight.schemas import Analysis, Segment  # noqa: E402
 
