@@ -3,6 +3,9 @@
 Nothing of this is in the product: a benchmark puts this folder on the PYTHONPATH of the processes
 it starts (every child process inherits it) and sets
 
+    BENCH_SIMULATED_GPU_SECONDS=S  the render backend ``simulated-gpu`` joins `soundsight.backends.RENDERERS`
+                                   (`simulated_gpu`: the animatic after a sleep of S seconds per scene);
+                                   benchmarks/catalogue.py
     BENCH_RENDER_STATS=FILE        every process appends one JSON line to FILE per diffusion pipeline build
                                    (``{"event": "build", "quality", "pid", "build_s", "key"}``) and per scene
                                    (``{"event": "scene", "index", "render_s", "total_s", "pid", ...}``), the
@@ -19,8 +22,15 @@ import json
 import os
 import sys
 
+SIMULATED_GPU_SECONDS = "BENCH_SIMULATED_GPU_SECONDS"
 RENDER_STATS = "BENCH_RENDER_STATS"
 STATS_MODULE = "soundsight.models.render.diffusion.stats"
+
+
+def _register_simulated_gpu() -> None:
+    from soundsight.backends import RENDERERS
+
+    RENDERERS["simulated-gpu"] = "simulated_gpu:BACKEND"  # this folder is on sys.path
 
 
 def _log_records(module, path: str) -> None:
@@ -60,5 +70,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+if os.environ.get(SIMULATED_GPU_SECONDS):
+    _register_simulated_gpu()
 if os.environ.get(RENDER_STATS):
     sys.meta_path.insert(0, _PatchOnImport(STATS_MODULE, lambda m: _log_records(m, os.environ[RENDER_STATS])))
