@@ -24,7 +24,14 @@ import numpy as np
 
 from soundsight.media import ANALYSIS_SAMPLE_RATE
 from soundsight.schemas import Analysis, Scene, Segment, VisualBible
-from soundsight.settings import AnalysisSettings, ChatEndpoint, ScriptSettings, SegmentSettings, Settings
+from soundsight.settings import (
+    AnalysisSettings,
+    ChatEndpoint,
+    RenderSettings,
+    ScriptSettings,
+    SegmentSettings,
+    Settings,
+)
 
 
 @dataclass(frozen=True)
@@ -361,4 +368,63 @@ class ClipRenderer(Protocol):
 
     def __call__(self, job: SceneJob, out_path: Path) -> ClipInfo:
         """Render `job` into `out_path` (written atomically)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RenderCosts:
+    """What rendering has cost the worker process that just rendered a scene.
+
+    pipelines_built : models this process has built so far (1 when it kept its model loaded, as it
+        should; 0 for renderers that build none).
+    gpu_seconds : seconds the last scene spent inside the model (0 for renderers without one).
+    """
+
+    pipelines_built: int = 0
+    gpu_seconds: float = 0.0
+
+
+class RendererBackend(Protocol):
+    """One ``render.backend``: what the render stage asks of it without knowing its name.
+
+    Each entry of `soundsight.backends.RENDERERS` names one object satisfying this protocol.
+
+    name : the ``render.backend`` value it answers to.
+    gpu_workers : scenes fan out to the GPU worker pool (Dask, one single-threaded worker per GPU,
+        each scene claiming one GPU, or the scheduler at ``render.dask_address``); False: on two
+        threads of the flow's process.
+    takes_reference : ``identity = "reference"`` applies: the flow first makes the run's reference
+        image (the user's, or one `draw_reference` draws) and passes it to every scene as
+        ``render.reference`` (`make` refuses a checkpoint that cannot take one).
+    """
+
+    name: str
+    gpu_workers: bool
+    takes_reference: bool
+
+    def spec(self, settings: RenderSettings) -> RenderSpec:
+        """The clips' frame rules and longest clip for these settings, without loading any model."""
+        ...
+
+    def make(self, settings: RenderSettings) -> ClipRenderer:
+        """The renderer for these settings; its ``backend_id`` keys the scenes' cache.
+
+        Cheap: loads no weights (a model is built on the first scene, and kept by the process).
+
+        Raises
+        ------
+        MissingCheckpointError
+            The checkpoint is not on this machine (the flow calls this before any work starts).
+        """
+        ...
+
+    def draw_reference(self, settings: RenderSettings, job: SceneJob) -> np.ndarray:
+        """One still image of ``job.prompt``, (height, width, 3) uint8: the run's reference image.
+
+        Called only for backends that take a reference.
+        """
+        ...
+
+    def costs(self) -> RenderCosts:
+        """What rendering has cost this process so far, read right after it rendered a scene."""
         ...

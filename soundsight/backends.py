@@ -14,8 +14,8 @@ from __future__ import annotations
 # render.backend: one clip per scene (`models.base.RendererBackend`).
 RENDERERS: dict[str, str] = {
     "animatic": "soundsight.models.render.animatic:BACKEND",
-    "wan": "soundsight.models.render.diffusion:WAN",
-    "mochi": "soundsight.models.render.diffusion:MOCHI",
+    "wan": "soundsight.models.render.diffusion:WAN_BACKEND",
+    "mochi": "soundsight.models.render.diffusion:MOCHI_BACKEND",
 }
 
 # segment.beat_tracker: beats, downbeats and a confidence (`models.base.BeatTracker`).

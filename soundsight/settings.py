@@ -413,12 +413,6 @@ class RenderSettings(BaseModel):
         "",
         description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",
     )
-    simulated_seconds_per_scene: float = Field(
-        0.0,
-        ge=0.0,
-        description="SIMULATED GPU, capacity planning only: the animatic sleeps this long per scene, standing in "
-        "for a slow GPU backend (benchmarks/catalogue.py); 0: off. Never a real render speed.",
-    )
 
     @model_validator(mode="after")
     def _frame_sizes(self) -> RenderSettings:

@@ -258,13 +258,13 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:
       "stops within seconds with one line, exit 130; no server left; the same command resumes")  # fmt: skip
 def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path):
     env = temporary_server_env(tmp_path)
-    # The stages after segment take half a second at this size; a simulated 30 s per scene keeps the
-    # run busy when the signal comes, instead of racing its end.
-    slow = [*SMALL, "--render.simulated_seconds_per_scene", "30"]
+    # The stages after segment take half a second at this size; scene 0 stalling in this first run
+    # (tests/faults) keeps the run busy when the signal comes, instead of racing its end.
+    stalled = dict(env, TESTS_FAULT="stall:0", PYTHONPATH=str(ROOT / "tests" / "faults"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir",
-         str(tmp_path / "runs"), *slow],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         str(tmp_path / "runs"), *SMALL],
+        cwd=ROOT, env=stalled, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for_line(proc, "segment: Completed", 300)
     proc.send_signal(signal.SIGINT)

@@ -1,4 +1,4 @@
-"""Test-only fault injection for the processes tests start (a Prefect worker's flow-run process).
+"""Test-only fault injection for the processes tests start (a Prefect worker's flow-run process, a CLI).
 
 Nothing of this is in the product: a test puts this folder on the process's PYTHONPATH (a
 deployment run's job variables) and sets TESTS_FAULT:
