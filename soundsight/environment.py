@@ -16,9 +16,9 @@ variables that mean nothing (`soundsight.settings.unknown_environment_variables`
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -75,22 +75,17 @@ def _source_files() -> list[Path]:
     return sorted(set(files))
 
 
+# A declaration as `environment_variable` asks for it: the name as the first argument's string literal.
+# Read with a pattern, not `ast`: CPython 3.11's AST constructor keeps its recursion depth in state
+# shared by all threads, and parsing beside another thread that builds ASTs (a flow run's engine)
+# failed a deployment run with "SystemError: AST constructor recursion depth mismatch".
+DECLARATION = re.compile(r"""\benvironment_variable\(\s*["'](SOUNDSIGHT_\w+)["']""")
+
+
 @cache
 def declared_variables() -> frozenset[str]:
     """The names every ``environment_variable("SOUNDSIGHT_...", ...)`` call in soundsight's source declares."""
     names = set()
     for path in _source_files():
-        text = path.read_text(encoding="utf-8")
-        if "environment_variable(" not in text:
-            continue
-        for node in ast.walk(ast.parse(text, str(path))):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id == "environment_variable"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                names.add(node.args[0].value)
+        names.update(DECLARATION.findall(path.read_text(encoding="utf-8")))
     return frozenset(names)
