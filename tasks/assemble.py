@@ -18,9 +18,11 @@ from pathlib import Path
 from prefect import task
 
 from soundsight.media import H264_ARGS, atomic_path, count_video_frames, run_ffmpeg
+from soundsight.models.lyrics.captions import write_captions
 from soundsight.schemas import Manifest, Segmentation, Song
 from soundsight.settings import RenderSettings
 from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.tasks.lyrics import read_lyrics
 
 # The fast AAC coder is 3x quicker than the default two-loop one at 192 kb/s, where the
 # difference is inaudible.
@@ -81,7 +83,8 @@ def caption_args(lyrics: Manifest | None, settings: RenderSettings, scratch: Pat
         return ["-i", str(lyrics.path("srt"))], ["-map", "2:s:0", "-c:v", "copy", "-c:s", "mov_text",
                                                  "-metadata:s:s:0", "title=Sung lines"]  # fmt: skip
     ass = scratch / "captions.ass"  # a plain path: the filter's argument needs no escaping
-    ass.write_bytes(lyrics.path("ass").read_bytes())
+    # Laid out for this video's size (lyrics.ass is for players, at 1280x720): the same cues.
+    write_captions(read_lyrics(lyrics), ass, width=settings.width, height=settings.height)
     return [], ["-vf", f"ass={ass}", *H264_ARGS]
 
 
@@ -100,7 +103,7 @@ def check_video_length(video: Path, frames: int, fps: int, song_seconds: float) 
         )
 
 
-@task(**stage_options("assemble", 3))
+@task(**stage_options("assemble", 4))
 def assemble_video(
     song: Manifest,
     segments: Manifest,

@@ -201,9 +201,9 @@ def test_a_clip_overwritten_in_place_with_size_and_mtime_restored_is_rendered_ag
 
 def test_assemble_refuses_a_video_shorter_than_the_song(song, tmp_path, monkeypatch):
     """A renderer that writes half the frames it reports: the video would be short; assemble says so."""
-    from soundsight.tasks import render as render_stage
+    from soundsight.models.render.animatic import BACKEND
 
-    make = render_stage.make_renderer
+    make = BACKEND.make
 
     def lying_renderer(settings):
         renderer = make(settings)
@@ -218,7 +218,7 @@ def test_assemble_refuses_a_video_shorter_than_the_song(song, tmp_path, monkeypa
 
         return render_half
 
-    monkeypatch.setattr(render_stage, "make_renderer", lying_renderer)
+    monkeypatch.setattr(BACKEND, "make", lying_renderer)
     from soundsight.flows.music_video import render_song
     from soundsight.settings import Settings
 
