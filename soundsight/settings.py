@@ -411,7 +411,8 @@ class RenderSettings(BaseModel):
     )
     dask_address: Annotated[str, OPERATIONAL] = Field(
         "",
-        description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",
+        description="Dask scheduler of the GPU workers: tls://host:8786 across machines, its certificates in Dask's "
+        "configuration (docs/video.md), tcp:// only on this machine; empty: a local cluster, one worker per GPU.",
     )
 
     @model_validator(mode="after")
