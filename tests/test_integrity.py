@@ -149,6 +149,10 @@ def cli_render(song: Path, runs: Path, *flags: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.mark.robustness(
+    what="two renders of one song with different settings at the same time (fps 24 and 12)",
+    outcome="each prints its own video, at its own fps; the run folder's names are one run's, never a mix",
+)
 def test_two_renders_racing_each_print_their_own_video_and_the_links_never_mix(song, tmp_path, ffprobe):
     runs = tmp_path / "runs"
     racing = {fps: cli_render(song, runs, "--render.fps", str(fps)) for fps in (24, 12)}
@@ -186,6 +190,10 @@ def shorter_clip_of_the_same_size(clip: Path, seconds: float) -> bytes:
     return data + struct.pack(">I", pad) + b"free" + bytes(pad - 8)
 
 
+@pytest.mark.robustness(
+    what="a cached clip overwritten in place, its size and mtime put back",
+    outcome="the cache hit's re-hash catches it; the scene renders again; the video is whole",
+)
 def test_a_clip_overwritten_in_place_with_size_and_mtime_restored_is_rendered_again(song, tmp_path, ffprobe):
     video, _ = render(song, tmp_path, **groups())
     clip = (video.parent / "scenes" / "scene_001.mp4").resolve()
@@ -199,6 +207,10 @@ def test_a_clip_overwritten_in_place_with_size_and_mtime_restored_is_rendered_ag
     assert frames == 9 * 24 and abs(duration - 9.0) < 0.05
 
 
+@pytest.mark.robustness(
+    what="a clip shorter than its record says (the video would be short)",
+    outcome="assemble counts the video's frames and fails, naming both lengths; no video.mp4",
+)
 def test_assemble_refuses_a_video_shorter_than_the_song(song, tmp_path, monkeypatch):
     """A renderer that writes half the frames it reports: the video would be short; assemble says so."""
     from soundsight.models.render.animatic import BACKEND
@@ -237,6 +249,10 @@ def stage_keys(runs: Path) -> set[str]:
     return {str(p.relative_to(runs)) for p in runs.glob("*/.stages/*/*") if p.is_dir()}
 
 
+@pytest.mark.robustness(
+    what="the same song loaded again (another runs folder)",
+    outcome="audio.wav byte-identical; every stage has the same key (nothing recomputed by a timestamp)",
+)
 def test_the_same_song_in_two_runs_folders_has_the_same_key_for_every_stage(song, tmp_path):
     first, _ = render(song, tmp_path / "one", **groups())
     second, _ = render(song, tmp_path / "two", **groups())

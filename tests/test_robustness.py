@@ -1,9 +1,9 @@
 """Every fault a user can cause, survived: bad and hostile input, interruptions, missing services.
 
 Each case is marked ``robustness(what=..., outcome=...)``; `docs/robustness.md` is generated from
-these marks and the last run's results (``SOUNDSIGHT_ROBUSTNESS_DOC=docs/robustness.md
-.venv/bin/python -m pytest tests/test_robustness.py``), and `test_the_robustness_doc_lists_every_case`
-keeps it in step with this file. Cases are parametrized so one failure never hides another.
+these marks and the last run's results (the command is in tests/robustness_report.py: this file
+and the other files with marked cases), and `test_the_robustness_doc_lists_every_case` keeps it
+in step with the marks. Cases are parametrized so one failure never hides another.
 """
 
 from __future__ import annotations

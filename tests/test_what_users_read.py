@@ -28,6 +28,10 @@ def strings(value) -> list[str]:
 # --- the deployment's form ---------------------------------------------------------------------------
 
 
+@pytest.mark.robustness(
+    what="the UI's run form of render-song",
+    outcome="every description whole (no <...> for the UI to drop); song and settings described",
+)
 def test_the_form_shows_every_description_whole():
     """The UI renders descriptions as markup: "<slug>" or "SOUNDSIGHT_<GROUP>__<FIELD>" lose their text."""
     from prefect.utilities.callables import parameter_schema
@@ -45,6 +49,10 @@ def test_the_form_shows_every_description_whole():
     assert "path" in song and "worker" in song
 
 
+@pytest.mark.robustness(
+    what="a checkpoint folder that does not exist",
+    outcome="one sentence: the folder, no such folder, the download command with the backend's checkpoint",
+)
 def test_a_missing_checkpoint_folder_is_one_sentence_with_the_path_and_the_command(tmp_path):
     from soundsight.errors import MissingCheckpointError
     from soundsight.models import registry
@@ -72,6 +80,10 @@ def commands(block: str) -> list[str]:
     return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
 
 
+@pytest.mark.robustness(
+    what="README's deploy block copied whole",
+    outcome="deploys one way; names PREFECT_UI_API_URL, the runs folder, mkdir -p catalogue, where Submit leads",
+)
 def test_the_deploy_block_copied_whole_deploys_once_and_says_what_a_server_on_another_port_needs():
     section = deploy_section()
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
@@ -89,6 +101,10 @@ def test_the_deploy_block_copied_whole_deploys_once_and_says_what_a_server_on_an
 # --- what ffmpeg said, quoted in whole lines ----------------------------------------------------------
 
 
+@pytest.mark.robustness(
+    what="a song ffmpeg decodes with many warnings",
+    outcome="the warning quotes ffmpeg's last whole lines, never cut mid-word",
+)
 def test_ffmpegs_decoding_notes_are_quoted_in_whole_lines(tmp_path, monkeypatch, caplog):
     from soundsight.models.audio import decode
 
@@ -114,6 +130,10 @@ def test_ffmpegs_decoding_notes_are_quoted_in_whole_lines(tmp_path, monkeypatch,
 # --- the title card and the captions ------------------------------------------------------------------
 
 
+@pytest.mark.robustness(
+    what="a title of 360 characters",
+    outcome="shortened with … to fit the title card",
+)
 def test_a_long_title_stays_inside_the_title_card():
     from soundsight.models.render.animatic.cards import TOP_BAR, title_card
     from soundsight.schemas import Character, PaletteColour, VisualBible
@@ -132,6 +152,10 @@ def test_a_long_title_stays_inside_the_title_card():
 
 
 @pytest.mark.parametrize("width, height", [(640, 360), (1280, 720), (64, 36)])
+@pytest.mark.robustness(
+    what="burned-in captions over the animatic",
+    outcome="the sung line sits above the scene caption's band",
+)
 def test_burned_captions_sit_above_the_animatics_caption_band(width, height):
     from soundsight.models.lyrics.captions import captions
     from soundsight.models.render.animatic.cards import BOTTOM_BAR
