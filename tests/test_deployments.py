@@ -184,7 +184,10 @@ def test_prefect_deploy_all_on_a_server_with_auth(tmp_path):
                 ]
             assert (song.work_queue_name, nightly.work_queue_name) == ("songs", "catalogue")
             assert song.job_variables["env"]["PREFECT_FLOWS_DEFAULT_RETRIES"] == "1"
-            assert nightly.job_variables["env"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60"}
+            assert nightly.job_variables["env"] == {
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60",
+                "PREFECT_LOGGING_EXTRA_LOGGERS": "soundsight",
+            }
             (schedule,) = nightly.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
             assert "heartbeat" in Automation.read(name=CRASH_AUTOMATION).actions[0].message  # the build step
@@ -219,10 +222,14 @@ def test_deployments_offer_the_settings_form_and_a_nightly_schedule(stack):
         # deployments/prefect.yaml's job variables: heartbeats (crash detection) and the retry policy
         assert song.job_variables["env"] == {
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "soundsight",  # soundsight's lines on the run's page
             "PREFECT_FLOWS_DEFAULT_RETRIES": "1",
             "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS": "10",
         }
-        assert nightly.job_variables["env"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+        assert nightly.job_variables["env"] == {
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "soundsight",
+        }
 
         schema = song.parameter_openapi_schema
         assert schema["required"] == ["song"] and schema["properties"]["settings"]["$ref"] == "#/definitions/Settings"
