@@ -47,9 +47,20 @@ def cli(song: Path, runs: Path, settings: dict[str, str], env: dict[str, str]) -
     )  # fmt: skip
 
 
+# The files a user may edit (README: "edit script.json or bible.json and render again"): a change to
+# them is an edit, taken in or refused with a message, never damage the cache must undo.
+EDITABLE = {"script.json", "bible.json", "reference.png"}
+
+
+def damageable(runs: Path) -> list[Path]:
+    """Files finished renders left in their stage folders, the user's editable ones excepted."""
+    return [p for p in runs.rglob(".stages/*/*/*")
+            if p.is_file() and p.suffix in (".mp4", ".json", ".wav") and p.name not in EDITABLE]  # fmt: skip
+
+
 def corrupt(runs: Path, rng: random.Random) -> str:
     """Damage one file a finished render left; returns what was done."""
-    files = [p for p in runs.rglob(".stages/*/*/*") if p.is_file() and p.suffix in (".mp4", ".json", ".wav")]
+    files = damageable(runs)
     if not files:
         return "nothing to corrupt yet"
     victim = rng.choice(files)
@@ -67,7 +78,7 @@ def corrupt(runs: Path, rng: random.Random) -> str:
 
 def tamper(runs: Path, rng: random.Random) -> str:
     """Change 16 bytes of a file a finished render left, in place, and put its size and mtime back."""
-    files = [p for p in runs.rglob(".stages/*/*/*") if p.is_file() and p.suffix in (".mp4", ".json", ".wav")]
+    files = damageable(runs)
     if not files:
         return "nothing to tamper with yet"
     victim = rng.choice(files)
