@@ -13,12 +13,11 @@ and every scene claims one GPU.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from soundsight.flows.report import track_progress
-from soundsight.flows.stages import Stages, cached_result, unpublish_beyond
+from soundsight.flows.stages import Stages, cached_result
 from soundsight.schemas import Manifest
 from soundsight.settings import AnalysisSettings, RenderSettings
 from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
@@ -102,5 +101,4 @@ def render(
         ordered = [futures[s.index] for s in scenes]
         track_progress(song, ordered, on_finished=finished)
         clips = [stage.published(future) for future in ordered]
-    unpublish_beyond(song.run_dir, "scenes", "scene_*.mp4", keep={Path(c.links["clip"]).name for c in clips})
     return clips

@@ -18,10 +18,12 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from soundsight.errors import InputError
 from soundsight.flows import fan_out
+from soundsight.flows.attempts import attempt
 from soundsight.flows.report import publish_script, publish_timings, publish_video
-from soundsight.flows.stages import Stages, unpublish_beyond
-from soundsight.media import sweep_stale_parts
+from soundsight.flows.stages import Stages
+from soundsight.media import song_file_problem, sweep_stale_parts
 from soundsight.schemas import Manifest
 from soundsight.settings import Settings, unknown_environment_variables
 from soundsight.tasks.analyse import analyser_backend
@@ -41,10 +43,27 @@ from soundsight.tasks.script import (
 from soundsight.tasks.segment import segment_song
 
 
+# The flows' docstrings list their parameters Google-style (Args:), not numpy-style: Prefect reads
+# the descriptions the UI's run form shows from that section only.
 @flow(name="render-song", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
 def render_song(song: str, settings: Settings = Settings()) -> str:
-    """Render `song` (a path to any audio file) into a music video; returns the video's path."""
-    check_before_any_work(settings)
+    """Render a song into a music video; returns the path of this run's video.
+
+    The path is this run's own video, in its assemble stage folder, which a run with other
+    settings never replaces; the run folder's video.mp4 links to the latest run's video.
+
+    Args:
+        song: The song to render: the path of an audio file (mp3, wav, flac, ogg, opus, m4a, anything
+            ffmpeg reads) on the machine that runs the flow, the worker's for a deployment run.
+        settings: Everything a render can be told, group by group; each stage reads its own group.
+    """
+    with attempt():  # logs to the server, a crashed earlier attempt closed, a user's error not retried
+        return make_video(song, settings)
+
+
+def make_video(song: str, settings: Settings) -> str:
+    """The flow's body: every stage in order (see `render_song`)."""
+    check_before_any_work(song, settings)
     stage = Stages(settings.output)
     out, longest = settings.output, renderer_spec(settings.render).max_seconds  # longest clip, seconds
     labelled = settings.pipeline == "clap" or settings.pipeline_2_analysis
@@ -69,9 +88,9 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
     clips = fan_out.render(stage, loaded, script, scenes, settings.render)
     video = stage(assemble_video)(loaded, segments, clips, settings.render, lyrics)
-    publish_video(video, out)
+    publish_video(video, stage)
     publish_timings(video, stage)
-    return str(Path(video.run_dir) / video.links["video"])
+    return str(video.path("video"))  # this run's own video: the run folder's video.mp4 may be another run's by now
 
 
 def listen_and_write(
@@ -86,15 +105,14 @@ def listen_and_write(
     plan = listening_plan(loaded, segments, settings.lalm)
     characters, cues = settings.script.characters, settings.script.story_cues
     story = stage(write_story)(loaded, plan, settings.lalm, characters, cues)
-    # Window descriptions an earlier, longer plan left behind are not this story's.
-    keep = {Path(link).name for link in story.links.values() if link.startswith("listen/")}
-    unpublish_beyond(story.run_dir, "listen", "window_*.txt", keep=keep)
     written = stage(write_scenes, edits=check_script_edit)
     return written(loaded, segments, story, analysis, scene_writer_settings(settings), lyrics)
 
 
-def check_before_any_work(settings: Settings) -> None:
-    """Fail in seconds when a service or model the run needs is missing; warn about misspelt variables."""
+def check_before_any_work(song: str, settings: Settings) -> None:
+    """Fail in seconds when the song is no file, or a service or model the run needs is missing; warn about misspelt variables."""
+    if problem := song_file_problem(song):  # before its key is computed, which reads the file
+        raise InputError(song, problem)
     for variable in unknown_environment_variables():  # a typo would otherwise be ignored without a word
         logging.getLogger("soundsight").warning("%s is not a soundsight setting; it is ignored", variable)
     check_endpoints(settings)
@@ -102,18 +120,9 @@ def check_before_any_work(settings: Settings) -> None:
 
 
 def tidy_run_folder(loaded: Manifest, settings: Settings) -> None:
-    """Remove what the run folder shows but this run will not write.
+    """Remove temporary files of renders that were killed mid-write.
 
-    Temporary files of renders that were killed, and links to files this run's pipeline does not
-    write: the names in the run folder show the latest run's files, so after a pipeline-2 run
-    without labels an analysis.json of an earlier run would be taken for this one's, and after a
-    pipeline-1 run, so would story.txt.
+    (Links to files this run does not write - another pipeline's story.txt, scenes a shorter
+    script no longer has - go as the run publishes its own names: `flows.stages.show_only`.)
     """
     sweep_stale_parts(Path(loaded.run_dir))
-    stale = []
-    if settings.pipeline == "lalm" and not settings.pipeline_2_analysis:
-        stale.append((".", "analysis.json"))
-    if settings.pipeline != "lalm":
-        stale += [(".", "story.txt"), ("listen", "*")]
-    for folder, pattern in stale:
-        unpublish_beyond(loaded.run_dir, folder, pattern, keep=set())

@@ -40,10 +40,9 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture, as_completed
 
 from soundsight.environment import environment_variable
-from soundsight.flows.stages import Stages, point
+from soundsight.flows.stages import Stages
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
-from soundsight.settings import OutputSettings
 
 log = logging.getLogger("soundsight.report")
 MEDIA_URL = environment_variable("SOUNDSIGHT_MEDIA_URL", "a web server's URL for the runs folder")
@@ -220,11 +219,12 @@ def make_preview(video: Path, duration: float, out: Path) -> Path:
 
 
 @_safely
-def publish_video(video: Manifest, output: OutputSettings) -> None:
-    """preview.gif beside video.mp4 as an image artifact, and a link artifact to the MP4."""
+def publish_video(video: Manifest, stages: Stages) -> None:
+    """preview.gif beside video.mp4 (one of the run's readable names) as an image artifact, and a link to the MP4."""
+    output = stages.output
     mp4 = video.path("video")
     gif = make_preview(mp4, float(video.info.get("duration", 0.0)), mp4.with_name("preview.gif"))
-    point(Path(video.run_dir) / "preview.gif", gif)
+    stages.show(Path(video.run_dir), {"preview.gif": gif})
     image = media_url(gif, output.runs_dir) or "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
     create_image_artifact(
         image, key=artifact_key(video, "preview"), description=f"{PREVIEW_FRAMES} frames sampled across video.mp4"

@@ -6,8 +6,9 @@ belongs to the run, not to the stage, and lives here:
 - configuration: results stored under the runs folder (`results_dir`), the cache ignored for
   the stages the user forces (`configured`);
 - publishing: the run folder's readable names (``segments.json``, ``scenes/scene_003.mp4`` ...)
-  point at the files of the latest result (`publish`), the user's edits of editable files taken
-  in first (`adopt_edits`);
+  point at this run's files, all of them and only them, replaced as one set under a lock each time
+  a stage finishes (`show_only`), so two runs of one song never leave names of both; the user's
+  edits of editable files are taken in first (`adopt_edits`);
 - timing: every task run's final state and seconds (the timings artifact) and one progress line
   per finished stage.
 
@@ -20,10 +21,12 @@ A flow makes one `Stages` per run and calls each stage through it::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +123,7 @@ class Stages:
         self.output = output
         self.runs: list[dict[str, Any]] = []  # appended from task threads: list.append is atomic
         self._tasks: dict[str, Task] = {}  # Task.with_options costs ~8 ms: once per stage, not per scene
+        self.links: dict[str, Path] = {}  # this run's readable names (relative to its run folder) -> files
 
     def __call__(self, task: Task, edits: EditCheck | None = None) -> Stage:
         """`task` as this run calls it (`edits`: how to check the user's edits of its result)."""
@@ -142,8 +146,19 @@ class Stages:
         return self._tasks[task.name]
 
     def publish(self, manifest: Manifest, edits: EditCheck | None = None) -> Manifest:
-        """`manifest` with the user's edits taken in (given `edits`), its readable names pointed at it."""
-        return publish(adopt_edits(manifest, edits) if edits is not None else manifest)
+        """`manifest` with the user's edits taken in (given `edits`), its readable names added to the run's.
+
+        The run folder then shows this run's names, all of them and only them (`show_only`).
+        """
+        manifest = adopt_edits(manifest, edits) if edits is not None else manifest
+        names = {public: manifest.path(name) for name, public in manifest.links.items()}
+        self.show(Path(manifest.run_dir), names)
+        return manifest
+
+    def show(self, run_dir: Path, names: dict[str, Path]) -> None:
+        """Add `names` (readable name relative to `run_dir` -> file) to this run's, and show the run's names."""
+        self.links.update(names)
+        show_only(run_dir, self.links)
 
     def published(self, future: PrefectFuture, edits: EditCheck | None = None) -> Manifest:
         """A submitted stage's result, published (`publish`)."""
@@ -200,16 +215,44 @@ class Stages:
 # --- the run folder's readable names ---------------------------------------------------------------
 
 
-def publish(manifest: Manifest) -> Manifest:
-    """Point the run folder's human-readable names (`Manifest.links`) at this manifest's files.
+def show_only(run_dir: Path, links: dict[str, Path]) -> None:
+    """Make the run folder's readable names exactly `links` (name relative to `run_dir` -> file).
 
-    Relative symbolic links, each replaced atomically, so ``segments.json`` always shows the
-    segments of the last run that used this run folder, whichever settings it had. Returns
-    `manifest`.
+    Each name becomes a relative symbolic link to its file (replaced atomically); every other link
+    into ``.stages`` is removed, so the folder never shows one run's ``segments.json`` beside another
+    run's ``video.mp4``, scenes a shorter script no longer has, or another pipeline's ``story.txt``.
+    Runs of one song publish under a lock on the run folder, one whole set at a time: the folder
+    shows the names of whichever run published last, as far as that run has got.
     """
-    for name, public in manifest.links.items():
-        point(Path(manifest.run_dir) / public, manifest.path(name))
-    return manifest
+    with run_folder_lock(run_dir):
+        for public, target in links.items():
+            point(run_dir / public, target)
+        for link in stage_links(run_dir):
+            if link.relative_to(run_dir).as_posix() not in links:
+                link.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's publishing lock (an advisory lock the kernel releases if the holder dies)."""
+    lock = Path(run_dir) / ".stages" / ".links.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def stage_links(run_dir: Path) -> Iterator[Path]:
+    """The run folder's readable names: symbolic links into ``.stages`` (hidden folders skipped)."""
+    for folder, dirs, files in os.walk(run_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.is_symlink() and ".stages" in Path(os.readlink(path)).parts:
+                yield path
 
 
 def point(link: Path, target: Path) -> None:
@@ -223,16 +266,6 @@ def point(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
-def unpublish_beyond(run_dir: str | Path, folder: str, pattern: str, keep: set[str]) -> None:
-    """Remove human-readable links in ``run_dir/folder`` matching `pattern` but not in `keep`.
-
-    Scenes a shorter script no longer has must not linger beside the current ones.
-    """
-    for link in (Path(run_dir) / folder).glob(pattern):
-        if link.name not in keep and (link.is_symlink() or link.is_file()):
-            link.unlink(missing_ok=True)
-
-
 def adopt_edits(manifest: Manifest, check: EditCheck) -> Manifest:
     """The stage's result with the user's edits of its editable files taken in.
 
@@ -244,7 +277,9 @@ def adopt_edits(manifest: Manifest, check: EditCheck) -> Manifest:
     Raises
     ------
     SoundsightError
-        An edit that cannot be used, naming the file and the problem (delete the file to go back).
+        An edit that cannot be used, naming the problem and the file that holds it (the stage's own
+        file, which the run folder's link points at): fixed, it is used; deleted, the stage writes
+        it afresh.
     """
     hashes, adopted = dict(manifest.hashes), []
     for name in manifest.editable:
@@ -259,7 +294,10 @@ def adopt_edits(manifest: Manifest, check: EditCheck) -> Manifest:
             check(manifest, name, stage_file)
         except ValueError as e:
             first = str(e).strip().splitlines()[0]
-            raise SoundsightError(f"{readable}: your edit cannot be used ({first}); fix it, or delete the file") from e
+            raise SoundsightError(
+                f"{stage_file}: your edit of {manifest.links[name]} cannot be used ({first}); fix this file, "
+                "or delete it to start over"  # the file itself: deleting the run folder's link would not help
+            ) from e
         hashes[name] = digest
         adopted.append(manifest.links[name])
     if not adopted:

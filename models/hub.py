@@ -191,7 +191,7 @@ def require_transformers_files(model_id: str, folder: Path, hint: str, also: tup
 
 
 def resolve_checkpoint(
-    model_id: str, *, check: CheckFolder | None = None, hint: str = "", example_hub_id: str = "<hub id>"
+    model_id: str, *, check: CheckFolder | None = None, hint: str = "", example_hub_id: str = "ORG/MODEL"
 ) -> Checkpoint:
     """Find `model_id` on this machine, never touching the network.
 
@@ -229,10 +229,12 @@ def resolve_checkpoint(
         revision = folder.name if snapshot_commit else "sha256:" + folder_fingerprint(folder)
         return Checkpoint(model_id, folder.resolve(), revision, "local")
     if folder.exists():
-        raise MissingCheckpointError(model_id, f"{model_id} is a file; give a checkpoint folder or a hub id")
+        raise MissingCheckpointError(model_id, "give a checkpoint folder or a hub id", problem="a file, not a folder")
     if looks_like_path(model_id):
         raise MissingCheckpointError(
-            model_id, f"no such folder; download one into it with: hf download {example_hub_id} --local-dir {model_id}"
+            model_id,
+            f"download one into it with: hf download {example_hub_id} --local-dir {model_id}",
+            problem="no such folder",
         )
     try:
         from huggingface_hub import snapshot_download

@@ -12,9 +12,9 @@ Never the flow-run id, never a full path, never the task's source code: renderin
 twice hits the cache for every task, and editing whitespace in a task does not invalidate it.
 
 Every cache hit is a claim that the files it names are the ones the stage wrote.
-`StageCachePolicy.compute_key` checks that claim before Prefect uses the record: each file must
-still have the size and modification time recorded when it was written, or else its sha256; a
-record that fails is forgotten (logged with the reason) and the stage runs again.
+`StageCachePolicy.compute_key` checks that claim before Prefect uses the record: every file is
+hashed again and must have the sha256 recorded when it was written (`Manifest.problem`); a record
+that fails is forgotten (logged with the reason) and the stage runs again.
 """
 
 from __future__ import annotations

@@ -328,8 +328,10 @@ class Manifest(BaseModel):
     def problem(self) -> str:
         """Why the files are not what the stage wrote ('' when they are).
 
-        Size and modification time equal to what was recorded pass at once; otherwise the bytes
-        are hashed and compared with the recorded hash.
+        Every file is hashed again (sha256) and compared with the hash recorded when it was
+        written: a file overwritten in place, even with its size and modification time put back,
+        is caught. It costs 0.08 s for a 229 s song's animatic clips and 0.8 s for 290 MB of
+        video-model clips on a 2-core machine (`benchmarks/cache_check.py`).
         """
         from soundsight.media import sha256_file
 
@@ -341,8 +343,6 @@ class Manifest(BaseModel):
                 st = path.stat()
             except OSError:
                 return f"{self.files[name]} is missing"
-            if name in self.stats and (st.st_size, st.st_mtime_ns) == tuple(self.stats[name]):
-                continue
             if sha256_file(path) != self.hashes[name]:
                 recorded = self.stats.get(name, (None,))[0]
                 return f"{self.files[name]} changed since it was written ({recorded} -> {st.st_size} bytes)"

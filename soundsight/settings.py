@@ -411,7 +411,8 @@ class RenderSettings(BaseModel):
     )
     dask_address: Annotated[str, OPERATIONAL] = Field(
         "",
-        description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",
+        description="Dask scheduler of the GPU workers: tls://host:8786 across machines, its certificates in Dask's "
+        "configuration (docs/video.md), tcp:// only on this machine; empty: a local cluster, one worker per GPU.",
     )
 
     @model_validator(mode="after")
@@ -424,13 +425,17 @@ class RenderSettings(BaseModel):
         return self
 
 
+FOLDER_NAME_BYTES = 255  # the longest file or folder name Linux filesystems take (NAME_MAX)
+
+
 class OutputSettings(BaseModel):
     """Where results go."""
 
-    runs_dir: Path = Field(Path("runs"), description="Each song gets runs_dir/<slug>-<hash8>/.")
-    run_name: str = Field(
-        "", description="The run folder's name inside runs_dir (one folder name); empty: <slug>-<hash8>."
+    # No angle brackets in descriptions: the UI's form renders them as markup and drops "<slug>".
+    runs_dir: Path = Field(
+        Path("runs"), description="Each song gets a folder in runs_dir named SLUG-HASH8 (its title, its audio's hash)."
     )
+    run_name: str = Field("", description="The run folder's name inside runs_dir (one folder name); empty: SLUG-HASH8.")
     force: Annotated[list[Stage], OPERATIONAL] = Field(
         default_factory=list, description="Stages to recompute even when cached (comma-separated on the command line)."
     )
@@ -443,11 +448,17 @@ class OutputSettings(BaseModel):
             raise ValueError(
                 f"must be a single folder name inside runs_dir (no '/', not starting with '.'), got {value!r}"
             )
+        if not value.isprintable():  # a newline or an escape sequence in a folder name, a log line, a terminal
+            raise ValueError(f"must be printable (no newline or control characters), got {value!r}")
+        if len(value.encode()) > FOLDER_NAME_BYTES:
+            raise ValueError(
+                f"must be at most {FOLDER_NAME_BYTES} bytes long (a folder name), got {len(value.encode())}"
+            )
         return value
 
 
 class Settings(BaseSettings):
-    """Everything a render run can be told. Env vars: SOUNDSIGHT_<GROUP>__<FIELD>."""
+    """Everything a render run can be told. Env vars: SOUNDSIGHT_GROUP__FIELD, e.g. SOUNDSIGHT_RENDER__FPS."""
 
     model_config = SettingsConfigDict(
         env_prefix="SOUNDSIGHT_", env_nested_delimiter="__", extra="forbid", validate_default=True

@@ -26,6 +26,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from soundsight.cache import file_identity
+from soundsight.errors import SoundsightError
 from soundsight.media import atomic_path
 from soundsight.models import registry
 from soundsight.models.base import ClipRenderer, RendererBackend, RenderSpec, SceneJob
@@ -84,8 +85,14 @@ def check_renderer(settings: RenderSettings) -> None:
     MissingCheckpointError
         One line naming the checkpoint and the command that downloads it. GPU workers behind
         ``render.dask_address`` hold their own checkpoints and are checked by their first scene.
+    SoundsightError
+        A tls:// scheduler, and no certificate for this client in Dask's configuration.
     """
     if renderer_backend(settings).gpu_workers and settings.dask_address:
+        from soundsight.models.render import gpu_pool
+
+        if problem := gpu_pool.tls_problem(settings.dask_address):
+            raise SoundsightError(f"render.dask_address {problem}")
         return
     # The reference image is drawn later, by the reference stage: check the checkpoint alone.
     make_renderer(settings if settings.reference else settings.model_copy(update={"identity": "text"}))

@@ -21,7 +21,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.register_assert_rewrite("tests.whisper_fixtures")
 
-from soundsight.flows.stages import publish  # noqa: E402
+from soundsight.flows.stages import Stages  # noqa: E402
 from soundsight.media import write_json_atomic  # noqa: E402
 from soundsight.models.lyrics import align as A  # noqa: E402
 from soundsight.models.lyrics import formats as F  # noqa: E402
@@ -29,7 +29,7 @@ from soundsight.models.lyrics import whisper as W  # noqa: E402
 from soundsight.models.lyrics.captions import caption_cues, captions  # noqa: E402
 from soundsight.models.lyrics.summary import line_starts, script_inputs, themes  # noqa: E402
 from soundsight.schemas import Lyrics, Manifest, Segment, Segmentation  # noqa: E402
-from soundsight.settings import LyricsSettings, Settings  # noqa: E402
+from soundsight.settings import LyricsSettings, OutputSettings, Settings  # noqa: E402
 from soundsight.tasks.common import written  # noqa: E402
 from soundsight.tasks.load import load_song  # noqa: E402
 from soundsight.tasks.lyrics import find_song_lyrics, lyrics_identity, read_lyrics  # noqa: E402
@@ -315,7 +315,7 @@ def test_sung_song_is_transcribed_with_word_times(sung, tiny_whisper_dir, whispe
     assert lyrics.model == f"tiny-whisper@{W.resolve_whisper_checkpoint(str(tiny_whisper_dir)).revision}"
     assert all(w.how == "transcribed" for w in lyrics.words)
     check_timing(lyrics)
-    run_dir = Path(publish(manifest).run_dir)  # the flow publishes readable links
+    run_dir = Path(Stages(OutputSettings()).publish(manifest).run_dir)  # the flow publishes readable links
     for name in ("lyrics.json", "lyrics.lrc", "lyrics.srt", "lyrics.ass"):
         assert (run_dir / name).resolve() == manifest.path(name.split(".")[1] if name != "lyrics.json" else "lyrics")
     lrc = F.close_lines(F.parse_lrc((run_dir / "lyrics.lrc").read_text()).lines)
@@ -562,7 +562,6 @@ def test_stage_runs_in_prefect_and_is_cached_until_the_lyrics_file_changes(sung,
     from prefect import flow
 
     from soundsight.flows.stages import configured
-    from soundsight.settings import OutputSettings
 
     song_path = beside(sung, "sung.lrc", GIVEN_LRC)
     task = configured(find_song_lyrics, OutputSettings(runs_dir=Path(sung["song"].run_dir).parent))

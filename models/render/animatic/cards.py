@@ -12,7 +12,7 @@ from soundsight.models.base import SceneJob
 from soundsight.models.render.animatic.shots import Shot, palette_roles
 from soundsight.schemas import VisualBible
 
-__all__ = ["BOTTOM_BAR", "TOP_BAR", "caption_overlay", "title_card"]
+__all__ = ["BOTTOM_BAR", "TOP_BAR", "caption_overlay", "fitted", "title_card"]
 
 TOP_BAR, BOTTOM_BAR = 0.1, 0.17  # of the frame height: scene info and timeline / caption
 
@@ -80,6 +80,21 @@ def caption_overlay(job: SceneJob, bible: VisualBible, shot: Shot, W: int, H: in
     return overlay
 
 
+def fitted(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """`text`, or as many of its words as fit in `width` pixels in `font` followed by "…"."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    words = text.split()
+    while words and draw.textlength(" ".join(words) + "…", font=font) > width:
+        words.pop()
+    if words:
+        return " ".join(words) + "…"
+    cut = text  # one long word: as many characters as fit
+    while cut and draw.textlength(cut + "…", font=font) > width:
+        cut = cut[:-1]
+    return cut + "…"
+
+
 def title_card(bible: VisualBible, W: int, H: int) -> Image.Image:
     """The bible as a card over the picture: title, characters, setting, light, camera, palette."""
     roles = palette_roles(bible)
@@ -91,14 +106,11 @@ def title_card(bible: VisualBible, W: int, H: int) -> Image.Image:
     big, font, small = _font(int(size * 1.9), bold=True), _font(size), _font(int(size * 0.85))
     pad = size
     y = top + pad // 2
-    draw.text((pad, y), bible.title or "Untitled", font=big, fill=(255, 255, 255, 255))
     label = "VISUAL BIBLE"
-    draw.text(
-        (W - pad - draw.textlength(label, font=small), y + size // 2),
-        label,
-        font=small,
-        fill=_rgb255(roles.accent * 0.5 + 0.5),
-    )
+    label_x = W - pad - draw.textlength(label, font=small)
+    title = fitted(draw, bible.title or "Untitled", big, label_x - size - pad)
+    draw.text((pad, y), title, font=big, fill=(255, 255, 255, 255))
+    draw.text((label_x, y + size // 2), label, font=small, fill=_rgb255(roles.accent * 0.5 + 0.5))
     y += int(size * 2.4)
     chars = max(30, int((W - 2 * pad) / (size * 0.5)))
     for character in bible.characters[:3]:

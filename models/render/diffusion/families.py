@@ -278,21 +278,24 @@ def spec_for(backend: str, model: str = "") -> RenderSpec:
     return detect_family(backend, model).spec
 
 
-def _check_pipeline_folder(model_id: str, folder: Path, hint: str) -> None:
-    if not (folder / "model_index.json").is_file():
-        raise MissingCheckpointError(
-            model_id,
-            f"the folder {folder} has no model_index.json (not a diffusers pipeline); "
-            f"fetch one with: hf download <hub id> --local-dir {folder}",
-        )
-
-
-def resolve_pipeline_checkpoint(model: str) -> Checkpoint:
+def resolve_pipeline_checkpoint(model: str, example_hub_id: str = "ORG/MODEL") -> Checkpoint:
     """Find a diffusers pipeline folder (``model_index.json``) or hub id locally; never downloads.
+
+    `example_hub_id` (the backend's usual checkpoint) is what the message for a folder that is
+    missing, or not a pipeline, tells the user to download into it.
 
     Raises
     ------
     MissingCheckpointError
         With the download command.
     """
-    return resolve_checkpoint(model, check=_check_pipeline_folder)
+
+    def check_pipeline_folder(model_id: str, folder: Path, hint: str) -> None:
+        if not (folder / "model_index.json").is_file():
+            raise MissingCheckpointError(
+                model_id,
+                f"download one into it with: hf download {example_hub_id} --local-dir {folder}",
+                problem=f"the folder {folder} has no model_index.json (not a diffusers pipeline)",
+            )
+
+    return resolve_checkpoint(model, check=check_pipeline_folder, example_hub_id=example_hub_id)

@@ -96,7 +96,7 @@ class DiffusionClipRenderer:
         if settings.identity == "reference":  # the backend's family that takes a reference image (Wan VACE)
             default = next((f for f in BACKEND_FAMILIES.get(settings.backend, ()) if f.reference), default)
         self.settings = settings
-        self.checkpoint = resolve_pipeline_checkpoint(settings.model or default.default_model)
+        self.checkpoint = resolve_pipeline_checkpoint(settings.model or default.default_model, default.default_model)
         self.family = detect_family(settings.backend, self.checkpoint.model_id, self.checkpoint.path)
         self.name = self.family.name
         self.spec = self.family.spec
