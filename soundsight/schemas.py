@@ -180,6 +180,12 @@ class SceneScript(BaseModel):
     characters: str = ""
     style: str = Field("", description="Visual guidelines appended to every scene's video prompt.")
     scenes: list[Scene]
+    warnings: list[str] = Field(
+        default_factory=list,
+        exclude_if=lambda warnings: not warnings,  # a script without any is written as before
+        description="What the writer could not do as asked, e.g. scenes a served model wrote unusably, written "
+        "by the template writer instead (those scenes have source 'fallback'); the CLI and the UI show them.",
+    )
 
 
 LyricsSource = Literal["none", "lrc", "txt-aligned", "txt-spread", "transcription"]

@@ -415,7 +415,8 @@ def test_flow_with_pipeline_2_for_both_scene_writers(excerpt, tmp_path, lalm_ser
     base = {
         "pipeline": "lalm",
         "lalm": {"base_url": lalm_server, "max_tokens": 48},
-        "script": {"llm_base_url": vllm_server, "max_tokens": 768, "scene_writer": "lalm"},
+        # One re-ask: the scene writer llm (SmolLM2 on the CPU) writes ~30 s an answer.
+        "script": {"llm_base_url": vllm_server, "max_tokens": 768, "scene_writer": "lalm", "repair_attempts": 1},
         "render": {"width": 160, "height": 96},
     }
 
