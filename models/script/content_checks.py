@@ -9,11 +9,11 @@ that are sent back to the model in a re-ask, recorded in response.txt and shown 
 
 A scene description is unusable when it
 
-- echoes the prompt: its letters are a phrase of the prompts' own wording (`prompt_wording`: the
-  format markers "SCENE n" and "BEGIN SCRIPT", the instructions, the JSON instruction's
-  placeholders, a label sentence) or it contains "BEGIN SCRIPT" / "END SCRIPT". The song's own
-  content in a prompt (a story, lyrics, the user's characters) is no echo: a scene may retell a
-  story's sentence, a bible may take its setting from it;
+- echoes the prompt: its letters are a phrase of two words or more of the prompts' own wording
+  (`prompt_wording`: the instructions, the JSON instruction's placeholders, a label sentence) or
+  one of its format words ("SCENE n" is "scene"), or it contains "BEGIN SCRIPT" / "END SCRIPT".
+  The song's own content in a prompt (a story, lyrics, the user's characters) is no echo: a scene
+  may retell a story's sentence, a bible may take its setting from it;
 - is too short to draw: fewer than `MIN_SCENE_WORDS` words of two letters or more;
 - holds JSON or formatting debris (braces, brackets, a written-out ``\n``, "S.T.E.A.B.U.S");
 - repeats itself (a phrase looped to the length limit) or an earlier scene: the same letters,
@@ -65,7 +65,12 @@ _AFTER_HEAD = {
     "with", "wearing", "in", "of", "the", "that", "who", "which", "whose", "on", "at", "from", "and", "holding",
     "carrying", "under", "inside", "by", "for", "to", "dressed",
 }  # fmt: skip
-_PLACEHOLDER_NAMES = {"", "name", "character", "characters", "description", "the character", "character name"}
+# One word alone echoes the prompt only when it is one of its format words (a character may be
+# called "Melody" though the vocabulary says "melody").
+_FORMAT_WORDS = {
+    "scene", "scenes", "script", "name", "description", "character", "characters", "setting", "lighting", "camera",
+    "palette", "hex", "bible",
+}  # fmt: skip
 
 ECHO = "echoes the prompt instead of describing a scene"
 SHORT = f"is too short to draw (fewer than {MIN_SCENE_WORDS} words)"
@@ -112,9 +117,11 @@ def _skeleton_of(wording: str) -> str:
 
 
 def _echoes(text: str, wording: str) -> bool:
-    """Whether `text` holds a marker or, letters only, is a whole-word phrase of `wording`."""
+    """Whether `text` holds a marker or, letters only, is a format word or a phrase of `wording`."""
     letters = skeleton(text)
-    return bool(_MARKER.search(text)) or (bool(letters) and f" {letters} " in _skeleton_of(wording))
+    if _MARKER.search(text) or letters in _FORMAT_WORDS:
+        return True
+    return " " in letters and f" {letters} " in _skeleton_of(wording)
 
 
 def text_problem(text: str, wording: str) -> str:
@@ -292,7 +299,7 @@ def bible_problems(data: dict, wording: str) -> tuple[dict, dict[str, str]]:
             continue
         name, description = str(entry.get("name") or ""), str(entry.get("description") or "")
         problem = ""
-        if skeleton(name) in _PLACEHOLDER_NAMES or _echoes(name, wording) or skeleton(name) in seen:
+        if not skeleton(name) or _echoes(name, wording) or skeleton(name) in seen:
             problem = f"placeholder name {name.strip()!r}"
         elif bad := text_problem(description, wording):
             problem = f"{name.strip()!r}'s description {bad}"
