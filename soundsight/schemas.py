@@ -167,7 +167,8 @@ class Scene(BaseModel):
     source: Literal["writer", "llm", "lalm", "fallback"] = Field(
         "writer",
         description="writer: the template writer; llm / lalm: a served model (lalm: the audio-language "
-        "model of pipeline 2); fallback: the template writer filling a scene the model did not write.",
+        "model of pipeline 2); fallback: the template writer, for a scene the model did not write or wrote "
+        "unusably (the script's warnings say why).",
     )
 
 
