@@ -14,6 +14,7 @@ Two kinds of tests:
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -38,7 +39,7 @@ from soundsight.models.script.answers import (
 )
 from soundsight.models.script.bible import parse_bible
 from soundsight.models.script.chat import LLMRequestError, LLMUnavailableError, Reply
-from soundsight.models.script.content_checks import bible_problems, cast_words, judge_scenes, prompt_wording
+from soundsight.models.script.content_checks import ECHO, bible_problems, cast_words, judge_scenes, prompt_wording
 from soundsight.models.script.llm import LLMScriptWriter, _take_bible
 from soundsight.models.script.style import style_sentence
 from soundsight.models.script.template import TemplateScriptWriter
@@ -350,6 +351,22 @@ def test_smollm2_placeholder_and_debris_answers_are_unusable():
     assert parsed.problems == ["SCENEs 10-13 are missing"] and parsed.scenes[0] == "S.T.E.A.B.U.S.S.A."
     judged = judge_scenes(parsed.scenes, prompt_wording(), None)
     assert judged.usable == {} and all("contains JSON or formatting debris" in r for r in judged.rejected.values())
+
+
+def test_smollm2_label_copies_with_raw_line_breaks_are_read_and_unusable():
+    """Seed 1 for celtic: the prompt's label sentences copied into every scene, raw line breaks in the strings."""
+    raw = read_data("smollm2_celtic_raw_newlines.json")
+    with pytest.raises(ValueError):
+        json.loads(raw)  # strict JSON refuses control characters in strings; vLLM's guidance let them through
+    parsed, bible = structured_answer("smollm2_celtic_raw_newlines.json", 13)
+    assert parsed.problems == [] and len(parsed.scenes) == 13  # read anyway: the schema held
+    assert parsed.scenes[0].startswith("Instrumental intensity is High energy and full instrumentation. Prominent")
+    # Strung-together label sentences echo the prompt even where no cast is asked for (free text).
+    judged = judge_scenes(parsed.scenes, wording(13), None)
+    assert judged.usable == {} and all(ECHO in reasons for reasons in judged.rejected.values())
+    kept, reasons = bible_problems(bible, wording(13))
+    assert sorted(reasons) == ["camera", "lighting", "setting"]  # "The lighting is bright. The lighting is ..."
+    assert all(r.endswith("repeats one phrase over and over") for r in reasons.values())
 
 
 def test_good_answers_are_usable():

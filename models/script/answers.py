@@ -13,6 +13,7 @@ is the paper's own Block 3). Two formats, chosen by ``ScriptSettings.llm_output`
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -230,7 +231,7 @@ def parse_structured(answer: str, n: int) -> ParsedScript:
         parsed.problems.append("the answer was empty")
         return parsed
     try:
-        script = _StructuredScript.model_validate_json(_json_object_text(answer))
+        script = _read_structured(_json_object_text(answer))
     except ValidationError as error:
         as_text = parse_free_text(answer, n)
         if as_text.scenes:
@@ -254,6 +255,20 @@ def parse_structured(answer: str, n: int) -> ParsedScript:
     if empty:
         parsed.problems.append(f"{numbered('scene', empty)} {_has_have(empty)} an empty description")
     return parsed
+
+
+def _read_structured(text: str) -> _StructuredScript:
+    """The answer's JSON object, validated; raw line breaks inside its strings are accepted.
+
+    Strict JSON forbids control characters inside strings, but constrained decoding lets them
+    through (vLLM's guidance backend did, for SmolLM2): the whole answer would otherwise be lost
+    for a line break. Raises pydantic's ValidationError when it is not the schema's object.
+    """
+    try:
+        data = json.loads(text, strict=False)
+    except json.JSONDecodeError:
+        return _StructuredScript.model_validate_json(text)  # the error names where the JSON breaks
+    return _StructuredScript.model_validate(data)
 
 
 def _json_object_text(answer: str) -> str:

@@ -10,8 +10,9 @@ that are sent back to the model in a re-ask, recorded in response.txt and shown 
 A scene description is unusable when it
 
 - echoes the prompt: its letters are a phrase of two words or more of the prompts' own wording
-  (`prompt_wording`: the instructions, the JSON instruction's placeholders, a label sentence) or
-  one of its format words ("SCENE n" is "scene"), or it contains "BEGIN SCRIPT" / "END SCRIPT".
+  (`prompt_wording`: the instructions, the JSON instruction's placeholders, a label sentence),
+  or `ECHO_TRIGRAM_SHARE` of its three-word runs are (label sentences strung together), or it
+  is one of its format words ("SCENE n" is "scene"), or contains "BEGIN SCRIPT" / "END SCRIPT".
   The song's own content in a prompt (a story, lyrics, the user's characters) is no echo: a scene
   may retell a story's sentence, a bible may take its setting from it;
 - is too short to draw: fewer than `MIN_SCENE_WORDS` words of two letters or more;
@@ -54,6 +55,8 @@ __all__ = [
 MIN_SCENE_WORDS = 4
 REPEAT_JACCARD = 0.8
 MIN_PALETTE_HEXES = 3
+# A text of at least this many word triples, this share of them the prompt's, echoes the prompt.
+ECHO_MIN_TRIGRAMS, ECHO_TRIGRAM_SHARE = 3, 0.8
 # A text of at least this many words whose distinct words are fewer than this share loops a phrase.
 LOOP_MIN_WORDS, LOOP_DISTINCT_SHARE = 12, 0.35
 
@@ -112,16 +115,27 @@ def prompt_wording() -> str:
 
 
 @lru_cache(maxsize=8)
-def _skeleton_of(wording: str) -> str:
-    return f" {skeleton(wording)} "
+def _skeleton_of(wording: str) -> tuple[str, set[tuple[str, ...]]]:
+    words = skeleton(wording).split()
+    return f" {' '.join(words)} ", set(_trigrams(words))
 
 
 def _echoes(text: str, wording: str) -> bool:
-    """Whether `text` holds a marker or, letters only, is a format word or a phrase of `wording`."""
+    """Whether `text` holds a marker, or is a format word, a phrase of `wording` or mostly its phrases."""
     letters = skeleton(text)
     if _MARKER.search(text) or letters in _FORMAT_WORDS:
         return True
-    return " " in letters and f" {letters} " in _skeleton_of(wording)
+    phrase, trigrams = _skeleton_of(wording)
+    if " " in letters and f" {letters} " in phrase:
+        return True
+    # Label sentences strung together, with a word changed here and there, are still the prompt's
+    # (runs are taken within each sentence: the prompt strings its sentences in another order).
+    own = [t for part in re.split(r"[.:;!?]", text) for t in _trigrams(skeleton(part).split())]
+    return len(own) >= ECHO_MIN_TRIGRAMS and sum(t in trigrams for t in own) >= ECHO_TRIGRAM_SHARE * len(own)
+
+
+def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
+    return list(zip(words, words[1:], words[2:]))
 
 
 def text_problem(text: str, wording: str) -> str:

@@ -356,7 +356,7 @@ def _take_bible(reply: Reply) -> tuple[Reply, dict | None]:
     _, answer = split_reasoning(reply.content)
     start, end = answer.find("{"), answer.rfind("}")
     try:
-        data = json.loads(answer[start : end + 1]) if 0 <= start < end else None
+        data = json.loads(answer[start : end + 1], strict=False) if 0 <= start < end else None  # as parse_structured
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or "bible" not in data:
