@@ -110,8 +110,15 @@ def _clock(seconds: float) -> str:
 
 @_safely
 def publish_script(script: Manifest, segments: Manifest, analysis: Manifest | None) -> None:
-    """The script as markdown, and the segment/label table (`analysis`: None when pipeline 2 ran without labels)."""
+    """The script as markdown, and the segment/label table (`analysis`: None when pipeline 2 ran without labels).
+
+    The script's warnings (scenes a served model wrote unusably, written by the template instead)
+    head the markdown and are logged as warnings, which the CLI prints: on every run, cached or
+    not, a script that is not what was asked for is never rendered silently.
+    """
     written = SceneScript.model_validate_json(script.path("script").read_text())
+    for warning in written.warnings:
+        log.warning("script: %s", warning)
     cut = Segmentation.model_validate_json(segments.path("segments").read_text())
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text()) if analysis is not None else None
 
@@ -122,14 +129,16 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest | No
         f"**Writer:** {md_escape(written.writer)} · **Scenes:** {len(written.scenes)} · "
         f"**Tempo:** {cut.tempo_bpm or 0:.0f} BPM · **Mood:** {md_escape(mood)}",
         "",
+        *[f"> **Warning:** {md_escape(warning)}\n" for warning in written.warnings],
         f"**Characters:** {md_escape(written.characters or '—')}",
         "",
         f"**Style:** {md_escape(written.style or '—')}",
         "",
     ]
     for scene, seg in zip(written.scenes, cut.segments):
+        by_template = " · *template writer (fallback)*" if scene.source == "fallback" else ""
         lines += [
-            f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}",
+            f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}{by_template}",
             "",
             md_escape(scene.description),
             "",

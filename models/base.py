@@ -222,6 +222,9 @@ class ScriptResult:
     raw_response: str = ""  # everything the writer produced, reasoning included (response.txt)
     notes: list[str] = field(default_factory=list)
     bible: VisualBible | None = None
+    # What the writer could not do as asked (scenes or bible fields its model wrote unusably and
+    # the template wrote instead): script.json's `warnings`, shown by the CLI and the UI.
+    warnings: list[str] = field(default_factory=list)
 
 
 class ScriptWriter(Protocol):

@@ -167,7 +167,8 @@ class Scene(BaseModel):
     source: Literal["writer", "llm", "lalm", "fallback"] = Field(
         "writer",
         description="writer: the template writer; llm / lalm: a served model (lalm: the audio-language "
-        "model of pipeline 2); fallback: the template writer filling a scene the model did not write.",
+        "model of pipeline 2); fallback: the template writer, for a scene the model did not write or wrote "
+        "unusably (the script's warnings say why).",
     )
 
 
@@ -180,6 +181,12 @@ class SceneScript(BaseModel):
     characters: str = ""
     style: str = Field("", description="Visual guidelines appended to every scene's video prompt.")
     scenes: list[Scene]
+    warnings: list[str] = Field(
+        default_factory=list,
+        exclude_if=lambda warnings: not warnings,  # a script without any is written as before
+        description="What the writer could not do as asked, e.g. scenes a served model wrote unusably, written "
+        "by the template writer instead (those scenes have source 'fallback'); the CLI and the UI show them.",
+    )
 
 
 LyricsSource = Literal["none", "lrc", "txt-aligned", "txt-spread", "transcription"]

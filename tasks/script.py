@@ -200,9 +200,11 @@ def write_script(
         characters=result.characters,
         style=result.style,
         scenes=result.scenes,
+        warnings=result.warnings,
     )
 
     response = result.raw_response or "(written by the embedded template writer: no model response)\n"
+    response += "".join(f"\nwarning: {w}" for w in result.warnings) + "".join(f"\nnote: {n}" for n in result.notes)
     return write_script_files(song, prompt, response, script, result.bible)
 
 
@@ -399,7 +401,9 @@ def write_scenes(
         characters=result.characters,
         style=result.style,
         scenes=scenes,
+        warnings=result.warnings,
     )
 
-    response = result.raw_response + "\n" + "".join(f"note: {n}\n" for n in result.notes)
+    response = result.raw_response + "\n" + "".join(f"warning: {w}\n" for w in result.warnings)
+    response += "".join(f"note: {n}\n" for n in result.notes)
     return write_script_files(song, prompt, response, script, result.bible)
