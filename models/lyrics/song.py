@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from soundsight.errors import MissingCheckpointError
-from soundsight.models.hub import download_hint
 from soundsight.models.lyrics.align import (
     align_lines_to_words,
     assign_to_segments,
@@ -216,10 +215,10 @@ def find_lyrics(
     from soundsight.models.lyrics.whisper import load_whisper, transcribe
 
     try:
-        loaded = load_whisper(settings.model, settings.device, None if settings.dtype == "auto" else settings.dtype)
+        loaded = load_whisper(settings.model, settings.device, settings.compute_type)
     except MissingCheckpointError as err:
         log.warning("lyrics: %s; this song gets no transcribed lyrics", err)
-        hint = f"Whisper '{settings.model}' is not on this machine (download it with: {download_hint(settings.model)})"
+        hint = f"no Whisper to transcribe with: {err}"
         if given is not None:
             lines = spread_lines_over_regions(given, spread_over, duration)
             return _finish(
@@ -227,7 +226,7 @@ def find_lyrics(
                 lines,
                 segments,
                 duration,
-                note=f"{hint}: {path.name} spread over the vocal regions",
+                note=f"{hint}; {path.name} spread over the vocal regions",
                 **common,
             )
         return _finish("none", [], segments, duration, note=hint, **common)
@@ -238,7 +237,6 @@ def find_lyrics(
         sr,
         regions,
         language=settings.language,
-        timestamps=settings.timestamps,
         num_beams=settings.num_beams,
         max_new_tokens=settings.max_new_tokens,
     )
