@@ -214,6 +214,11 @@ class LyricsSettings(BaseModel):
     clap_vocals: bool = Field(
         True, description="Also count segments whose CLAP prominent element is Vocals (when CLAP labels exist)."
     )
+    silero_vad: bool = Field(
+        True,
+        description="Vocal check: also count 1 s windows where Silero VAD (bundled with faster-whisper) hears speech "
+        "in half the frames; it only adds vocal windows.",
+    )
     device: Annotated[str, OPERATIONAL] = Field("auto", description="Whisper's device: auto, cpu, cuda, cuda:1 ...")
     compute_type: WhisperComputeType = Field(
         "auto", description="Whisper's CTranslate2 compute type; auto: int8 on CPU, float16 on CUDA."

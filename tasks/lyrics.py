@@ -47,6 +47,10 @@ def lyrics_identity(inputs: dict[str, Any]) -> str:
         from soundsight.models.lyrics.whisper import PACKAGED_MODEL, whisper_backend_id
 
         parts.append(f"vocals={DETECTOR_VERSION}")
+        if settings.silero_vad:
+            from soundsight.models.lyrics.silero import SILERO_VERSION
+
+            parts.append(f"speech={SILERO_VERSION}")
         try:
             parts.append(whisper_backend_id(settings.model))
         except MissingCheckpointError:

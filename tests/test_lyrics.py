@@ -374,6 +374,7 @@ def test_the_packaged_tiny_en_transcribes_the_sung_song_with_word_times(sung, wh
     assert lyrics.vocals is not None and lyrics.vocals.track_gate
     # the vocal check finds the segments where the lines are sung (6 s segments; lines at 6, 12, 20, 28 s)
     assert [s.index for s in lyrics.segments if s.vocals] == [1, 2, 3, 4]
+    assert "+silero-vad-6-onnx" in lyrics.vocals.detector and lyrics.vocals.speech_windows == 2  # measured
     assert lyrics.source == "transcription" and lyrics.language == "en"
     assert lyrics.model == f"{W.PACKAGED_MODEL}@{W.resolve_whisper_checkpoint('').revision}"
     assert all(w.how == "transcribed" for w in lyrics.words)
@@ -403,6 +404,7 @@ def test_an_instrumental_never_calls_the_model_loader(instrumental, whisper_call
     assert whisper_calls.get("load_calls", 0) == 0
     assert lyrics.source == "none" and lyrics.lines == [] and "no vocals found" in lyrics.note
     assert not lyrics.vocals.track_gate and lyrics.vocals.active_fraction < settings.track_min_fraction
+    assert lyrics.vocals.speech_windows == 0  # Silero VAD hears no speech either
     assert len(lyrics.segments) == 5 and not any(s.vocals or s.text for s in lyrics.segments)
 
 
@@ -545,6 +547,8 @@ def test_identity_follows_the_lyrics_file_and_the_checkpoint(tiny_whisper_ct2, t
     assert none.startswith("file=none|vocals=repet-sim") and f"|whisper:tiny-whisper-ct2@{revision}|" in none
     packaged = lyrics_identity({"settings": LyricsSettings(), "song_path": str(song)})
     assert f"|whisper:{W.PACKAGED_MODEL}@sha256:" in packaged and "faster-whisper=" in packaged
+    assert "|speech=silero-vad-6-onnx:" in packaged
+    assert "speech=" not in lyrics_identity({"settings": LyricsSettings(silero_vad=False), "song_path": str(song)})
     (tmp_path / "song.txt").write_text("one line\n")
     txt = lyrics_identity(inputs)
     (tmp_path / "song.txt").write_text("another line\n")

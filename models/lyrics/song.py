@@ -4,7 +4,8 @@ Order of decisions (`find_lyrics`):
 
 1. ``lyrics.mode=off``: nothing.
 2. ``<stem>.lrc`` beside the song: its lines and words, as given. No vocal check, no model.
-3. The vocal check (weight-free; plus CLAP's Vocals label where given). No vocals and no
+3. The vocal check (weight-free; plus Silero VAD's speech windows and CLAP's Vocals label, which
+   can only add vocal windows and segments). No vocals and no
    ``<stem>.txt``: no lyrics, and Whisper is never loaded.
 4. Whisper transcribes the vocal segments (the whole song with ``mode=always``). With a ``.txt``,
    its lines are aligned to the transcription; without a Whisper on this machine (or when too few
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +180,13 @@ def find_lyrics(
 
     given = parse_txt(_read_text(path)) if path is not None else None
     va = vocal_activity(y, sr, threshold=settings.vocal_threshold)
+    detector, speech = DETECTOR_VERSION, 0
+    if settings.silero_vad:  # a second cue: it can only add vocal windows
+        from soundsight.models.lyrics.silero import SILERO_VERSION, speech_windows
+
+        added = speech_windows(y, sr, len(va.active), va.window_s) & ~va.active
+        va = replace(va, active=va.active | added)
+        detector, speech = f"{DETECTOR_VERSION}+{SILERO_VERSION}", int(added.sum())
     spans = [(s.start, s.end) for s in segments]
     per_segment = segments_with_vocals(va, spans, min_fraction=settings.segment_min_fraction)
     clap = sorted({i for i in clap_vocal_segments if 0 <= i < len(spans)}) if settings.clap_vocals else []
@@ -187,7 +196,7 @@ def find_lyrics(
         bool(clap) and clap_share >= settings.track_min_fraction
     )
     check = VocalCheck(
-        detector=DETECTOR_VERSION,
+        detector=detector,
         threshold=settings.vocal_threshold,
         window_seconds=va.window_s,
         active_fraction=round(va.active_fraction, 3),
@@ -195,6 +204,7 @@ def find_lyrics(
         track_gate=gate,
         regions=va.regions(),
         clap_vocal_segments=clap,
+        speech_windows=speech,
     )
     common = {"vocal_segments": vocal, "vocals": check}
     if given is not None and not given:
