@@ -11,17 +11,18 @@ Parts, each printed as a markdown table:
    spoken and "sung" (melody, held notes, 80 and 120 BPM), four voices: 12 lines of 8-10 words. Each
    alone and placed 1 s into a 30 s-in excerpt of a shared instrumental at 0, -6 and -12 dB (the
    voice's level over its active samples against the music's over the same samples), transcribed
-   whole (`transcribe`, language en). WER = word edits (Levenshtein over `normalise`d words) / words
-   sung; onset error = |transcribed start - true start| over matched words (equal words on one
-   optimal alignment path), median and 90th percentile, and the median without each line's first word.
+   whole (`transcribe`, language en). WER = word edits (Levenshtein over `normalise`d words; a word
+   counts as right when it is the word sung and heard within 3 s of it) / words sung; onset error =
+   |transcribed start - true start| over the right words on one optimal alignment path: median,
+   90th percentile, and the median without each line's first word.
 2. ``song``: a 90 s song, 8 of those lines (speech and sung, four voices) every 11 s over feelings.ogg
    from 30 s, alone and at 0, -6, -12 dB, through the stage's `find_lyrics` as ``soundsight render``
    runs it (``lyrics.mode=auto``: the vocal check decides, and Whisper hears the segments it calls
-   vocal; segments of 6 s here, where the flow's are 4-8 s long on the beat) and with
-   ``lyrics.mode=always`` (the whole song): WER, onset error, CPU seconds per song minute.
-3. ``instrumentals``: every shared instrumental track, whole, in 6 s segments, through `find_lyrics` with
-   ``mode=auto`` (the product: the vocal check keeps Whisper away) and ``mode=always`` (Whisper forced
-   to listen): the words it invents, and CPU seconds per minute.
+   vocal; segments of 6 s here, where the flow's are 4-8 s long on the beat), the same without the
+   check's Silero cue (``lyrics.silero_vad=false``), and with ``lyrics.mode=always`` (the whole song):
+   WER, onset error, CPU seconds per song minute.
+3. ``instrumentals``: every shared instrumental track, whole, in 6 s segments, through `find_lyrics` in
+   the same three ways: the words Whisper writes where no one sings, and CPU seconds per minute.
 
 CPU seconds are this process's user + system time (`resource.getrusage`), all threads.
 """
@@ -65,6 +66,14 @@ BEDS = INSTRUMENTALS[:-1]  # the long ambient track only in part 3
 LEVELS = [None, 0.0, -6.0, -12.0]  # dB of voice over music; None: the voice alone
 STAGE_RATE = 22_050  # Hz: what the lyrics stage receives from the load stage
 THREADS = 2
+NEAR_S = 3.0  # seconds: a word heard further than this from where it is sung is not right
+# The stage's settings compared (label -> LyricsSettings fields): the product's default, the vocal
+# check without its Silero cue, and Whisper forced over the whole song.
+VARIANTS: dict[str, dict] = {
+    "auto": {},
+    "auto, no Silero": {"silero_vad": False},
+    "always": {"mode": "always"},
+}
 
 
 def cpu_seconds() -> float:
@@ -80,19 +89,26 @@ def words_of(text: str) -> list[str]:
     return [t for t in (normalise(w) for w in text.split()) if t]
 
 
-def alignment(ref: list[str], hyp: list[str]) -> tuple[int, list[tuple[int, int]]]:
-    """Levenshtein distance and the (reference, hypothesis) index pairs of equal words on one optimal path."""
+def alignment(
+    ref: list[str], ref_times: list[float], hyp: list[str], hyp_times: list[float]
+) -> tuple[int, list[tuple[int, int]]]:
+    """Word edits and the (reference, hypothesis) index pairs of right words on one optimal path.
+
+    A word is right when it is the word sung and heard within `NEAR_S` of where it is sung (a "the"
+    heard 20 s away is a substitution, not a match).
+    """
     n, m = len(ref), len(hyp)
+    same = [[ref[i] == hyp[j] and abs(ref_times[i] - hyp_times[j]) <= NEAR_S for j in range(m)] for i in range(n)]
     d = np.zeros((n + 1, m + 1), dtype=int)
     d[:, 0] = np.arange(n + 1)
     d[0, :] = np.arange(m + 1)
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]))
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (not same[i - 1][j - 1]))
     pairs, i, j = [], n, m
     while i > 0 and j > 0:
-        if d[i, j] == d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
-            if ref[i - 1] == hyp[j - 1]:
+        if d[i, j] == d[i - 1, j - 1] + (not same[i - 1][j - 1]):
+            if same[i - 1][j - 1]:
                 pairs.append((i - 1, j - 1))
             i, j = i - 1, j - 1
         elif d[i, j] == d[i - 1, j] + 1:
@@ -105,7 +121,7 @@ def alignment(ref: list[str], hyp: list[str]) -> tuple[int, list[tuple[int, int]
 def score(ref: list[str], onsets: list[float], first: set[int], words: list[dict]) -> dict:
     """Edits, matches and onset errors (seconds) of transcribed `words` against the sung words."""
     hyp = [(t, w["start"]) for w in words for t in words_of(w["text"])]
-    edits, pairs = alignment(ref, [t for t, _ in hyp])
+    edits, pairs = alignment(ref, onsets, [t for t, _ in hyp], [t for _, t in hyp])
     errors = [abs(hyp[j][1] - onsets[i]) for i, j in pairs]
     later = [abs(hyp[j][1] - onsets[i]) for i, j in pairs if i not in first]
     return {"words": len(ref), "edits": edits, "matched": len(pairs), "onset_errors": errors, "later_errors": later}
@@ -204,7 +220,7 @@ def fixed_segments(duration: float, length: float = 6.0) -> list[Segment]:
     ]
 
 
-def run_song(modes: list[str]) -> list[dict]:
+def run_song() -> list[dict]:
     import librosa
 
     voice, bed, ref, onsets, first = make_song()
@@ -216,31 +232,29 @@ def run_song(modes: list[str]) -> list[dict]:
         c0 = cpu_seconds()
         vocal_activity(y, STAGE_RATE)
         check_cpu = cpu_seconds() - c0
-        for mode in modes:
+        for variant, fields in VARIANTS.items():
             c0 = cpu_seconds()
-            lyrics = find_lyrics(y, STAGE_RATE, fixed_segments(len(y) / STAGE_RATE), LyricsSettings(mode=mode))
+            lyrics = find_lyrics(y, STAGE_RATE, fixed_segments(len(y) / STAGE_RATE), LyricsSettings(**fields))
             cpu = cpu_seconds() - c0
             words = [w.model_dump() for w in lyrics.words]
             row = score(ref, onsets, first, words)
-            row.update(level=level_name(level), mode=mode, source=lyrics.source, note=lyrics.note)
-            row.update(vocal_share=lyrics.vocals.active_fraction, gate=lyrics.vocals.track_gate)
+            row.update(level=level_name(level), variant=variant, source=lyrics.source, note=lyrics.note)
+            row.update(vocal_share=lyrics.vocals.active_fraction, runs=bool(lyrics.model))
             row.update(cpu_per_min=cpu / minutes, check_cpu_per_min=check_cpu / minutes, heard=len(words))
             rows.append(row)
-            print(
-                f"  song {row['level']:>7} {mode:<6}: {row['edits']}/{len(ref)} edits, {cpu:.1f} CPU s, {lyrics.note}"
-            )
+            print(f"  song {row['level']:>7} {variant:<16}: {row['edits']}/{len(ref)} edits, {cpu:.1f} CPU s")
     return rows
 
 
 def song_table(rows: list[dict]) -> str:
     out = [
-        "| level, lyrics.mode | vocal check: share, Whisper runs | WER | words matched | median onset error "
-        "| p90 | median without first words | CPU s per song minute (vocal check) |",
+        "| level, lyrics.mode | vocal share, Whisper runs | WER | words matched | median onset error "
+        "| p90 | median without first words | stage CPU s per song minute (weight-free check alone) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        gate = f"{r['vocal_share']:.2f}, {'yes' if r['gate'] or r['mode'] == 'always' else 'no'}"
-        label = f"{r['level']}, {r['mode']}"
+        gate = f"{r['vocal_share']:.2f}, {'yes' if r['runs'] else 'no'}"
+        label = f"{r['level']}, {r['variant']}"
         extra = f" {r['cpu_per_min']:.1f} ({r['check_cpu_per_min']:.1f}) |"
         row = summary_row(label, [r], extra)
         out.append(row.replace(f"| {label} |", f"| {label} | {gate} |", 1))
@@ -258,36 +272,36 @@ def run_instrumentals(max_seconds: float | None) -> list[dict]:
         y, _ = librosa.load(str(MUSIC / name), sr=STAGE_RATE, mono=True, duration=max_seconds)
         minutes = len(y) / STAGE_RATE / 60
         row = {"song": name, "seconds": round(len(y) / STAGE_RATE, 1)}
-        for mode in ("auto", "always"):
+        for variant, fields in VARIANTS.items():
             c0 = cpu_seconds()
-            lyrics = find_lyrics(y, STAGE_RATE, fixed_segments(len(y) / STAGE_RATE), LyricsSettings(mode=mode))
+            lyrics = find_lyrics(y, STAGE_RATE, fixed_segments(len(y) / STAGE_RATE), LyricsSettings(**fields))
             cpu = cpu_seconds() - c0
-            row[mode] = {
+            row[variant] = {
                 "words": len(lyrics.words),
                 "text": " ".join(w.text for w in lyrics.words)[:160],
                 "cpu_per_min": cpu / minutes,
                 "vocal_share": lyrics.vocals.active_fraction,
                 "gate": lyrics.vocals.track_gate,
+                "speech_windows": lyrics.vocals.speech_windows,
             }
         rows.append(row)
-        print(
-            f"  {name:<32} auto {row['auto']['words']} words, always {row['always']['words']}: «{row['always']['text']}»"
-        )
+        counts = ", ".join(f"{variant} {row[variant]['words']}" for variant in VARIANTS)
+        print(f"  {name:<32} words: {counts}: «{row['always']['text']}»")
     return rows
 
 
 def instrumentals_table(rows: list[dict]) -> str:
     out = [
-        "| track | seconds | vocal check share (gate 0.10) | words, mode=auto | words, mode=always "
-        "| what it invents (mode=always) | CPU s per min (always) |",
-        "|---|---|---|---|---|---|---|",
+        "| track | seconds | vocal share: weight-free (+ Silero) | words: auto | auto, no Silero | always "
+        "| what it hears (always) | stage CPU s per min: auto, always |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        a, w = r["auto"], r["always"]
-        text = f"«{w['text'][:70]}{'…' if len(w['text']) > 70 else ''}»" if w["text"] else ""
+        a, n, w = r["auto"], r["auto, no Silero"], r["always"]
+        text = f"«{w['text'][:60]}{'…' if len(w['text']) > 60 else ''}»" if w["text"] else ""
         out.append(
-            f"| {r['song']} | {r['seconds']:g} | {a['vocal_share']:.3f} | {a['words']} | {w['words']} | {text} "
-            f"| {w['cpu_per_min']:.1f} |"
+            f"| {r['song']} | {r['seconds']:g} | {n['vocal_share']:.3f} ({a['vocal_share']:.3f}) | {a['words']} "
+            f"| {n['words']} | {w['words']} | {text} | {a['cpu_per_min']:.1f}, {w['cpu_per_min']:.1f} |"
         )
     return "\n".join(out)
 
@@ -323,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n" + lines_table(rows) + "\n")
     if "song" in parts:
         print("## song (90 s, 8 lines over feelings.ogg)")
-        rows = run_song(["auto", "always"])
+        rows = run_song()
         results["song"] = rows
         print("\n" + song_table(rows) + "\n")
     if "instrumentals" in parts:
