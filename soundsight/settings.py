@@ -177,6 +177,12 @@ class AnalysisSettings(BaseModel):
     )
 
 
+# CTranslate2's compute types (weights are converted to the type named when the model loads).
+WhisperComputeType = Literal[
+    "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16", "float32"
+]
+
+
 class LyricsSettings(BaseModel):
     """Songs with words: vocal check, transcription (Whisper), lyrics files beside the song."""
 
@@ -186,16 +192,13 @@ class LyricsSettings(BaseModel):
         "always: transcribe the whole song whatever the check says; off: no lyrics.",
     )
     model: str = Field(
-        "openai/whisper-large-v3-turbo",
-        description="Whisper checkpoint (hub id in the local cache, or a local directory); any Whisper works.",
+        "",
+        description="Whisper: empty = the tiny.en installed with soundsight; else a CTranslate2 Whisper (folder, or "
+        "hub id in the local cache, e.g. Systran/faster-whisper-large-v3) or a transformers one (e.g. "
+        "openai/whisper-large-v3-turbo), converted once into soundsight's cache. Never downloaded.",
     )
     language: str = Field("", description="Language code of the words (e.g. en); empty: detected.")
-    timestamps: Literal["word", "line"] = Field(
-        "word",
-        description="word: Whisper's word times (cross-attention alignment, slower); "
-        "line: its segment times, words spread inside by syllables.",
-    )
-    num_beams: int = Field(1, ge=1, le=8, description="Beam width (1 = greedy; transformers' pipeline would use 5).")
+    num_beams: int = Field(1, ge=1, le=8, description="Beam width (1 = greedy).")
     max_new_tokens: int = Field(
         160, ge=16, le=440, description="Longest transcription per 30 s window, tokens (caps runaway decoding)."
     )
@@ -211,11 +214,14 @@ class LyricsSettings(BaseModel):
     clap_vocals: bool = Field(
         True, description="Also count segments whose CLAP prominent element is Vocals (when CLAP labels exist)."
     )
-    device: Annotated[str, OPERATIONAL] = Field(
-        "auto", description="torch device for Whisper: auto, cpu, cuda, cuda:1 ..."
+    silero_vad: bool = Field(
+        True,
+        description="Vocal check: also count 1 s windows where Silero VAD (bundled with faster-whisper) hears speech "
+        "in half the frames; it only adds vocal windows.",
     )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="Whisper weights' dtype; auto: float16 on CUDA, float32 on CPU."
+    device: Annotated[str, OPERATIONAL] = Field("auto", description="Whisper's device: auto, cpu, cuda, cuda:1 ...")
+    compute_type: WhisperComputeType = Field(
+        "auto", description="Whisper's CTranslate2 compute type; auto: int8 on CPU, float16 on CUDA."
     )
 
     @field_validator("language")

@@ -22,7 +22,9 @@ from soundsight.media import atomic_path
 
 __all__ = ["cached_embeddings", "default_cache_dir", "embedding_cache_path", "forget_text_embeddings"]
 
-CACHE_DIR = environment_variable("SOUNDSIGHT_CACHE_DIR", "the folder of cached text embeddings")
+CACHE_DIR = environment_variable(
+    "SOUNDSIGHT_CACHE_DIR", "soundsight's cache folder: text embeddings, Whisper checkpoints converted to CTranslate2"
+)
 _MEMORY: dict[str, np.ndarray] = {}
 _LOCK = threading.Lock()
 
