@@ -81,8 +81,9 @@ def render(song: Path, runs_dir: Path, groups: dict) -> tuple[Path, float]:
 
     settings = Settings.model_validate({"output": {"runs_dir": str(runs_dir)}, **groups})
     started = time.monotonic()
-    video = Path(render_song(str(song), settings))
-    return video.parent, time.monotonic() - started
+    video = Path(render_song(str(song), settings))  # the run's own video, in its assemble stage folder
+    run_dir = next(folder for folder in video.parents if folder.parent == runs_dir)
+    return run_dir, time.monotonic() - started
 
 
 def song_section(name: str, run1: Path, run2: Path, seconds1: float, seconds2: float, limit: int) -> str:
