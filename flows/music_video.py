@@ -45,7 +45,13 @@ from soundsight.tasks.segment import segment_song
 def render_song(song: str, settings: Settings = Settings()) -> str:
     """Render `song` (a path to any audio file) into a music video; returns the video's path."""
     check_before_any_work(settings)
-    stage = Stages(settings.output)
+    # The GPU workers start, and load their pipelines, as soon as a stage has work to do.
+    with fan_out.GpuWarmUp(settings.render) as warm:
+        return render_with(song, settings, Stages(settings.output, on_work=warm.start), warm)
+
+
+def render_with(song: str, settings: Settings, stage: Stages, warm: fan_out.GpuWarmUp) -> str:
+    """`render_song`'s stages in order; returns the video's path."""
     out, longest = settings.output, renderer_spec(settings.render).max_seconds  # longest clip, seconds
     labelled = settings.pipeline == "clap" or settings.pipeline_2_analysis
 
@@ -67,7 +73,7 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
     publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
-    clips = fan_out.render(stage, loaded, script, scenes, settings.render)
+    clips = fan_out.render(stage, loaded, script, scenes, settings.render, warm)
     video = stage(assemble_video)(loaded, segments, clips, settings.render, lyrics)
     publish_video(video, out)
     publish_timings(video, stage)
