@@ -39,6 +39,10 @@ say "installing soundsight and its dependencies (a few minutes the first time)"
 # does not use (models/audio/beat_this.py computes the mel front end itself).
 .venv/bin/python -m pip install -q --no-deps "beat-this==1.1.0" "einops==0.8.2" "rotary-embedding-torch==0.9.1"
 
+# librosa's numba code compiles on first use (~30 s): pay it now, not in the first song's segment stage.
+say "compiling the CPU stages' numba code"
+.venv/bin/soundsight warm >/dev/null
+
 if [[ $with_test_services -eq 1 ]]; then
   command -v chromium >/dev/null || apt_install chromium
   command -v espeak-ng >/dev/null || apt_install espeak-ng
