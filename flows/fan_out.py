@@ -51,8 +51,9 @@ class GpuWarmUp:
     A run creates one and hands `start` to its `Stages` as ``on_work``: the first stage that
     really runs (not a cache hit) starts, on a thread of its own, the local Dask cluster
     (`tasks.render.start_gpu_workers`, ~11 s) and submits `prepare_renderer` to each worker (the pipeline
-    load, ~18 s for Wan 1.3B with UMT5-XXL). The render stage then connects to it (`address`); a
-    run whose scenes are all cached only closes it, and a fully cached rerun never starts it.
+    load, ~18 s for Wan 1.3B with UMT5-XXL). The render stage then connects to it (`address`) and
+    releases it when the last scene is done (it closes while the video is assembled); a run whose
+    scenes are all cached only closes it, and a fully cached rerun never starts it.
     With ``render.dask_address`` (long-lived workers keep their pipelines) or a backend without
     GPU workers it does nothing. A context manager: leaving it closes the cluster.
 
@@ -67,6 +68,7 @@ class GpuWarmUp:
         self.wanted = renderer_backend(settings).gpu_workers and not settings.dask_address
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closer: threading.Thread | None = None
         self._cluster = None
         self._client = None
         self._futures: list = []
@@ -117,13 +119,26 @@ class GpuWarmUp:
             thread.join()
         return self._cluster.scheduler_address if self._cluster is not None else ""
 
-    def close(self) -> None:
-        """Close the cluster (waiting for a start under way); safe to call again."""
+    def release(self) -> None:
+        """Start closing the cluster on a thread of its own (the run needs it no more); `close` waits for that.
+
+        Closing the workers takes seconds (a worker holding a GPU pipeline is killed after 4 s): the
+        render stage releases them while the video is assembled.
+        """
         with self._lock:
             self.wanted = False  # no start after this
-            thread = self._thread
-        if thread is not None:
-            thread.join()
+            if self._closer is None:
+                self._closer = threading.Thread(target=self._close, name="soundsight-gpu-release", daemon=True)
+                self._closer.start()
+
+    def close(self) -> None:
+        """Close the cluster (waiting for a start under way); safe to call again."""
+        self.release()
+        self._closer.join()
+
+    def _close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
         client, cluster, self._client, self._cluster, self._futures = self._client, self._cluster, None, None, []
         for resource in (client, cluster):
             if resource is not None:
@@ -203,9 +218,11 @@ def render(
             )
 
         if runner is None and warm is not None:
-            warm.close()  # every scene was cached: the GPU workers started for nothing
+            warm.release()  # every scene was cached: the GPU workers started for nothing
         ordered = [futures[s.index] for s in scenes]
         track_progress(song, ordered, on_finished=finished)
         clips = [stage.published(future) for future in ordered]
+    if warm is not None:
+        warm.release()  # closes while the video is assembled
     unpublish_beyond(song.run_dir, "scenes", "scene_*.mp4", keep={Path(c.links["clip"]).name for c in clips})
     return clips

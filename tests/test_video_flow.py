@@ -140,7 +140,8 @@ def test_gpu_workers_start_while_the_cpu_stages_run(three_scene_song, tmp_path, 
     assert clusters[0].status.name == "closed"
 
     events.clear()
-    _, states = render(three_scene_song, tmp_path, output={"force": ["load"]}, **_tiny_wan_groups(tiny_wan_dir))
+    forced = {"runs_dir": str(tmp_path), "force": ["load"]}
+    _, states = render(three_scene_song, tmp_path, output=forced, **_tiny_wan_groups(tiny_wan_dir))
     assert states["load"] == "Completed" and all(s == "Cached" for n, s in states.items() if n.startswith("render"))
     assert [e[0] for e in events] == ["cluster", "script written"] and len(clusters) == 2
     assert clusters[1].status.name == "closed"
