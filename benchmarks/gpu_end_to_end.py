@@ -97,8 +97,9 @@ def run_cli(song: str, flags: list[str], stats: Path, own_server: bool = False) 
     """
     stats.unlink(missing_ok=True)
     env = dict(os.environ, SOUNDSIGHT_RENDER__SEED="0")
-    if own_server:
+    if own_server:  # a Prefect home of its own, as on a user's machine (not the benchmark's server's)
         env.pop("PREFECT_API_URL", None)
+        env["PREFECT_HOME"] = str(stats.parent / "prefect-home")
     # The CLI and its Dask workers append the renderer's records to `stats` (benchmarks/worker_hooks).
     hooks = str(ROOT / "benchmarks" / "worker_hooks")
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [hooks, env.get("PYTHONPATH")])), BENCH_RENDER_STATS=str(stats))
@@ -120,8 +121,13 @@ def flow_and_tasks() -> tuple[dict, list[dict]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with get_client(sync_client=True) as client:
+    # Prefect read its settings when first imported (this script's environment() imports it before
+    # ensure_server sets PREFECT_API_URL): name the server explicitly, or the client would start a
+    # temporary server of its own and read another database.
+    api = os.environ.get("PREFECT_API_URL")
+    with temporary_settings(updates={PREFECT_API_URL: api} if api else {}), get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["render-song"])),
             sort=FlowRunSort.START_TIME_DESC,
