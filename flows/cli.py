@@ -3,6 +3,7 @@
     soundsight render song.mp3                 # any format ffmpeg reads
     soundsight render --demo                   # a public-domain chorale, synthesised offline
     soundsight render song.ogg --segment.mode random --render.fps 30
+    soundsight warm                            # compile the CPU stages' numba code once (install.sh does)
 
 Every field of `soundsight.settings.Settings` is a flag (`--<group>.<field>`), and an env var
 (`SOUNDSIGHT_<GROUP>__<FIELD>`). The CLI uses the Prefect server in PREFECT_API_URL, else a
@@ -253,9 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--verbose", action="store_true", help="show Prefect's and Dask's logs here too")
     render.add_argument("--quiet", action="store_true", help="print only the video path")
     names = settings_flags(render)
+    sub.add_parser("warm", help="compile the CPU stages' numba code into its cache now (install.sh runs this once)")
     args = parser.parse_args(argv)
     if args.command == "render":
         return render_command(args, names)
+    if args.command == "warm":
+        from soundsight.tasks.segment import compile_ahead
+
+        print(
+            f"soundsight: the segment and analyse stages' numba code is compiled and cached ({compile_ahead():.1f} s)"
+        )
+        return 0
     return 2
 
 

@@ -64,7 +64,13 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
 def make_video(song: str, settings: Settings) -> str:
     """The flow's body: every stage in order (see `render_song`)."""
     check_before_any_work(song, settings)
-    stage = Stages(settings.output)
+    # The GPU workers start, and load their pipelines, as soon as a stage has work to do.
+    with fan_out.GpuWarmUp(settings.render) as warm:
+        return render_with(song, settings, Stages(settings.output, on_work=warm.start), warm)
+
+
+def render_with(song: str, settings: Settings, stage: Stages, warm: fan_out.GpuWarmUp) -> str:
+    """`make_video`'s stages in order; returns the path of this run's video."""
     out, longest = settings.output, renderer_spec(settings.render).max_seconds  # longest clip, seconds
     labelled = settings.pipeline == "clap" or settings.pipeline_2_analysis
 
@@ -86,7 +92,7 @@ def make_video(song: str, settings: Settings) -> str:
     publish_script(script, segments, analysis)
 
     scenes = plan_scenes(loaded, segments, script, analysis, settings.render)
-    clips = fan_out.render(stage, loaded, script, scenes, settings.render)
+    clips = fan_out.render(stage, loaded, script, scenes, settings.render, warm)
     video = stage(assemble_video)(loaded, segments, clips, settings.render, lyrics)
     publish_video(video, stage)
     publish_timings(video, stage)

@@ -10,7 +10,9 @@ belongs to the run, not to the stage, and lives here:
   a stage finishes (`show_only`), so two runs of one song never leave names of both; the user's
   edits of editable files are taken in first (`adopt_edits`);
 - timing: every task run's final state and seconds (the timings artifact) and one progress line
-  per finished stage.
+  per finished stage;
+- work: ``on_work`` is called before the first stage call that will really run (not come from the
+  cache), so a run can start what later stages need (the GPU workers) only when it has work to do.
 
 A flow makes one `Stages` per run and calls each stage through it::
 
@@ -107,6 +109,12 @@ class Stage:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Manifest:
         """Run the task (or take its cached result) and publish what it returns."""
+        if self.stages.on_work is not None:
+            from prefect.utilities.callables import get_call_parameters
+
+            if cached_result(self.task, get_call_parameters(self.task.fn, args, kwargs), self.stages.output) is None:
+                self.stages.on_work, on_work = None, self.stages.on_work  # once: later stages skip the lookup
+                on_work()
         return self.stages.publish(self.task(*args, **kwargs), self.edits)
 
 
@@ -117,10 +125,15 @@ class Stages:
     ----------
     output : OutputSettings
         The run's runs folder and forced stages.
+    on_work : callable, optional
+        Called once, with no arguments, before the first stage call (`Stage.__call__`) whose result
+        is not in the cache: that stage, and so the run, has work to do. A task's own on_running
+        hook would not do: Prefect 3 enters Running before it looks the cache up.
     """
 
-    def __init__(self, output: OutputSettings):
+    def __init__(self, output: OutputSettings, on_work: Callable[[], None] | None = None):
         self.output = output
+        self.on_work = on_work
         self.runs: list[dict[str, Any]] = []  # appended from task threads: list.append is atomic
         self._tasks: dict[str, Task] = {}  # Task.with_options costs ~8 ms: once per stage, not per scene
         self.links: dict[str, Path] = {}  # this run's readable names (relative to its run folder) -> files

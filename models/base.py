@@ -380,7 +380,7 @@ class RenderCosts:
 
     pipelines_built : models this process has built so far (1 when it kept its model loaded, as it
         should; 0 for renderers that build none).
-    gpu_seconds : seconds the last scene spent inside the model (0 for renderers without one).
+    gpu_seconds : seconds the scene spent inside the model (0 for renderers without one).
     """
 
     pipelines_built: int = 0
@@ -393,9 +393,9 @@ class RendererBackend(Protocol):
     Each entry of `soundsight.backends.RENDERERS` names one object satisfying this protocol.
 
     name : the ``render.backend`` value it answers to.
-    gpu_workers : scenes fan out to the GPU worker pool (Dask, one single-threaded worker per GPU,
-        each scene claiming one GPU, or the scheduler at ``render.dask_address``); False: on two
-        threads of the flow's process.
+    gpu_workers : scenes fan out to the GPU worker pool (Dask, one worker per GPU running two scenes
+        at a time -- one on the GPU, one encoding -- or the scheduler at ``render.dask_address``);
+        False: on two threads of the flow's process.
     takes_reference : ``identity = "reference"`` applies: the flow first makes the run's reference
         image (the user's, or one `draw_reference` draws) and passes it to every scene as
         ``render.reference`` (`make` refuses a checkpoint that cannot take one).
@@ -428,6 +428,14 @@ class RendererBackend(Protocol):
         """
         ...
 
-    def costs(self) -> RenderCosts:
-        """What rendering has cost this process so far, read right after it rendered a scene."""
+    def prepare(self, settings: RenderSettings) -> None:
+        """Load what rendering with these settings needs into this process (a GPU worker's model).
+
+        Called on each GPU worker ahead of the first scene, while the flow's CPU stages run, so
+        the first scene does not wait for it; nothing for backends that load nothing.
+        """
+        ...
+
+    def costs(self, index: int) -> RenderCosts:
+        """What rendering has cost this process, read right after it rendered scene `index`."""
         ...

@@ -401,6 +401,14 @@ class RenderSettings(BaseModel):
         "that fits the checkpoint. Never downloaded: from a local path or the Hugging Face cache.",
     )
     draft_steps: int = Field(4, ge=1, description="Denoising steps in draft quality (no classifier-free guidance).")
+    draft_decoder: str = Field(
+        "",
+        description="Video decoder of draft clips: a tiny one (TAEHV) decodes a clip in a fraction of the VAE's "
+        "time, with less fine detail. Empty: the published one for the checkpoint (lightx2v/Autoencoders "
+        "taew2_1.safetensors; Wan 2.2 TI2V-5B: taew2_2) when it is in the Hugging Face cache, else the VAE with a "
+        "note naming the download; 'vae': always the VAE; or a .safetensors/.pth file, a folder, or "
+        "'org/repo/file' in the cache. Never downloaded. Finals always decode with the VAE.",
+    )
     final_scenes: list[int] = Field(
         default_factory=list,
         description="Scene indices rendered in final quality whatever 'quality' says (re-render chosen scenes "

@@ -3,16 +3,19 @@
 Cut k falls on output frame ``round(t_k * fps)`` of boundary t_k, computed from absolute time, so
 no drift accumulates: clip k contributes exactly ``end_frame - start_frame`` frames. Clips already
 on the output grid (same fps, size and frame count) are joined without re-encoding; others are
-conformed first (resampled to the output fps by dropping/repeating frames - never time-stretched
-- scaled, and trimmed to their exact frame count). The finished video's frames are counted before
-it is kept: a video that does not last as long as the song (within one frame) fails the stage.
+conformed first, one ffmpeg per clip in parallel (resampled to the output fps by dropping/repeating
+frames - never time-stretched - scaled, and trimmed to their exact frame count). The finished
+video's frames are counted before it is kept: a video that does not last as long as the song
+(within one frame) fails the stage.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prefect import task
@@ -121,7 +124,7 @@ def assemble_video(
     out = folder / "video.mp4"
 
     with tempfile.TemporaryDirectory(prefix="soundsight-assemble-") as scratch:
-        parts = []
+        parts, to_conform = [], []
         for seg, clip in zip(segmentation.segments, sorted(clips, key=lambda c: int(c.info["index"]))):
             path = clip.path("clip")
             facts = clip.info if "frames" in clip.info else probe_clip(path)  # renderers report what they wrote
@@ -133,9 +136,12 @@ def assemble_video(
             )
             if not on_grid:
                 conformed = Path(scratch) / f"conformed_{seg.index:03d}.mp4"
-                conform_clip(path, conformed, seg.frames, settings)
+                to_conform.append((path, conformed, seg.frames))
                 path = conformed
             parts.append(path)
+        # One ffmpeg per clip, side by side: a model's clips (832x480 at 16 fps) are all off the grid.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(to_conform), os.cpu_count() or 1))) as pool:
+            list(pool.map(lambda job: conform_clip(*job, settings), to_conform))  # list(): raise the first failure
         listing = Path(scratch) / "clips.txt"
         listing.write_text("".join(f"file {concat_quoted(p.resolve())}\n" for p in parts))
         total_frames = segmentation.segments[-1].end_frame

@@ -103,32 +103,60 @@ def renderer_identity(inputs: dict[str, Any]) -> str:
     return make_renderer(inputs["settings"]).backend_id
 
 
-def scene_task_runner(settings: RenderSettings) -> TaskRunner:
-    """Threads for a CPU renderer; Dask for one on GPU workers (see the module docstring)."""
+def scene_task_runner(settings: RenderSettings, address: str = "") -> TaskRunner:
+    """Threads for a CPU renderer; Dask for one on GPU workers (see the module docstring).
+
+    `address`: the scheduler of a local GPU cluster already started (`flows.fan_out.GpuWarmUp`);
+    empty: the runner starts one (or uses ``render.dask_address``).
+    """
     if not renderer_backend(settings).gpu_workers:
         return ThreadPoolTaskRunner(max_workers=2)
     from prefect_dask import DaskTaskRunner
 
     from soundsight.models.render import gpu_pool
 
-    return DaskTaskRunner(**gpu_pool.task_runner_kwargs(settings))
+    return DaskTaskRunner(**gpu_pool.task_runner_kwargs(settings, address))
 
 
-def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextManager:
-    """Claim one GPU per scene where the workers have GPUs.
+def start_gpu_workers() -> Any:
+    """A local Dask cluster of render workers, one per visible GPU (`gpu_pool.make_cluster`); close it after."""
+    from soundsight.models.render import gpu_pool
 
-    A context in which submitted scenes each claim one GPU worker resource (none on CPU
-    clusters, where a GPU claim could never be met).
+    return gpu_pool.make_cluster()
+
+
+def gpu_slot(settings: RenderSettings) -> dict[str, float]:
+    """The Dask resources one scene claims: a scene slot of a GPU worker (none on CPU clusters).
+
+    A GPU worker runs `gpu_pool.SCENES_PER_GPU` scenes at once, one on the GPU while the other
+    encodes; on CPU clusters, where a GPU claim could never be met, nothing.
     """
     if not renderer_backend(settings).gpu_workers:
-        return contextlib.nullcontext()
+        return {}
     from soundsight.models.render import gpu_pool
 
     if not (settings.dask_address or gpu_pool.visible_gpus()):
+        return {}
+    return {"GPU": gpu_pool.GPU_PER_SCENE}
+
+
+def one_scene_per_gpu_slot(settings: RenderSettings) -> contextlib.AbstractContextManager:
+    """A context in which each submitted scene claims one scene slot of a GPU worker (`gpu_slot`)."""
+    resources = gpu_slot(settings)
+    if not resources:
         return contextlib.nullcontext()
     import dask
 
-    return dask.annotate(resources={"GPU": 1})
+    return dask.annotate(resources=resources)
+
+
+def prepare_renderer(settings: RenderSettings) -> None:
+    """Load what the first scenes need into this (GPU worker) process, before they arrive.
+
+    Submitted to each GPU worker by `flows.fan_out.GpuWarmUp` while the CPU stages run; the
+    quality is the run's (``final_scenes`` render last).
+    """
+    renderer_backend(settings).prepare(settings.model_copy(update={"final_scenes": []}))
 
 
 def plan_scenes(
@@ -249,7 +277,7 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
     )
     backend = renderer_backend(settings)
     clip = backend.make(settings)(job, out)
-    costs = backend.costs()  # how often this worker process built a pipeline: once, if all is well
+    costs = backend.costs(scene.index)  # how often this worker process built a pipeline: once, if all is well
     return written(
         "render",
         scene.run_dir,

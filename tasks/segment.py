@@ -24,6 +24,17 @@ IDENTITY_PREFIX = "reference=none"
 log = logging.getLogger("soundsight")
 
 
+def compile_ahead() -> float:
+    """Compile the segment and analyse stages' numba code into its disk cache now; returns seconds.
+
+    `soundsight warm` (install.sh and the Docker image run it): otherwise the first song on a
+    fresh machine pays the compilation (~30 s) in its segment stage.
+    """
+    from soundsight.models.audio.warm import compile_cpu_stages
+
+    return compile_cpu_stages()
+
+
 def segment_identity(inputs: dict[str, Any]) -> str:
     """What besides the settings changes segments.json, keyed on content, never on paths.
 

@@ -62,7 +62,10 @@ class FlatGreyBackend:
     def draw_reference(self, settings: RenderSettings, job: SceneJob) -> np.ndarray:
         raise ValueError("flat-grey takes no reference image")
 
-    def costs(self) -> RenderCosts:
+    def prepare(self, settings: RenderSettings) -> None:
+        pass
+
+    def costs(self, index: int) -> RenderCosts:
         return RenderCosts()
 
 

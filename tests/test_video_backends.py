@@ -204,8 +204,9 @@ def test_out_of_memory_retries_with_cheaper_setting(tiny_wan_dir, tmp_path, capl
 
 
 def test_gpu_layout_pins_one_gpu_per_worker():
-    """The no-dask-cuda GPU layout: one single-threaded Nanny per GPU id with GPU=1 and its own
-    CUDA_VISIBLE_DEVICES (checked on CPU: the variable is only set, nothing uses a GPU)."""
+    """The no-dask-cuda GPU layout: one Nanny per GPU id with GPU=1, two scene threads (one scene on
+    the GPU while the other encodes) and its own CUDA_VISIBLE_DEVICES (checked on CPU: the variable
+    is only set, nothing uses a GPU)."""
     from distributed import Client
 
     with (
@@ -215,7 +216,8 @@ def test_gpu_layout_pins_one_gpu_per_worker():
         env = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         info = client.scheduler_info(n_workers=-1)["workers"]
         assert sorted(env.values()) == ["0,1", "1,0"]
-        assert all(w["nthreads"] == 1 and w["resources"] == {"GPU": 1} for w in info.values())
+        assert all(w["nthreads"] == 2 and w["resources"] == {"GPU": 1} for w in info.values())
+        assert gpu_pool.GPU_PER_SCENE * gpu_pool.SCENES_PER_GPU == 1
 
 
 # --------------------------------------------------------------------------------------------- draft quality

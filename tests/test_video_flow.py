@@ -98,3 +98,74 @@ def test_a_fully_cached_rerun_starts_no_cluster(three_scene_song, tmp_path, tiny
     _, states = render(three_scene_song, tmp_path, **groups)
     assert all(state == "Cached" for state in states.values()), states
     assert started == []  # every scene was a checked cache hit: no Dask cluster for them
+
+
+def _tiny_wan_groups(model: Path, **render) -> dict:
+    return {"render": {"backend": "wan", "model": str(model), "model_width": 32, "model_height": 32, "dtype": "float32",
+                       "device": "cpu", "steps": 2, "width": 64, "height": 64, **render}}  # fmt: skip
+
+
+def test_gpu_workers_start_while_the_cpu_stages_run(three_scene_song, tmp_path, tiny_wan_dir, monkeypatch):
+    """Issue 29: the first stage that runs starts the GPU workers (and their pipeline loads) on a thread of
+    its own, long before the script is written; the render stage uses that cluster. A run whose scenes are
+    all cached (the load stage forced) closes it again without rendering."""
+    import threading
+    import time
+
+    from soundsight.flows import music_video
+    from soundsight.models.render import gpu_pool
+
+    events: list[tuple[str, float, str]] = []
+    clusters = []
+    real_cluster, real_plan = gpu_pool.make_cluster, music_video.plan_scenes
+
+    def make_cluster(*a, **k):
+        events.append(("cluster", time.monotonic(), threading.current_thread().name))
+        clusters.append(real_cluster(*a, **k))
+        return clusters[-1]
+
+    def plan_scenes(*a, **k):
+        events.append(("script written", time.monotonic(), ""))
+        return real_plan(*a, **k)
+
+    monkeypatch.setattr(gpu_pool, "make_cluster", make_cluster)
+    monkeypatch.setattr(music_video, "plan_scenes", plan_scenes)
+    _, states = render(three_scene_song, tmp_path, **_tiny_wan_groups(tiny_wan_dir))
+    assert [e[0] for e in events] == ["cluster", "script written"], events
+    assert events[0][2] == "soundsight-gpu-warm-up"
+    assert all(state == "Completed" for state in states.values()), states
+    records = sorted((tmp_path / ".cache" / "results").glob("render-v*"))
+    clips = [Manifest.model_validate(json.loads(json.loads(r.read_text())["result"])["data"]) for r in records]
+    assert len(clips) == 3 and all(c.info["pipelines_built_in_worker"] == 1 for c in clips), [c.info for c in clips]
+    assert clusters[0].status.name == "closed"
+
+    events.clear()
+    forced = {"runs_dir": str(tmp_path), "force": ["load"]}
+    _, states = render(three_scene_song, tmp_path, output=forced, **_tiny_wan_groups(tiny_wan_dir))
+    assert states["load"] == "Completed" and all(s == "Cached" for n, s in states.items() if n.startswith("render"))
+    assert [e[0] for e in events] == ["cluster", "script written"] and len(clusters) == 2
+    assert clusters[1].status.name == "closed"
+
+
+def test_two_scenes_share_a_gpu_worker_through_the_flow(three_scene_song, tmp_path, tiny_wan_dir):
+    """Scenes claim a scene slot of a GPU worker (render.dask_address: a one-GPU layout on the CPU): the
+    one worker renders all three, two at a time, and each scene reports its own seconds in the model."""
+    from distributed import Client
+
+    from soundsight.models.render import diffusion as vd
+    from soundsight.models.render import gpu_pool
+
+    with (
+        gpu_pool.make_cluster(kind="cuda", gpus=["0"], use_dask_cuda=False) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        groups = _tiny_wan_groups(tiny_wan_dir, dask_address=cluster.scheduler_address)
+        _, states = render(three_scene_song, tmp_path, **groups)
+        records = {r["index"]: r for r in next(iter(client.run(vd.render_stats).values()))}
+    assert all(state == "Completed" for state in states.values()), states
+    results = sorted((tmp_path / ".cache" / "results").glob("render-v*"))
+    clips = [Manifest.model_validate(json.loads(json.loads(r.read_text())["result"])["data"]) for r in results]
+    assert len({c.info["worker_pid"] for c in clips}) == 1 and len(records) == 3
+    assert sorted(c.info["gpu_seconds"] for c in clips) == sorted(round(r["render_s"], 3) for r in records.values())
+    by_start = sorted(records.values(), key=lambda r: r["started"])
+    assert any(later["started"] < earlier["ended"] for earlier, later in zip(by_start, by_start[1:])), by_start

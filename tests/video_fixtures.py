@@ -321,6 +321,27 @@ def write_wan_lora(transformer, path: Path, rank: int = 4, seed: int = 0, zero: 
     return path
 
 
+def write_tiny_decoder(path: Path, config=None, seed: int = 0) -> Path:
+    """A random TAEHV video decoder in the published file format: fp16 ``decoder.N.*`` tensors
+    (``.safetensors`` or a pickled ``.pth`` state dict), loaded through the same code as the real
+    files. `config`: a `TinyDecoderConfig` (default: taew2_1's published shape, 9.8 M parameters)."""
+    import torch
+
+    from soundsight.models.render.diffusion.tiny_decoder import TAE_CONFIGS, TinyVideoDecoder
+
+    torch.manual_seed(seed)
+    model = TinyVideoDecoder(config or TAE_CONFIGS["taew2_1"])
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
 def build_tiny_mochi():
     """MochiPipeline with diffusers' fast-test component sizes and a local T5 encoder."""
     import torch
@@ -404,6 +425,15 @@ def tiny_wan_zero_lora(tmp_path_factory) -> Path:
     return write_wan_lora(
         _tiny_wan_transformer(), tmp_path_factory.mktemp("tiny-lora0") / "zero_lora.safetensors", zero=True
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_wan_decoder(tmp_path_factory) -> Path:
+    """A narrow random TAEHV decoder for Wan 2.1 latents (16 channels, widths 8), saved as taew2_1.safetensors."""
+    from soundsight.models.render.diffusion.tiny_decoder import TinyDecoderConfig
+
+    folder = tmp_path_factory.mktemp("tiny-decoder")
+    return write_tiny_decoder(folder / "taew2_1.safetensors", TinyDecoderConfig(widths=(8, 8, 8, 8)))
 
 
 @pytest.fixture(scope="session")

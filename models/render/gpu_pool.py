@@ -1,9 +1,12 @@
-"""Dask clusters for rendering: one single-threaded worker per GPU. No Prefect here.
+"""Dask clusters for rendering: one worker per GPU, running two scenes at a time. No Prefect here.
 
 - `make_cluster()`: with CUDA GPUs visible, dask-cuda's `LocalCUDACluster` (one worker per GPU,
   each pinned by CUDA_VISIBLE_DEVICES) or, where dask-cuda is not installed, the same layout
   built from plain `distributed` Nannies; without GPUs, a `LocalCluster` of CPU workers (2 by
-  default, 1 thread each). GPU workers advertise the resource ``{"GPU": 1}``.
+  default, 1 thread each). GPU workers advertise the resource ``{"GPU": 1}`` and run
+  `SCENES_PER_GPU` threads; each scene claims `GPU_PER_SCENE` of it. The renderer holds its
+  pipeline's lock for the pipeline call, so one scene uses the GPU while the other encodes its
+  finished clip (palette match, H.264): the GPU no longer waits for the encoder.
 - `task_runner_kwargs(settings)`: keyword arguments for prefect-dask's `DaskTaskRunner`: the
   scheduler at ``settings.dask_address`` (a running `dask scheduler` with `dask cuda worker`s,
   possibly on other hosts), or a local cluster from `make_cluster`.
@@ -20,7 +23,18 @@ from typing import Any
 
 from soundsight.settings import RenderSettings
 
-__all__ = ["LOCAL_HOST", "make_cluster", "task_runner_kwargs", "tls_problem", "visible_gpus"]
+__all__ = [
+    "GPU_PER_SCENE",
+    "LOCAL_HOST",
+    "SCENES_PER_GPU",
+    "make_cluster",
+    "task_runner_kwargs",
+    "tls_problem",
+    "visible_gpus",
+]
+
+SCENES_PER_GPU = 2  # scene tasks a GPU worker runs at once: one denoising, one encoding
+GPU_PER_SCENE = 1 / SCENES_PER_GPU  # what a scene claims of a worker's resource ``GPU = 1``
 
 
 def visible_gpus() -> list[str]:
@@ -85,7 +99,7 @@ def make_cluster(
     kind: str = "auto",
     n_workers: int | None = None,
     gpus: list[str] | None = None,
-    threads_per_worker: int = 1,
+    threads_per_worker: int | None = None,
     dashboard_address: str | None = None,
     use_dask_cuda: bool = True,
     **kwargs: Any,
@@ -95,6 +109,7 @@ def make_cluster(
     kind : 'auto' (GPUs when CUDA sees any), 'cuda' or 'cpu'.
     n_workers : CPU workers (default 2); for GPUs, the first `n_workers` of `gpus`.
     gpus : GPU ids to use (default: all visible).
+    threads_per_worker : default `SCENES_PER_GPU` for GPU workers, 1 for CPU workers.
     Extra keyword arguments go to the cluster (e.g. ``memory_limit``, ``local_directory``).
     """
     if kind not in ("auto", "cuda", "cpu"):
@@ -106,6 +121,7 @@ def make_cluster(
         if not gpus and kind == "cuda":
             raise RuntimeError("no CUDA GPU is visible for a GPU cluster")
     if kind != "cpu" and gpus:
+        threads_per_worker = threads_per_worker or SCENES_PER_GPU
         if use_dask_cuda:
             try:
                 from dask_cuda import LocalCUDACluster
@@ -127,23 +143,23 @@ def make_cluster(
 
     return LocalCluster(
         n_workers=n_workers or 2,
-        threads_per_worker=threads_per_worker,
+        threads_per_worker=threads_per_worker or 1,
         processes=True,
         dashboard_address=dashboard_address,
         **kwargs,
     )
 
 
-def task_runner_kwargs(settings: RenderSettings, **cluster_kwargs: Any) -> dict[str, Any]:
+def task_runner_kwargs(settings: RenderSettings, address: str = "", **cluster_kwargs: Any) -> dict[str, Any]:
     """Keyword arguments for prefect-dask's `DaskTaskRunner`.
 
-    Keyword arguments for ``prefect_dask.DaskTaskRunner``: the scheduler address when
-    ``settings.dask_address`` is set, else `make_cluster` with `cluster_kwargs`.
+    Keyword arguments for ``prefect_dask.DaskTaskRunner``: the scheduler at ``settings.dask_address``,
+    else the one at `address` (a local cluster started earlier), else `make_cluster` with `cluster_kwargs`.
     """
-    if settings.dask_address:
+    if settings.dask_address or address:
         # A tls:// scheduler takes the certificates from Dask's own configuration
         # (distributed.comm.tls.*, e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE): Client reads it.
-        return {"address": settings.dask_address}
+        return {"address": settings.dask_address or address}
     return {"cluster_class": make_cluster, "cluster_kwargs": dict(cluster_kwargs)}
 
 

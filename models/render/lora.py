@@ -24,6 +24,7 @@ from soundsight.models.hub import file_fingerprint_update
 __all__ = ["LoraFile", "file_fingerprint", "lora_download_hint", "resolve_lora", "resolve_loras"]
 
 _DEFAULT_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def file_fingerprint(path: str | Path) -> str:
     """Content fingerprint of one file (sha256 hex).
 
     Files up to 16 MiB are hashed whole; larger ones by their size and first and last 8 MiB,
-    the rule `soundsight.models.hub.folder_fingerprint` uses for checkpoint folders.
+    the rule `soundsight.models.hub.folder_fingerprint` uses for checkpoint folders. Memoised per
+    process by the file's size and modification time, as that one is.
 
     Parameters
     ----------
@@ -69,11 +71,14 @@ def file_fingerprint(path: str | Path) -> str:
     str
         64 hex digits.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256(f"{size}\0".encode())
-    file_fingerprint_update(h, path, size)
-    return h.hexdigest()
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = (str(path), st.st_size, st.st_mtime_ns)  # every scene's cache key asks again: hash once per process
+    if stamp not in _FINGERPRINTS:
+        h = hashlib.sha256(f"{st.st_size}\0".encode())
+        file_fingerprint_update(h, path, st.st_size)
+        _FINGERPRINTS[stamp] = h.hexdigest()
+    return _FINGERPRINTS[stamp]
 
 
 def lora_download_hint(spec: str) -> str:

@@ -39,7 +39,10 @@ class AnimaticBackend:
         """
         raise ValueError("the animatic takes no reference image (identity='reference' needs a video model)")
 
-    def costs(self) -> RenderCosts:
+    def prepare(self, settings: RenderSettings) -> None:
+        """Nothing to load."""
+
+    def costs(self, index: int) -> RenderCosts:
         """Nothing built, no model time."""
         return RenderCosts()
 

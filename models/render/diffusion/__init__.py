@@ -7,7 +7,9 @@ The entry point is `make_renderer(settings)`; the ``wan`` and ``mochi`` render b
   frame rule, longest good clip, default resolution, VAE dtype, experts, draft LoRA), which family
   a checkpoint is (``render.backend = "wan"`` covers the Wan families: the checkpoint's
   ``model_index.json`` says which, `detect_family`), and where its checkpoint lies;
-- `draft`: draft quality (a step/CFG-distilled LoRA fused into the transformer);
+- `draft`: draft quality (a step/CFG-distilled LoRA fused into the transformer, and a tiny video
+  decoder);
+- `tiny_decoder`: that decoder (TAEHV, for Wan latents; imports torch, so it is not imported here);
 - `options`: memory options with the out-of-memory ladder, and speed options (compile, FP8, ...);
 - `pipeline`: loading and building a pipeline (the VAE that decodes is chosen there), and the
   per-process cache of built ones;
@@ -18,7 +20,8 @@ The entry point is `make_renderer(settings)`; the ``wan`` and ``mochi`` render b
 Rendering a scene, as `DiffusionClipRenderer.__call__` runs it:
 
 1. The scene's quality: ``final`` (the checkpoint as trained) or ``draft`` (a step/CFG-distilled
-   LoRA fused into the transformer, ``draft_steps`` steps, no classifier-free guidance);
+   LoRA fused into the transformer, ``draft_steps`` steps, no classifier-free guidance, and the
+   tiny video decoder TAEHV instead of the VAE when it is on this machine, ``draft_decoder``);
    ``final_scenes`` renders chosen scenes in final quality whatever ``quality`` says
    (`soundsight.models.render.quality.scene_quality`).
 2. The pipeline for that quality: built once per process and reused (`cached_pipeline`, keyed by
@@ -30,7 +33,9 @@ Rendering a scene, as `DiffusionClipRenderer.__call__` runs it:
 3. The clip's geometry: ``spec.frames_for(job.seconds)`` frames at the model's native fps, at
    the model's resolution (not the output's: the assembler retimes, scales and trims).
 4. Denoising with the scene's seed (and, for ``identity = "reference"``, the reference image
-   through Wan VACE), then the pipeline's VAE decode. Out of GPU memory
+   through Wan VACE), then the decode: the tiny decoder's in draft (on the device, frames to 8
+   bits there), else the pipeline's VAE. The pipeline's lock is held for both: a worker runs two
+   scenes at a time, so one denoises while the other does steps 5 and 6. Out of GPU memory
    (`torch.OutOfMemoryError`), the pipeline steps down `memory_ladder` (model CPU offload, then
    tiled VAE decode) and the call is retried; the cached pipeline keeps the cheaper setting for
    later scenes on that worker.
@@ -41,12 +46,12 @@ Rendering a scene, as `DiffusionClipRenderer.__call__` runs it:
    `soundsight.media.FrameEncoder`).
 
 ``backend_id`` = family, checkpoint name and revision (`soundsight.models.hub`), plus the draft
-LoRAs' names and revisions in draft quality and the reference image's content hash in reference
-identity: what render cache keys depend on.
+LoRAs' and the tiny decoder's names and revisions in draft quality and the reference image's
+content hash in reference identity: what render cache keys depend on.
 """
 
 from soundsight.models.render.diffusion.backend import MOCHI_BACKEND, WAN_BACKEND, DiffusionBackend
-from soundsight.models.render.diffusion.draft import Quality, apply_quality, draft_quality
+from soundsight.models.render.diffusion.draft import Quality, apply_quality, draft_decoder, draft_quality
 from soundsight.models.render.diffusion.families import (
     BACKEND_FAMILIES,
     FAMILIES,
@@ -54,6 +59,8 @@ from soundsight.models.render.diffusion.families import (
     LIGHTX2V_A14B,
     MOCHI,
     SELF_FORCING_1_3B,
+    TAEW2_1,
+    TAEW2_2,
     WAN,
     WAN22_A14B,
     WAN22_TI2V,
@@ -81,7 +88,7 @@ from soundsight.models.render.diffusion.pipeline import (
     load_pipeline,
 )
 from soundsight.models.render.diffusion.renderer import DiffusionClipRenderer, make_renderer, write_clip
-from soundsight.models.render.diffusion.stats import construction_counts, pipeline_builds, render_stats
+from soundsight.models.render.diffusion.stats import construction_counts, pipeline_builds, render_stats, scene_record
 from soundsight.models.render.quality import scene_quality, scene_settings
 
 __all__ = [
@@ -92,6 +99,8 @@ __all__ = [
     "MOCHI",
     "MOCHI_BACKEND",
     "SELF_FORCING_1_3B",
+    "TAEW2_1",
+    "TAEW2_2",
     "WAN",
     "WAN22_A14B",
     "WAN22_TI2V",
@@ -112,6 +121,7 @@ __all__ = [
     "compile_blocks",
     "construction_counts",
     "detect_family",
+    "draft_decoder",
     "draft_quality",
     "family_for",
     "load_pipeline",
@@ -123,6 +133,7 @@ __all__ = [
     "render_stats",
     "resolve_pipeline_checkpoint",
     "scene_quality",
+    "scene_record",
     "scene_settings",
     "spec_for",
     "write_clip",

@@ -9,7 +9,7 @@ import numpy as np
 from soundsight.models.base import RenderCosts, RenderSpec, SceneJob
 from soundsight.models.render.diffusion.families import spec_for
 from soundsight.models.render.diffusion.renderer import DiffusionClipRenderer, make_renderer
-from soundsight.models.render.diffusion.stats import construction_counts, render_stats
+from soundsight.models.render.diffusion.stats import construction_counts, scene_record
 from soundsight.settings import RenderSettings
 
 __all__ = ["MOCHI_BACKEND", "WAN_BACKEND", "DiffusionBackend"]
@@ -40,11 +40,21 @@ class DiffusionBackend:
         frames, _ = make_renderer(settings).generate(job)
         return frames[0]
 
-    def costs(self) -> RenderCosts:
-        """Pipelines this process has built, and the last scene's seconds inside the pipeline call."""
+    def prepare(self, settings: RenderSettings) -> None:
+        """Build the pipeline of ``settings.quality`` in this process, before its first scene needs it.
+
+        With ``identity = "reference"`` and no reference image yet, nothing: the image is drawn
+        first, by a scene of its own.
+        """
+        if settings.identity == "reference" and not settings.reference:
+            return
+        make_renderer(settings).pipeline(settings.quality)
+
+    def costs(self, index: int) -> RenderCosts:
+        """Pipelines this process has built, and scene `index`'s seconds holding the pipeline."""
         return RenderCosts(
             pipelines_built=sum(construction_counts().values()),
-            gpu_seconds=float(render_stats()[-1].get("render_s", 0.0)),  # a worker renders one scene at a time
+            gpu_seconds=float(scene_record(index).get("render_s", 0.0)),  # by index: two scenes share a worker
         )
 
 

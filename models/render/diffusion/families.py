@@ -23,6 +23,8 @@ __all__ = [
     "LIGHTX2V_14B",
     "LIGHTX2V_A14B",
     "MOCHI",
+    "TAEW2_1",
+    "TAEW2_2",
     "SELF_FORCING_1_3B",
     "WAN",
     "WAN22_A14B",
@@ -66,6 +68,11 @@ class ModelFamily:
         expert), for the small and the large (`large_marker`) checkpoint; empty: none known.
     draft_shift, large_draft_shift : float
         Flow-matching shift of the draft sampler (Euler), per LoRA's recipe.
+    latent_channels : int
+        Channels of the transformer's latents (what a draft decoder must decode).
+    draft_decoder : str
+        The published tiny video decoder (TAEHV) for these latents, as ``org/repo/file`` in the
+        Hugging Face cache; empty: none known (drafts decode with the VAE).
     """
 
     name: str
@@ -85,6 +92,8 @@ class ModelFamily:
     large_draft_lora: str = ""
     draft_shift: float = 5.0
     large_draft_shift: float = 5.0
+    latent_channels: int = 16
+    draft_decoder: str = ""
 
     def is_large(self, model: str) -> bool:
         """True for checkpoints whose id contains `large_marker` (e.g. Wan 14B)."""
@@ -116,6 +125,12 @@ LIGHTX2V_A14B = (
     "lightx2v/Wan2.2-Distill-Loras/wan2.2_t2v_A14b_low_noise_lora_rank64_lightx2v_4step_1217.safetensors"
 )
 
+# Tiny video decoders for drafts (TAEHV, MIT; the author publishes them on GitHub only:
+# https://github.com/madebyollin/taehv/tree/main/safetensors). lightx2v/Autoencoders mirrors them on the hub.
+TAEW2_1 = "lightx2v/Autoencoders/taew2_1.safetensors"  # Wan 2.1's VAE latents (also Wan 2.2 A14B, VACE)
+TAEW2_2 = "lightx2v/Autoencoders/taew2_2.safetensors"  # Wan 2.2's VAE latents (TI2V-5B)
+TAEHV_SOURCE = "https://github.com/madebyollin/taehv/raw/main/safetensors/"
+
 _WAN21_SPEC = RenderSpec(native_fps=16.0, frame_multiple=4, frame_offset=1, max_seconds=81 / 16)
 
 WAN = ModelFamily(
@@ -134,6 +149,7 @@ WAN = ModelFamily(
     draft_shift=8.0,
     large_draft_lora=LIGHTX2V_14B,
     large_draft_shift=5.0,
+    draft_decoder=TAEW2_1,
 )
 
 WAN22_TI2V = ModelFamily(
@@ -147,6 +163,8 @@ WAN22_TI2V = ModelFamily(
     size_multiple=32,  # VAE 16 x patch 2
     max_sequence_length=512,
     vae_fp32=True,
+    latent_channels=48,
+    draft_decoder=TAEW2_2,
 )
 
 WAN22_A14B = ModelFamily(
@@ -161,6 +179,7 @@ WAN22_A14B = ModelFamily(
     experts=2,
     draft_lora=LIGHTX2V_A14B,
     draft_shift=5.0,
+    draft_decoder=TAEW2_1,
 )
 
 # Wan 2.1 with VACE blocks beside its own: the same sizes, and the base model's draft LoRAs apply
@@ -183,6 +202,7 @@ MOCHI = ModelFamily(
     default_size=(848, 480),
     max_sequence_length=256,
     vae_fp32=False,
+    latent_channels=12,
 )
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (WAN, WAN22_TI2V, WAN22_A14B, WAN_VACE, MOCHI)}

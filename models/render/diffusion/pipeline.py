@@ -2,10 +2,11 @@
 
 `load_pipeline` loads a family's pipeline from a local folder (the VAE that decodes the frames is
 chosen there: the family's ``vae_class``, in float32 where the family asks); `build_pipeline`
-places it (stepping down the memory ladder when even that runs out), fuses draft LoRAs and applies
-the speed options. `cached_pipeline` keeps one built pipeline per device in this process, so a
-Dask worker (one per GPU) loads its model once; a scene that needs another (other checkpoint,
-quality or option) replaces it.
+places it (stepping down the memory ladder when even that runs out), fuses draft LoRAs, loads the
+draft's tiny video decoder and applies the speed options. `cached_pipeline` keeps one built
+pipeline per device in this process, so a Dask worker (one per GPU) loads its model once; a scene
+that needs another (other checkpoint, quality or option) replaces it, once the scene using the old
+one has finished with it (a worker runs two scenes at a time: one on the GPU, one encoding).
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ T = TypeVar("T")
 
 @dataclass
 class LoadedPipeline:
-    """A built pipeline, where it runs, and the memory setting it runs with now."""
+    """A built pipeline, where it runs, and the memory setting it runs with now.
+
+    lock : held for each pipeline call (one scene on the device at a time).
+    decoder : the draft's tiny video decoder (`tiny_decoder.TinyVideoDecoder`) on the device, or None.
+    retired : set (under `lock`) when the process has replaced this pipeline: never call it again.
+    """
 
     pipe: Any
     memory: MemoryOptions
     device: str
     lock: threading.Lock
+    decoder: Any = None
+    retired: bool = False
 
 
 def _empty_device_cache() -> None:
@@ -147,8 +155,26 @@ def build_pipeline(
     loaded = LoadedPipeline(pipe=pipe, memory=memory, device=device, lock=threading.Lock())
     on_memory_ladder(loaded, lambda: apply_memory(pipe, memory, device), f"placing {family.name}")
     apply_quality(pipe, quality)
+    if quality.decoder is not None:
+        loaded.decoder = load_draft_decoder(quality.decoder.path, family, device)
     apply_speed_options(pipe, speed)
     return loaded
+
+
+def load_draft_decoder(path: Any, family: ModelFamily, device: str) -> Any:
+    """The tiny video decoder at `path` on `device`: float16 on GPUs (its weights' own precision), else float32.
+
+    Raises
+    ------
+    ValueError
+        Not a TAEHV decoder for `family`'s latents.
+    """
+    import torch
+
+    from soundsight.models.render.diffusion.tiny_decoder import load_tiny_decoder
+
+    dtype = torch.float32 if str(device).startswith("cpu") else torch.float16
+    return load_tiny_decoder(path, family.latent_channels, device=device, dtype=dtype)
 
 
 _PIPELINES: dict[str, LoadedPipeline] = {}
@@ -167,8 +193,8 @@ def cached_pipeline(
     """The pipeline of this process for these arguments, built on first use (`build_pipeline`).
 
     A process keeps one pipeline per device: building another (another checkpoint, quality or
-    option) on the same device first drops the one there. Each build is recorded
-    (`stats.record_build`).
+    option) on the same device first waits for the call running on the one there, retires and
+    drops it. Each build is recorded (`stats.record_build`).
     """
     key = "|".join(
         [
@@ -186,13 +212,17 @@ def cached_pipeline(
         if key not in _PIPELINES:
             for other in [k for k, v in _PIPELINES.items() if v.device == device]:
                 log.info("dropping the %s pipeline on %s for another", other.split("|")[0], device)
+                with _PIPELINES[other].lock:  # the scene running on it finishes first
+                    _PIPELINES[other].retired = True
                 del _PIPELINES[other]
             gc.collect()
             _empty_device_cache()
             t0 = time.perf_counter()
             _PIPELINES[key] = build_pipeline(family, checkpoint, dtype, device, memory, speed, quality)
             built_s = time.perf_counter() - t0
-            stats.record_build({"key": key, "quality": quality.name, "pid": os.getpid(), "build_s": built_s})
+            stats.record_build(
+                {"key": key, "quality": quality.name, "pid": os.getpid(), "build_s": built_s, "ended": time.time()}
+            )
             log.info(
                 "built %s %s pipeline %s on %s (%s) in %.1f s",
                 quality.name,
@@ -208,6 +238,8 @@ def cached_pipeline(
 def clear_pipeline_cache() -> None:
     """Drop every cached pipeline (and the build and scene records) in this process."""
     with _CACHE_LOCK:
+        for loaded in _PIPELINES.values():
+            loaded.retired = True
         _PIPELINES.clear()
         stats.clear()
     gc.collect()

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,9 @@ class DiffusionClipRenderer:
             self.reference = Reference.of(settings.reference)
         self.draft = None
         if settings.quality == "draft":
-            self.draft = draft_quality(self.family, self.checkpoint.model_id, settings.draft_lora)
+            self.draft = draft_quality(
+                self.family, self.checkpoint.model_id, settings.draft_lora, settings.draft_decoder
+            )
         parts = [f"{self.family.name}:{self.checkpoint.name}@{self.checkpoint.revision}"]
         parts += [self.draft.describe()] if self.draft else []
         parts += [f"ref:sha256:{self.reference.sha256}"] if self.reference else []
@@ -154,9 +157,8 @@ class DiffusionClipRenderer:
         """Frames (F, H, W, 3) uint8 for `job`, and a stats record (timings, memory, OOM retries)."""
         import torch
 
-        # 1. The scene's quality, and 2. its pipeline.
+        # 1. The scene's quality.
         quality = self.quality_for(job)
-        loaded = self.pipeline_for(resolve_device(self.settings.device), quality)
         draft = quality.name == "draft"
 
         # 3. The clip's geometry.
@@ -173,11 +175,15 @@ class DiffusionClipRenderer:
         width, height = self.size_for(job)
 
         # 4. Denoise with the scene's seed, stepping down the memory ladder when the GPU runs out.
-        #    Draft: few steps, guidance 1.0 (the pipelines then skip the unconditional pass).
+        #    Draft: few steps, guidance 1.0 (the pipelines then skip the unconditional pass), and
+        #    the tiny decoder when the pipeline holds one; else the pipeline's VAE decodes.
         extra = {"reference_images": [self.reference.image()]} if self.reference else {}
+        timings = {"decode_s": 0.0}
 
-        def denoise():
-            return loaded.pipe(
+        def denoise(loaded: LoadedPipeline) -> np.ndarray:
+            """The clip's frames: uint8 from the tiny decoder, floats from the VAE."""
+            tiny = loaded.decoder if draft else None
+            out = loaded.pipe(
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt or self.settings.negative_prompt,
                 height=height,
@@ -187,29 +193,54 @@ class DiffusionClipRenderer:
                 guidance_scale=1.0 if draft else self.settings.guidance_scale,
                 generator=torch.Generator(device="cpu").manual_seed(job.seed),
                 max_sequence_length=self.family.max_sequence_length,
-                output_type="np",  # the pipeline's VAE decodes the latents (chosen in `pipeline.load_pipeline`)
+                output_type="latent" if tiny is not None else "np",  # "np": the VAE chosen in `load_pipeline`
                 **extra,
             )
+            if tiny is None:
+                return np.asarray(out.frames[0])  # floats in [0, 1]: to 8 bits after the lock
+            from soundsight.models.render.diffusion.tiny_decoder import DECODE_CHUNK, decode_latents
 
-        with loaded.lock:
+            if out.frames.is_cuda:
+                torch.cuda.synchronize(out.frames.device)  # the decode's time is the decode's alone
             t0 = time.perf_counter()
-            out, oom_retries = on_memory_ladder(loaded, denoise, f"scene {job.index}")
-            render_s = time.perf_counter() - t0
-        video = np.asarray(out.frames[0])  # (F, H, W, 3) floats in [0, 1]
+            skip = len(extra.get("reference_images", ()))  # VACE keeps the reference's latent frame here
+            frames = decode_latents(tiny, out.frames, skip_frames=skip, chunk=DECODE_CHUNK)
+            video = (frames * 255.0 + 0.5).to(torch.uint8).cpu().numpy()  # 8-bit on the device: a quarter to copy
+            timings["decode_s"] = time.perf_counter() - t0
+            return video
+
+        # 2. Its pipeline, under the pipeline's lock: one scene on the GPU at a time, while a
+        #    finished scene of this worker encodes. A pipeline replaced meanwhile (another
+        #    quality) is retired under its lock: fetch the current one.
+        device = resolve_device(self.settings.device)
+        while True:
+            loaded = self.pipeline_for(device, quality)
+            with loaded.lock:
+                if loaded.retired:
+                    continue
+                started, t0 = time.time(), time.perf_counter()
+                video, oom_retries = on_memory_ladder(loaded, partial(denoise, loaded), f"scene {job.index}")
+                render_s = time.perf_counter() - t0
+            break
         if video.shape[0] != n_frames:
             raise RuntimeError(f"{self.name} returned {video.shape[0]} frames, asked for {n_frames}")
+        if video.dtype != np.uint8:
+            video = (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         record = {
             "index": job.index,
             "quality": quality.name,
+            "decoder": "tiny" if draft and loaded.decoder is not None else "vae",
             "frames": n_frames,
             "width": width,
             "height": height,
             "pid": os.getpid(),
             "oom_retries": oom_retries,
             "render_s": render_s,
+            "decode_s": timings["decode_s"],
+            "started": started,  # wall clock (time.time) when this scene took the pipeline
             "memory": loaded.memory.describe(),
         }
-        return (np.clip(video, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), record
+        return video, record
 
     def __call__(self, job: SceneJob, out_path: Path) -> ClipInfo:
         """Render `job` into the MP4 `out_path` (written atomically); see the package docstring."""
@@ -224,6 +255,7 @@ class DiffusionClipRenderer:
         f, h, w, _ = frames.shape
         write_clip(frames, Path(out_path), self.spec.native_fps)
         record["total_s"] = time.perf_counter() - t0
+        record["ended"] = time.time()  # wall clock: the clip is written
         stats.record_scene(record)
         log.info(
             "scene %d: %d frames %dx%d in %.1f s (%s, %s)",
