@@ -48,9 +48,9 @@ def lyrics_identity(inputs: dict[str, Any]) -> str:
 
         parts.append(f"vocals={DETECTOR_VERSION}")
         if settings.silero_vad:
-            from soundsight.models.lyrics.silero import SILERO_VERSION
+            from soundsight.models.lyrics.silero import SILERO_VERSION, silero_available
 
-            parts.append(f"speech={SILERO_VERSION}")
+            parts.append(f"speech={SILERO_VERSION if silero_available() else 'missing'}")
         try:
             parts.append(whisper_backend_id(settings.model))
         except MissingCheckpointError:

@@ -408,6 +408,26 @@ def test_an_instrumental_never_calls_the_model_loader(instrumental, whisper_call
     assert len(lyrics.segments) == 5 and not any(s.vocals or s.text for s in lyrics.segments)
 
 
+def test_without_faster_whisper_the_vocal_check_runs_without_silero(instrumental, monkeypatch, caplog):
+    # A machine without the models extra (a GPU box given only the video stack) still gets its lyrics
+    # stage: the weight-free check alone, a warning, and a key that says Silero was missing.
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "faster_whisper" else real_find_spec(name, *a)
+    )
+    settings = LyricsSettings()
+    with caplog.at_level(logging.WARNING, logger="soundsight"):
+        lyrics = read_lyrics(
+            find_song_lyrics.fn(instrumental["song"], instrumental["segments"], settings, str(instrumental["path"]))
+        )
+    assert "+silero" not in lyrics.vocals.detector and lyrics.vocals.speech_windows == 0
+    assert "without Silero VAD" in caplog.text
+    identity = lyrics_identity({"settings": settings, "song_path": str(instrumental["path"])})
+    assert "speech=missing" in identity
+
+
 def test_clap_vocals_label_opens_the_gate_and_mode_off_does_nothing(instrumental, tmp_path, whisper_calls):
     from soundsight.schemas import Analysis, Label, SegmentLabels
 

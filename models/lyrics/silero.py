@@ -12,15 +12,22 @@ voice the weight-free check misses at 0 dB, but it loses sung lines over dense m
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
-__all__ = ["FRAME_THRESHOLD", "SILERO_VERSION", "WINDOW_SHARE", "speech_windows"]
+__all__ = ["FRAME_THRESHOLD", "SILERO_VERSION", "WINDOW_SHARE", "silero_available", "speech_windows"]
 
 RATE = 16_000  # Hz: what Silero takes
 FRAME = 512  # samples per Silero frame (32 ms)
 FRAME_THRESHOLD = 0.5  # speech probability of a frame (Silero's own default)
 WINDOW_SHARE = 0.5  # share of a window's frames that must be speech
 SILERO_VERSION = f"silero-vad-6-onnx:{FRAME_THRESHOLD}/{WINDOW_SHARE}"
+
+
+def silero_available() -> bool:
+    """Whether faster-whisper and onnxruntime, which carry and run Silero, are installed here."""
+    return all(importlib.util.find_spec(name) is not None for name in ("faster_whisper", "onnxruntime"))
 
 
 def speech_windows(y: np.ndarray, sr: int, n_windows: int, window_s: float = 1.0) -> np.ndarray:

@@ -33,6 +33,7 @@ from soundsight.models.lyrics.align import (
     spread_lines_over_regions,
 )
 from soundsight.models.lyrics.formats import close_lines, parse_lrc, parse_txt
+from soundsight.models.lyrics.silero import silero_available
 from soundsight.models.lyrics.vocals import DETECTOR_VERSION, segments_with_vocals, track_has_vocals, vocal_activity
 from soundsight.schemas import Lyrics, LyricSegment, Segment, VocalCheck
 from soundsight.settings import LyricsSettings
@@ -181,7 +182,11 @@ def find_lyrics(
     given = parse_txt(_read_text(path)) if path is not None else None
     va = vocal_activity(y, sr, threshold=settings.vocal_threshold)
     detector, speech = DETECTOR_VERSION, 0
-    if settings.silero_vad:  # a second cue: it can only add vocal windows
+    if settings.silero_vad and not silero_available():  # a machine without the models extra: one cue less
+        logging.getLogger("soundsight").warning(
+            "lyrics.silero_vad: faster-whisper is not installed here, so the vocal check runs without Silero VAD"
+        )
+    elif settings.silero_vad:  # a second cue: it can only add vocal windows
         from soundsight.models.lyrics.silero import SILERO_VERSION, speech_windows
 
         added = speech_windows(y, sr, len(va.active), va.window_s) & ~va.active
