@@ -175,8 +175,9 @@ def count_video_frames(path: Path) -> int:
         ffmpeg cannot read the file.
     """
     proc = subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-",
-         "-progress", "pipe:1", "-nostats"],
+        # -progress before the input: after the last output it is a trailing option, which ffmpeg < 7 ignores
+        [ffmpeg_exe(), "-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats", "-i", str(path),
+         "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
         capture_output=True, text=True,
     )  # fmt: skip
     frames = re.findall(r"^frame=(\d+)$", proc.stdout, flags=re.MULTILINE)
