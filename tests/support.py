@@ -137,6 +137,19 @@ def stage_name(task_run_name: str) -> str:
     )
 
 
+def task_states_now(flow_run_id, attempt: int = 1) -> tuple[dict[str, str], bool]:
+    """Stage/scene -> state name of one attempt of a flow run as the server has it now, and whether
+    every one of those task runs is final."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    runs = [r for r in runs if r.flow_run_run_count == attempt]
+    states = {stage_name(r.name): r.state.name if r.state else "?" for r in runs}
+    return states, bool(runs) and all(r.state and r.state.is_final() for r in runs)
+
+
 def task_states(
     flow_run_id, attempt: int = 1, final: bool = True, timeout: float = 60.0, expect: tuple[str, ...] = ()
 ) -> dict[str, str]:
@@ -146,27 +159,21 @@ def task_states(
     are there and every task run is final (final=True), or until the set has not changed for 3 s
     (final=False: a killed attempt's task runs stay Running forever).
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     deadline = time.monotonic() + timeout
     last: dict[str, str] | None = None
     stable_since = time.monotonic()
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            runs = [r for r in runs if r.flow_run_run_count == attempt]
-            states = {stage_name(r.name): r.state.name if r.state else "?" for r in runs}
-            if states != last:
-                last, stable_since = states, time.monotonic()
-            present = set(expect) <= set(states)
-            if runs and present and final and all(r.state and r.state.is_final() for r in runs):
-                return states
-            if runs and not final and time.monotonic() - stable_since > 3.0:
-                return states
-            if time.monotonic() > deadline:
-                return states
-            time.sleep(0.5)
+    while True:
+        states, all_final = task_states_now(flow_run_id, attempt)
+        if states != last:
+            last, stable_since = states, time.monotonic()
+        present = set(expect) <= set(states)
+        if present and final and all_final:
+            return states
+        if states and not final and time.monotonic() - stable_since > 3.0:
+            return states
+        if time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:
