@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,15 +90,33 @@ BAD_INPUTS = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def bad_input_runs(request, bad_inputs, tmp_path_factory, prefect_server) -> dict[str, tuple[Any, Path]]:
+    """`soundsight render <bad input>` for every case a collected test checks, all started at once:
+    name -> (the finished run, its runs folder). Each run is seconds of imports on one core; side by
+    side they use every core."""
+    names = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and item.originalname == "test_bad_input_fails_with_one_clear_line"
+    }
+    runs = {name: tmp_path_factory.mktemp("bad-input") / "runs" for name in names}
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        started = {
+            name: pool.submit(cli, str(bad_inputs[name]), "--output.runs_dir", str(runs[name])) for name in names
+        }
+        return {name: (run.result(), runs[name]) for name, run in started.items()}
+
+
 @pytest.mark.parametrize("name, problem", BAD_INPUTS)
-def test_bad_input_fails_with_one_clear_line(name, problem, bad_inputs, tmp_path, prefect_server):
+def test_bad_input_fails_with_one_clear_line(name, problem, bad_inputs, bad_input_runs):
     path = bad_inputs[name]
-    proc = cli(str(path), "--output.runs_dir", str(tmp_path / "runs"))
+    proc, runs = bad_input_runs[name]
     errors = error_lines(proc.stderr)
     assert proc.returncode == 2, proc.stderr
     assert len(errors) == 1, proc.stderr
     assert str(path) in errors[0] and problem in errors[0], errors[0]
-    assert not list((tmp_path / "runs").rglob("video.mp4")) and not list((tmp_path / "runs").rglob("*.part*"))
+    assert not list(runs.rglob("video.mp4")) and not list(runs.rglob("*.part*"))
 
 
 @case("a URL instead of a file", "exit 2: `URLs are not supported; download the song and give the file's path`")
