@@ -291,7 +291,7 @@ def wait_final(flow_run_id: UUID, after: datetime | None = None, timeout: float 
                 raise TimeoutError(
                     f"flow run {flow_run_id} still {state.name if state else None} after {timeout:.0f} s"
                 )
-            time.sleep(1.0)
+            time.sleep(0.5)
 
 
 def wait_heartbeat(flow_run_id: UUID, timeout: float = 120.0) -> None:
