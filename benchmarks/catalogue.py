@@ -5,11 +5,12 @@ through the real deployments on a Prefect server this script starts: nightly-cat
 its own worker (queue `catalogue`), its songs run as render-song deployment runs on N workers
 (queue `songs`, `--limit 1` each: one worker per GPU host, as docs/production.md says).
 
-The render is the animatic with a **SIMULATED slow GPU**: `render.simulated_seconds_per_scene`
-makes each scene sleep that long first (models/render/simulated.py). That sleep is what lets N
-workers overlap on a 2-core machine, the way N GPU hosts would; the CPU work of a song (process
-start, load, segment, analyse, the animatic, assemble) still competes for the cores, and that is
-what keeps the scaling under N.
+The render is the animatic with a **SIMULATED slow GPU**: the render backend ``simulated-gpu``
+(benchmarks/worker_hooks/simulated_gpu.py), which the processes this script starts register
+through benchmarks/worker_hooks/sitecustomize.py, makes each scene sleep ``--sleep`` seconds first.
+That sleep is what lets N workers overlap on a 2-core machine, the way N GPU hosts would; the CPU
+work of a song (process start, load, segment, analyse, the animatic, assemble) still competes for
+the cores, and that is what keeps the scaling under N.
 
     .venv/bin/python benchmarks/catalogue.py                  # 20 songs, 20 s per scene, 1/2/4 workers
     .venv/bin/python benchmarks/catalogue.py --songs 4 --workers 1 --sleep 2   # a quick look
@@ -134,6 +135,10 @@ def main() -> int:
     home.mkdir()
     server, api = start_prefect_server(home)
     env = dict(os.environ, PREFECT_API_URL=api, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="2")
+    # Every process started from here (deploy, workers, flow runs) knows the simulated-GPU backend.
+    hooks = str(ROOT / "benchmarks" / "worker_hooks")
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [hooks, env.get("PYTHONPATH")])))
+    env["BENCH_SIMULATED_GPU_SECONDS"] = str(args.sleep)
     os.environ["PREFECT_API_URL"] = api
     workers: list[subprocess.Popen] = []
     results: dict = {"runs": []}
@@ -148,12 +153,7 @@ def main() -> int:
         for n in [int(x) for x in args.workers.split(",")]:
             settings = {
                 "segment": {"mode": "random", "seed": 1},
-                "render": {
-                    "width": width,
-                    "height": height,
-                    "fps": args.fps,
-                    "simulated_seconds_per_scene": args.sleep,
-                },  # fmt: skip
+                "render": {"backend": "simulated-gpu", "width": width, "height": height, "fps": args.fps},
                 "output": {"runs_dir": str(workdir / f"runs-{n}")},
             }
             song_workers = [start_worker(env, workdir, f"gpu-host-{n}-{i}", "songs", 1) for i in range(n)]

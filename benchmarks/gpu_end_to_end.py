@@ -5,8 +5,10 @@ Runs ``soundsight render SONG --render.backend wan --render.model MODEL --render
 one this script starts and stops), then again with nothing changed. It reads:
 
 - the Prefect API: the flow run and every task run (state, start, end, run time);
-- the renderer's own record (``SOUNDSIGHT_RENDER_STATS``: one JSON line per pipeline build and per
-  scene from every Dask worker, with ``render_s`` = the time inside the diffusers pipeline call);
+- the renderer's own record (`soundsight.models.render.diffusion.stats`, which
+  benchmarks/worker_hooks writes to a file with ``BENCH_RENDER_STATS``: one JSON line per pipeline
+  build and per scene from every Dask worker, with ``render_s`` = the time inside the diffusers
+  pipeline call);
 - the CLI's progress lines (``[  12.3s] ...``) as a fallback timeline.
 
 and prints: the per-stage timeline (first start and last end after the flow's start, task runs,
@@ -84,7 +86,9 @@ def run_cli(song: str, flags: list[str], stats: Path) -> dict:
     """One `soundsight render`: wall seconds, exit status, progress lines (seconds, message), video path."""
     stats.unlink(missing_ok=True)
     env = dict(os.environ, SOUNDSIGHT_RENDER__SEED="0")
-    env["SOUNDSIGHT_RENDER_STATS"] = str(stats)
+    # The CLI and its Dask workers append the renderer's records to `stats` (benchmarks/worker_hooks).
+    hooks = str(ROOT / "benchmarks" / "worker_hooks")
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [hooks, env.get("PYTHONPATH")])), BENCH_RENDER_STATS=str(stats))
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", CLI, "render", song, *flags], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0

@@ -14,11 +14,11 @@ a parameter. Reported side by side, per orchestration and group:
 - every piece where the new tracker loses more than 0.05 F to the best baseline;
 - downbeat precision (share of detected downbeats within 70 ms of a true downbeat, on a true
   beat) of the shipped evidence and of the equal-weight sum of the five cues it replaced
-  (low, share, chord, bass, loud), both through the same `beats.bars`;
+  (low, share, chord, bass, loud), both through the same `beats.bars.bars`;
 - beat timing: median and 95th percentile of |beat - nearest true beat| (ms, beats within 70 ms
   of one), pooled per orchestration and group, of the shipped tracker and of the same tracker
   with its beats at the half-rise of each attack (``ATTACK_FRACTION`` = 0.5, before
-  `beats.attack_onset_shift`).
+  `beats.attack.attack_onset_shift`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import segmentation_eval as E
-from soundsight.models.audio import beats as B
+from soundsight.models.audio.beats import attack, bars, cues, track_beats
+from soundsight.models.base import BeatGrid
 
 ORCHESTRATIONS = {"piano": 0, "strings": 48, "organ": 19, "guitar": 24}  # General MIDI programs
 BEFORE_CUES = ("low", "share", "chord", "bass", "loud")  # the downbeat evidence before cue weighting
@@ -48,11 +49,11 @@ def rendered(cache: Path, spec: E.Spec, orchestra: str, drums: bool) -> tuple[np
     return E._cached(cache, f"orch-{orchestra}-{spec.name}_{int(drums)}", lambda: E._render(other, drums))
 
 
-def before_downbeats(y: np.ndarray, grid: B.BeatGrid) -> np.ndarray:
+def before_downbeats(y: np.ndarray, grid: BeatGrid) -> np.ndarray:
     """Downbeats (bool per beat) from the equal-weight sum of `BEFORE_CUES`."""
-    terms = B.downbeat_terms(B.compute_cues(B.analysis_audio(y, E.SR)), grid.beats)
+    terms = bars.downbeat_terms(cues.compute_cues(cues.analysis_audio(y, E.SR)), grid.beats)
     evidence = sum(terms[k] for k in BEFORE_CUES)
-    return B.bars((evidence - evidence.mean()) / (evidence.std() + 1e-9))[1]
+    return bars.bars((evidence - evidence.mean()) / (evidence.std() + 1e-9))[1]
 
 
 def beat_offsets(grid_beats: np.ndarray, beats: np.ndarray) -> list[float]:
@@ -70,11 +71,11 @@ def pooled_offsets(rows: list[dict], key: str) -> np.ndarray:
 
 def half_rise_beats(y: np.ndarray) -> np.ndarray:
     """The tracker's beats with ``ATTACK_FRACTION`` = 0.5 (the attack read at its half-rise)."""
-    saved, B.ATTACK_FRACTION = B.ATTACK_FRACTION, 0.5
+    saved, attack.ATTACK_FRACTION = attack.ATTACK_FRACTION, 0.5
     try:
-        return B.track_beats(y, E.SR).beats
+        return track_beats(y, E.SR).beats
     finally:
-        B.ATTACK_FRACTION = saved
+        attack.ATTACK_FRACTION = saved
 
 
 def baseline_f(cache: Path, key: str, y: np.ndarray, beats: np.ndarray) -> dict[str, float]:
@@ -99,7 +100,7 @@ def run(cache: Path, orchestras: list[str]) -> list[dict]:
                 y, info = rendered(cache, spec, orchestra, drums)
                 beats, downbeats = np.array(info["beats"]), np.array(info["downbeats"])
                 key = f"{orchestra}-{spec.name}{'+dr' if drums else ''}"
-                grid = B.track_beats(y, E.SR)
+                grid = track_beats(y, E.SR)
                 shipped = np.isin(grid.beats, grid.downbeats)
                 row = dict(
                     orchestra=orchestra,

@@ -14,7 +14,7 @@ from the score through the MIDI tempo map.
 *Real* (silver ground truth): the four Frets on Fire recordings in ``../shared/music`` with a
 note chart (war_of_freedom, escape_from_chaosland, feelings, metal_madness: one artist's rock and
 metal). Beats are the chart's tempo map (``pretty_midi.get_beats``), aligned to the audio once by a
-lag search within +-150 ms (`tasks.reference_beats.chart_offset`); downbeats assume 4/4 from the
+lag search within +-150 ms (`benchmarks.reference_beats.chart_offset`); downbeats assume 4/4 from the
 chart's first tick.
 
 Trackers
@@ -62,14 +62,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from soundsight.models.audio import beats as B  # noqa: E402
+from benchmarks import reference_beats as R  # noqa: E402
+from soundsight.media import ANALYSIS_SAMPLE_RATE  # noqa: E402
+from soundsight.models.audio.beats import attack, cues, phase, tempo, track_beats  # noqa: E402
+from soundsight.models.audio.beats.confidence import is_credible  # noqa: E402
+from soundsight.models.audio.beats.structure import spectral_novelty  # noqa: E402
 from soundsight.models.audio.segmenters import plan_segments  # noqa: E402
+from soundsight.models.base import BeatGrid  # noqa: E402
 from soundsight.settings import SegmentSettings  # noqa: E402
-from soundsight.tasks import reference_beats as R  # noqa: E402
 
 warnings.filterwarnings("ignore")
 FPS = 24
-SR = B.SR
+SR = ANALYSIS_SAMPLE_RATE
 MUSIC = ROOT.parent / "shared" / "music"
 if not MUSIC.is_dir():
     MUSIC = Path("/work/shared/music")
@@ -122,7 +126,7 @@ MEDLEY = [  # name, spec: played back to back
 
 
 def _render(spec: Spec, drums: bool):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
 
     score = load_score(spec.corpus, spec.number)
     if spec.measures:
@@ -223,7 +227,7 @@ def real_item(song: str) -> Item | None:
 
 def build_set(cache: Path, quick: bool = False) -> list[Item]:
     """Render (or reuse) the rendered set and load the real songs."""
-    from soundsight.flows.demo import medley
+    from benchmarks.scores import medley
 
     cache.mkdir(parents=True, exist_ok=True)
     items: list[Item] = []
@@ -276,9 +280,9 @@ class Plain:
 
     beats: np.ndarray
 
-    def grid(self) -> B.BeatGrid:
+    def grid(self) -> BeatGrid:
         bpm = 60.0 / float(np.median(np.diff(self.beats))) if len(self.beats) > 2 else 0.0
-        return B.BeatGrid(bpm, self.beats, np.zeros(0), 1.0, 4, np.zeros(len(self.beats)), tracker="baseline")
+        return BeatGrid(bpm, self.beats, np.zeros(0), 1.0, 4, np.zeros(len(self.beats)), tracker="baseline")
 
 
 def baseline_beats(name: str, y: np.ndarray) -> np.ndarray:
@@ -316,7 +320,7 @@ def old_tracker() -> types.ModuleType | None:
     return module
 
 
-def cached_grid(cache: Path, item: Item, name: str, old) -> tuple[B.BeatGrid, float] | None:
+def cached_grid(cache: Path, item: Item, name: str, old) -> tuple[BeatGrid, float] | None:
     """Baseline and old-tracker grids are cached (they do not change); (grid, seconds)."""
     path = cache / "grids" / f"{name}-{item.name}.json"
     if path.is_file():
@@ -342,7 +346,7 @@ def cached_grid(cache: Path, item: Item, name: str, old) -> tuple[B.BeatGrid, fl
     beats = np.array(d["beats"], dtype=float)
     if name == "old":
         bpm = 60.0 / float(np.median(np.diff(beats))) if len(beats) > 2 else 0.0
-        grid = B.BeatGrid(bpm, beats, np.array(d["downbeats"]), 1.0, d["meter"], np.array(d["strength"]), tracker="old")
+        grid = BeatGrid(bpm, beats, np.array(d["downbeats"]), 1.0, d["meter"], np.array(d["strength"]), tracker="old")
     else:
         grid = Plain(beats).grid()
     return grid, d["seconds"]
@@ -369,7 +373,7 @@ def _nearest(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.minimum(np.abs(x - grid[np.maximum(i - 1, 0)]), np.abs(x - grid[np.minimum(i, len(grid) - 1)]))
 
 
-def score_cuts(item: Item, grid: B.BeatGrid, novelty, planner: str, snap: bool = True) -> dict:
+def score_cuts(item: Item, grid: BeatGrid, novelty, planner: str, snap: bool = True) -> dict:
     """Cuts of both snapped modes against the item's truth."""
     out = {}
     for mode, seeds in MODES:
@@ -406,10 +410,10 @@ def evaluate(items: list[Item], cache: Path, trackers=TRACKERS) -> dict:
     rows = {}
     for it in items:
         t0 = time.perf_counter()
-        new = B.track_beats(it.audio, SR)
+        new = track_beats(it.audio, SR)
         t_new = time.perf_counter() - t0
         bar = new.period * new.beats_per_bar if len(new.beats) > 2 else 2.0
-        novelty = B.spectral_novelty(it.audio, SR, context_seconds=float(np.clip(bar, 1.5, 4.0)))
+        novelty = spectral_novelty(it.audio, SR, context_seconds=float(np.clip(bar, 1.5, 4.0)))
         rows[(it.name, "paper")] = dict(F=np.nan, **score_cuts(it, new, novelty, "joint", snap=False))
         for name in trackers:
             if name in ("new", "new_joint", "new_greedy"):
@@ -419,7 +423,7 @@ def evaluate(items: list[Item], cache: Path, trackers=TRACKERS) -> dict:
                 if got is None:
                     continue
                 grid, secs = got
-            r = dict(seconds=secs, bpm=grid.tempo_bpm, conf=grid.confidence, credible=B.is_credible(grid))
+            r = dict(seconds=secs, bpm=grid.tempo_bpm, conf=grid.confidence, credible=is_credible(grid))
             est = np.asarray(grid.beats, dtype=float)
             r["F"] = float(mir_eval.beat.f_measure(it.beats, est)) if len(est) > 1 else 0.0
             r["AMLt"] = float(mir_eval.beat.continuity(it.beats, est)[3]) if len(est) > 1 else 0.0
@@ -629,32 +633,33 @@ PHASE_FAMILY = {  # the off-beat evidence weights compared by leave-one-song-out
 
 
 def loso_phase_weights(items: list[Item]) -> str:
-    """Leave-one-song-out choice of the off-beat evidence weights (`beats.PHASE_WEIGHTS`).
+    """Leave-one-song-out choice of the off-beat evidence weights (`beats.phase.PHASE_WEIGHTS`).
 
     For each held-out song (a piece with and without drums is one song), the weights with the best
     mean beat F on the other songs are applied to it; the held-out F is compared with the shipped
-    weights'. Steps 1-3 of the tracker are computed once per item; steps 4-5 (`beats.place_beats`:
+    weights'. Steps 1-3 of the tracker are computed once per item; steps 4-5 (`beats.phase.place_beats`:
     the steady-tempo grid, then the off-beat correction) per weighting.
     """
     import itertools
 
+    import librosa
     import mir_eval
 
     keys = list(PHASE_FAMILY)
     configs = [dict(zip(keys, v)) for v in itertools.product(*PHASE_FAMILY.values())]
-    shipped = configs.index({**{k: 0.0 for k in keys}, **B.PHASE_WEIGHTS})
+    shipped = configs.index({**{k: 0.0 for k in keys}, **phase.PHASE_WEIGHTS})
     table = {}
     for it in items:
-        cues = B.compute_cues(B.analysis_audio(it.audio, SR))
-        frames, _, _, _, variable = B.track_pulse(cues)
+        song_cues = cues.compute_cues(cues.analysis_audio(it.audio, SR))
+        frames, _, _, _, variable = tempo.track_pulse(song_cues)
         for i, w in enumerate(configs):
-            saved, B.PHASE_WEIGHTS = B.PHASE_WEIGHTS, w
+            saved, phase.PHASE_WEIGHTS = phase.PHASE_WEIGHTS, w
             try:
-                f, steady, _, _ = B.place_beats(cues, frames, variable)
+                f, steady, _, _ = phase.place_beats(song_cues, frames, variable)
             finally:
-                B.PHASE_WEIGHTS = saved
-            beats = B._trim(B.librosa.frames_to_time(f, sr=SR, hop_length=B.HOP), cues)
-            beats, _ = B.refine(beats, cues.fine_times, cues.fine, rigid=steady)
+                phase.PHASE_WEIGHTS = saved
+            beats = attack.trim_to_music(librosa.frames_to_time(f, sr=SR, hop_length=cues.HOP), song_cues)
+            beats, _ = attack.refine(beats, song_cues.fine_times, song_cues.fine, rigid=steady)
             table[(i, it.name)] = float(mir_eval.beat.f_measure(it.beats, beats))
     out = [
         f"### Leave-one-song-out: off-beat evidence weights ({len(configs)} combinations)\n",
@@ -697,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     items = build_set(args.cache, args.quick)
-    B.track_beats(items[0].audio[: SR * 10], SR)  # compile librosa's numba code before timing anything
+    track_beats(items[0].audio[: SR * 10], SR)  # compile librosa's numba code before timing anything
     rows = evaluate(items, args.cache)
     timing = stage_timing([it for it in items if it.group == "real"])
     text = f"## Segmentation benchmark ({date.today().isoformat()})\n\n"

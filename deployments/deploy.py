@@ -21,18 +21,25 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from soundsight.environment import environment_variable
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PREFECT_FILE = HERE / "prefect.yaml"
 RENDER_SONG, NIGHTLY = "render-song", "nightly-catalogue"
 SONGS_QUEUE, CATALOGUE_QUEUE = "songs", "catalogue"
+# Defaults of the flags below, for an installation that always deploys the same way.
+POOL = environment_variable("SOUNDSIGHT_POOL", "default of --pool")
+CATALOGUE = environment_variable("SOUNDSIGHT_CATALOGUE", "default of --catalogue")
+CATALOGUE_CRON = environment_variable("SOUNDSIGHT_CATALOGUE_CRON", "default of --cron")
+CATALOGUE_TIMEZONE = environment_variable("SOUNDSIGHT_CATALOGUE_TIMEZONE", "default of --timezone")
+HEARTBEAT_SECONDS = environment_variable("SOUNDSIGHT_HEARTBEAT_SECONDS", "default of --heartbeat-seconds")
 
 
 def ensure_pool(pool: str, max_songs: int | None = None) -> None:
@@ -214,30 +221,23 @@ def deploy(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m soundsight.deployments.deploy`; returns the exit status."""
-    env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="python -m soundsight.deployments.deploy", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--pool", default=env("SOUNDSIGHT_POOL", "soundsight"), help="process work pool (created when missing)"
-    )
+    parser.add_argument("--pool", default=POOL.get("soundsight"), help="process work pool (created when missing)")
     parser.add_argument(
         "--catalogue",
-        default=env("SOUNDSIGHT_CATALOGUE", "catalogue"),
+        default=CATALOGUE.get("catalogue"),
         help="folder of songs or manifest (.toml/.yaml/.json) for nightly-catalogue, as the worker sees it",
     )
-    parser.add_argument(
-        "--cron", default=env("SOUNDSIGHT_CATALOGUE_CRON", "0 2 * * *"), help="nightly-catalogue's schedule"
-    )
-    parser.add_argument(
-        "--timezone", default=env("SOUNDSIGHT_CATALOGUE_TIMEZONE", "UTC"), help="IANA zone of the schedule"
-    )
+    parser.add_argument("--cron", default=CATALOGUE_CRON.get("0 2 * * *"), help="nightly-catalogue's schedule")
+    parser.add_argument("--timezone", default=CATALOGUE_TIMEZONE.get("UTC"), help="IANA zone of the schedule")
     parser.add_argument("--workdir", default=str(ROOT), help="soundsight checkout on the workers' machines")
     parser.add_argument("--paused", action="store_true", help="create the nightly schedule inactive")
     parser.add_argument(
         "--heartbeat-seconds",
         type=int,
-        default=int(env("SOUNDSIGHT_HEARTBEAT_SECONDS", "60")),
+        default=int(HEARTBEAT_SECONDS.get("60")),
         help="seconds between flow-run heartbeats (at least 30); a run that misses three is marked Crashed",
     )
     parser.add_argument(

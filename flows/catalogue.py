@@ -59,9 +59,10 @@ from prefect.states import Failed, State
 from pydantic import BaseModel, ValidationError
 
 from soundsight.cache import canonical
+from soundsight.flows.attempts import attempt
+from soundsight.flows.report import CatalogueProgress, publish_catalogue
 from soundsight.media import sha256_file
 from soundsight.settings import Settings
-from soundsight.tasks.report import CatalogueProgress, publish_catalogue
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".mka"}
 MANIFEST_SUFFIXES = {".toml", ".yaml", ".yml", ".json"}
@@ -80,24 +81,25 @@ def render_catalogue(
 ) -> list[dict[str, Any]] | State:
     """Render every song of a catalogue, one `render-song` deployment run per changed song.
 
-    Parameters
-    ----------
-    catalogue : str
-        A folder of audio files, or a manifest listing songs with per-song overrides of `settings`.
-    settings : Settings
-        Settings for every song (a manifest's defaults and overrides go on top).
-    recheck : bool
-        Send every song through its render-song run, changed or not (the stage caches decide).
-    deployment : str
-        The deployment that renders one song (``flow/deployment``).
-    poll_seconds : float
-        Seconds between looks at the songs' runs (each look updates the progress artifact).
+    Returns one row per song (also the table artifact), or a Failed state naming the failed songs.
+    (Google-style Args: Prefect reads the UI form's parameter descriptions from them.)
 
-    Returns
-    -------
-    list of dict or State
-        One row per song (also the table artifact); a Failed state naming the failed songs.
+    Args:
+        catalogue: A folder of audio files, or a manifest (.toml, .yaml, .json) listing songs with
+            per-song overrides of the settings; a path on the machine that runs the flow.
+        settings: Settings for every song (a manifest's defaults and overrides go on top).
+        recheck: Send every song through its render-song run, changed or not (the stage caches decide).
+        deployment: The deployment that renders one song (flow/deployment).
+        poll_seconds: Seconds between looks at the songs' runs (each look updates the progress artifact).
     """
+    with attempt():  # logs to the server, an earlier attempt closed, a user's error not retried
+        return render_songs(catalogue, settings, recheck, deployment, poll_seconds)
+
+
+def render_songs(
+    catalogue: str, settings: Settings, recheck: bool, deployment: str, poll_seconds: float
+) -> list[dict[str, Any]] | State:
+    """The catalogue flow's body (see `render_catalogue`)."""
     songs = [Song.plan(entry) for entry in discover(catalogue, settings)]
     code = code_fingerprint()
     run_id = str(this_run.id or "local")

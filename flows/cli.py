@@ -123,19 +123,12 @@ class ProgressPrinter(logging.Handler):
         self.stream.flush()
 
 
-URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
-
-
 def check_song_argument(song: str) -> str:
-    """Why `song` cannot be rendered before any work starts ('' when it can)."""
-    if song.lower().startswith(URL_SCHEMES):
-        return f"{song}: URLs are not supported; download the song and give the file's path"
-    path = Path(song).expanduser()
-    if not path.exists():
-        return f"{song}: file not found"
-    if path.is_file() and not os.access(path, os.R_OK):
-        return f"{song}: cannot be read (permission denied)"
-    return ""
+    """Why `song` cannot be rendered before any work starts ('' when it can): one line naming it."""
+    from soundsight.media import song_file_problem
+
+    problem = song_file_problem(song)
+    return f"{song}: {problem}" if problem else ""
 
 
 def quiet_prefect_console(verbose: bool) -> None:
@@ -213,11 +206,13 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
             from soundsight.flows.music_video import render_song
 
             # Ctrl-C is handled here, not as a KeyboardInterrupt: raised inside Prefect's engine,
-            # one can be absorbed by its bookkeeping and the run goes on to the end.
-            signal.signal(signal.SIGINT, lambda *_: interrupted(resources))
+            # one can be absorbed by its bookkeeping and the run goes on to the end. A closed
+            # terminal (SIGHUP) stops the render the same way.
+            for signum in (signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, lambda signum, _: interrupted(resources, signum))
             video = render_song(song, settings)
         except KeyboardInterrupt:
-            interrupted(resources)
+            interrupted(resources, signal.SIGINT)
         except SoundsightError as e:
             return error(str(e), 2)
         except Exception as e:  # a stage failed: one line here, its logs in the Prefect UI
@@ -240,12 +235,22 @@ def import_flow(api_url: str) -> None:
     import soundsight.flows.music_video  # noqa: F401 - imported for the time it takes
 
 
-def interrupted(resources: contextlib.ExitStack) -> None:
-    """Ctrl-C: one line, the temporary server stopped, exit 130 without waiting for render threads."""
-    # os.write, not print: inside a flow run Prefect's log_prints turns print into a log record.
-    os.write(2, b"soundsight: interrupted: finished stages stay cached; the same command resumes the run\n")
+def interrupted(resources: contextlib.ExitStack, signum: int) -> None:
+    """Ctrl-C or a closed terminal: one line, the run marked Cancelled, exit 128 + signal number.
+
+    The flow run and its unfinished task runs are marked Cancelled on the server first (a server
+    that outlives the CLI would otherwise show them Running forever); the temporary server, if
+    any, is stopped; render threads are not waited for.
+    """
+    from soundsight.flows.attempts import cancel_interrupted_run
+
+    why = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"interrupted ({signal.Signals(signum).name})"
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        # os.write, not print: inside a flow run Prefect's log_prints turns print into a log record.
+        os.write(2, f"soundsight: {why}: finished stages stay cached; the same command resumes the run\n".encode())
+    cancel_interrupted_run(f"{why}; finished stages stay cached, the same command resumes the run")
     resources.close()
-    os._exit(130)
+    os._exit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:

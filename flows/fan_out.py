@@ -13,16 +13,14 @@ and every scene claims one GPU.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from pathlib import Path
 
-from prefect import Task
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from soundsight.flows.report import track_progress
+from soundsight.flows.stages import Stages, cached_result
 from soundsight.schemas import Manifest
 from soundsight.settings import AnalysisSettings, RenderSettings
 from soundsight.tasks.analyse import analyse_song, embed_segment_batch, fans_out, segment_batches
-from soundsight.tasks.common import adopt_edits, cached_result, publish, unpublish_beyond
 from soundsight.tasks.render import (
     SceneInput,
     check_reference_edit,
@@ -33,33 +31,31 @@ from soundsight.tasks.render import (
     scene_task_runner,
     uses_reference,
 )
-from soundsight.tasks.report import StageLog, track_progress
-
-Stage = Callable[[Task], Task]  # configures a stage's task for this run (`tasks.report.StageLog`)
 
 
-def analyse(stage: Stage, song: Manifest, segments: Manifest, settings: AnalysisSettings) -> Manifest:
+def analyse(stage: Stages, song: Manifest, segments: Manifest, settings: AnalysisSettings) -> Manifest:
     """The analyse stage, fanned out per batch of segments for CLAP.
 
-    The analyse stage: one task; with CLAP, first one embedding task per batch of segments
-    (on the flow's workers, each keeping the model loaded), then one labelling task.
+    One task; with CLAP, first one embedding task per batch of segments (on the flow's workers,
+    each keeping the model loaded), then one labelling task.
     """
     embeddings = None
     if fans_out(settings):
         batches = [
-            stage(embed_segment_batch).submit(song, segments, first, last, settings)
+            stage.task(embed_segment_batch).submit(song, segments, first, last, settings)
             for first, last in segment_batches(segments, settings)
         ]
-        embeddings = [publish(batch.result()) for batch in batches]
+        embeddings = [stage.published(batch) for batch in batches]
     return stage(analyse_song)(song, segments, settings, embeddings)
 
 
 def render(
-    stage: StageLog, song: Manifest, script: Manifest, scenes: list[SceneInput], settings: RenderSettings
+    stage: Stages, song: Manifest, script: Manifest, scenes: list[SceneInput], settings: RenderSettings
 ) -> list[Manifest]:
     """The render stage: one task per scene, fanned out.
 
-    First, for ``identity = "reference"``, the reference image every scene is conditioned on. Work whose result is already cached (and intact) is collected on threads; only the rest goes to
+    First, for ``identity = "reference"``, the reference image every scene is conditioned on. Work
+    whose result is already cached (and intact) is collected on threads; only the rest goes to
     `scene_task_runner`, so a fully cached rerun starts no GPU cluster. Each scene's line
     (Completed / Cached) and its timings are recorded here, in the flow's process, wherever the
     scene ran. Returns the clips in scene order once every scene has finished (or raises the
@@ -78,15 +74,14 @@ def render(
             return runner
 
         if uses_reference(settings):
-            made, inputs = stage(make_reference), {"song": song, "script": script, "settings": settings}
+            made, inputs = stage.task(make_reference), {"song": song, "script": script, "settings": settings}
             with one_scene_per_gpu(settings):
-                reference = where(made, inputs).submit(made, inputs).result()
-            reference = publish(adopt_edits(reference, check_reference_edit))
+                reference = stage.published(where(made, inputs).submit(made, inputs), edits=check_reference_edit)
             settings = settings.model_copy(update={"reference": str(reference.path("reference"))})
 
         # Each scene with its own quality (draft, or final for `final_scenes`); final ones go last,
         # so a worker switches pipelines once.
-        task = stage(render_scene)
+        task = stage.task(render_scene)
         per_scene = {s.index: scene_settings(settings, s.index) for s in scenes}
         order = sorted(scenes, key=lambda s: per_scene[s.index].quality == "final" and settings.quality == "draft")
         futures = {}
@@ -105,6 +100,5 @@ def render(
 
         ordered = [futures[s.index] for s in scenes]
         track_progress(song, ordered, on_finished=finished)
-        clips = [publish(future.result()) for future in ordered]
-    unpublish_beyond(song.run_dir, "scenes", "scene_*.mp4", keep={Path(c.links["clip"]).name for c in clips})
+        clips = [stage.published(future) for future in ordered]
     return clips

@@ -1,10 +1,14 @@
 """The small interfaces every backend implements. No Prefect here.
 
+- `BeatTracker`: audio -> `BeatGrid` (beats, bars, phrases, sections, a confidence).
 - `Analyser`: audio + segments -> `Analysis` (the paper's labels).
 - `SegmentEmbedder`: an analyser that works in two steps, so the expensive one fans out:
   embed batches of segments (anywhere), then label them all at once.
 - `ScriptWriter`: a `ScriptRequest` -> `ScriptResult` (scenes + raw text for the run folder).
 - `ClipRenderer`: a `SceneJob` -> one clip file covering the scene.
+
+The tables of `soundsight.backends` list, per kind, small backend objects that build these from
+the settings: `AnalyserBackend`, `ScriptWriterBackend`, `SceneWriterBackend`.
 
 Backends carry a `backend_id` string: model id and revision (or an algorithm version) that goes
 into cache keys, so a different model never reuses another's results.
@@ -20,6 +24,102 @@ import numpy as np
 
 from soundsight.media import ANALYSIS_SAMPLE_RATE
 from soundsight.schemas import Analysis, Scene, Segment, VisualBible
+from soundsight.settings import (
+    AnalysisSettings,
+    ChatEndpoint,
+    RenderSettings,
+    ScriptSettings,
+    SegmentSettings,
+    Settings,
+)
+
+
+@dataclass(frozen=True)
+class BeatGrid:
+    """A song's beats and bars. Times in seconds; strengths and confidence 0..1.
+
+    Attributes
+    ----------
+    tempo_bpm : float
+        Median tempo, BPM.
+    beats, downbeats : np.ndarray
+        Seconds, increasing; every downbeat is a beat.
+    confidence : float
+        0..1 (the built-in tracker's: `models.audio.beats.confidence.beat_confidence`); below
+        ``segment.min_confidence`` the grid is not used for cuts (`confidence.is_credible`).
+    beats_per_bar : int
+        3, or 4 (duple and compound bars count as 4).
+    strength : np.ndarray
+        Per beat, 0..1: attack strength relative to the song's 95th percentile.
+    tempo_level : str
+        Kept for compatibility: always ``"as_tracked"`` (octaves are decided among the hypotheses).
+    variable_tempo : bool
+        Whether the beats follow a local tempo curve.
+    steady_tempo : bool
+        Whether the beats are one straight lattice with one beat phase for the whole song.
+    phase_flips : int
+        How often the off-beat correction switched the half of the eighth-note lattice.
+    candidates : tuple of dict
+        Tempo hypotheses: ``{"bpm": float, "score": float}``, best first.
+    phrase_boundaries, phrase_strength : np.ndarray
+        4- and 8-bar phrase starts (seconds, on downbeats) and their strength (0..1).
+    section_boundaries, section_strength : np.ndarray
+        Section boundaries (seconds, on downbeats) and their strength (0..1).
+    confidence_terms : dict
+        The factors of `confidence` (``on_attack``, ``regularity``, ``phase``, ``tempo_clarity``).
+    tracker : str
+        Which tracker made the grid: its name in `soundsight.backends.BEAT_TRACKERS` ('' unknown).
+    """
+
+    tempo_bpm: float
+    beats: np.ndarray
+    downbeats: np.ndarray
+    confidence: float
+    beats_per_bar: int = 4
+    strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tempo_level: str = "as_tracked"
+    variable_tempo: bool = False
+    steady_tempo: bool = False
+    phase_flips: int = 0
+    candidates: tuple = ()
+    phrase_boundaries: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    phrase_strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    section_boundaries: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    section_strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    confidence_terms: dict = field(default_factory=dict)
+    tracker: str = ""
+
+    @property
+    def period(self) -> float:
+        """Median beat period, seconds (0.5 when unknown)."""
+        return float(np.median(np.diff(self.beats))) if len(self.beats) > 2 else 0.5
+
+
+class BeatTracker(Protocol):
+    """Finds a song's beats and bars for the segment stage (`soundsight.backends.BEAT_TRACKERS`).
+
+    The segment stage calls `identity` for its cache key and `track` for the grid, whatever the
+    tracker: a tracker with a model loads it in `track` (and raises there when it cannot).
+    """
+
+    name: str
+
+    def identity(self, settings: SegmentSettings) -> str:
+        """What besides `settings` changes the grid, for the segment stage's cache key ('' when nothing does).
+
+        Content, never a path: e.g. the sha256 of the checkpoint ``settings`` names.
+        """
+        ...
+
+    def track(self, y: np.ndarray, sr: int, settings: SegmentSettings) -> BeatGrid:
+        """The grid of the mono song `y` (float32 at `sr` Hz), ``tracker`` set to `name`.
+
+        Raises
+        ------
+        SoundsightError
+            The tracker cannot run as `settings` ask (e.g. `MissingCheckpointError`).
+        """
+        ...
 
 
 class Analyser(Protocol):
@@ -64,6 +164,34 @@ class SegmentEmbedder(Protocol):
         ...
 
 
+class AnalyserBackend(Protocol):
+    """An entry of `soundsight.backends.ANALYSERS`: the analyser the ``analysis`` settings describe.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the table (``analysis.backend``), also ``Analysis.backend``.
+    fans_out : bool
+        Whether `analyser` returns a `SegmentEmbedder`, whose embedding batches the flow fans out
+        over its workers; else an `Analyser`, called once.
+    hears_vocals : bool
+        Whether its "prominent element: Vocals" label is evidence of singing, which the lyrics
+        stage's vocal check then counts (``lyrics.clap_vocals``).
+    """
+
+    name: str
+    fans_out: bool
+    hears_vocals: bool
+
+    def available(self, settings: AnalysisSettings) -> bool:
+        """Whether it can run on this machine (its checkpoint is here); ``auto`` takes the first that can."""
+        ...
+
+    def analyser(self, settings: AnalysisSettings) -> Analyser | SegmentEmbedder:
+        """The analyser, ready to call (weights load on first use); its `backend_id` enters cache keys."""
+        ...
+
+
 @dataclass(frozen=True)
 class ScriptRequest:
     """Everything a script writer may use. `prompt` is the filled Block 1 (also in prompt.txt)."""
@@ -94,6 +222,9 @@ class ScriptResult:
     raw_response: str = ""  # everything the writer produced, reasoning included (response.txt)
     notes: list[str] = field(default_factory=list)
     bible: VisualBible | None = None
+    # What the writer could not do as asked (scenes or bible fields its model wrote unusably and
+    # the template wrote instead): script.json's `warnings`, shown by the CLI and the UI.
+    warnings: list[str] = field(default_factory=list)
 
 
 class ScriptWriter(Protocol):
@@ -104,6 +235,56 @@ class ScriptWriter(Protocol):
 
     def __call__(self, request: ScriptRequest) -> ScriptResult:
         """One scene per entry of ``request.durations``."""
+        ...
+
+
+class ScriptWriterBackend(Protocol):
+    """An entry of `soundsight.backends.SCRIPT_WRITERS`: who writes pipeline 1's script.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the table (``script.backend``).
+    concurrency_limit : str
+        The Prefect global concurrency limit its requests occupy, one slot each (created with
+        ``prefect gcl create NAME --limit N``; requests are not capped while it does not exist);
+        empty: it sends none.
+    unavailable_hint : str
+        What to do when its endpoint does not answer (the error's last sentence).
+    """
+
+    name: str
+    concurrency_limit: str
+    unavailable_hint: str
+
+    def writer(self, settings: ScriptSettings) -> ScriptWriter:
+        """The writer, ready to call; its `writer_id` enters cache keys."""
+        ...
+
+    def endpoint(self, settings: ScriptSettings) -> ChatEndpoint | None:
+        """The server it writes through, checked before any stage runs; None: it needs none."""
+        ...
+
+
+class SceneWriterBackend(ScriptWriterBackend, Protocol):
+    """An entry of `soundsight.backends.SCENE_WRITERS`: who splits pipeline 2's story into scenes.
+
+    Attributes
+    ----------
+    name : str
+        Its name in the table (``script.scene_writer``).
+    credit : str
+        ``script.json``'s writer: the story's author and the scenes' (``lalm+llm``).
+    scene_source : str
+        The ``Scene.source`` of the scenes its served model wrote (the LLM writer marks them
+        ``llm``; the audio-language model's are ``lalm``).
+    """
+
+    credit: str
+    scene_source: str
+
+    def script_settings(self, settings: Settings) -> ScriptSettings:
+        """The ``script`` settings its writer is built from (they enter the script stage's cache key)."""
         ...
 
 
@@ -190,4 +371,63 @@ class ClipRenderer(Protocol):
 
     def __call__(self, job: SceneJob, out_path: Path) -> ClipInfo:
         """Render `job` into `out_path` (written atomically)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RenderCosts:
+    """What rendering has cost the worker process that just rendered a scene.
+
+    pipelines_built : models this process has built so far (1 when it kept its model loaded, as it
+        should; 0 for renderers that build none).
+    gpu_seconds : seconds the last scene spent inside the model (0 for renderers without one).
+    """
+
+    pipelines_built: int = 0
+    gpu_seconds: float = 0.0
+
+
+class RendererBackend(Protocol):
+    """One ``render.backend``: what the render stage asks of it without knowing its name.
+
+    Each entry of `soundsight.backends.RENDERERS` names one object satisfying this protocol.
+
+    name : the ``render.backend`` value it answers to.
+    gpu_workers : scenes fan out to the GPU worker pool (Dask, one single-threaded worker per GPU,
+        each scene claiming one GPU, or the scheduler at ``render.dask_address``); False: on two
+        threads of the flow's process.
+    takes_reference : ``identity = "reference"`` applies: the flow first makes the run's reference
+        image (the user's, or one `draw_reference` draws) and passes it to every scene as
+        ``render.reference`` (`make` refuses a checkpoint that cannot take one).
+    """
+
+    name: str
+    gpu_workers: bool
+    takes_reference: bool
+
+    def spec(self, settings: RenderSettings) -> RenderSpec:
+        """The clips' frame rules and longest clip for these settings, without loading any model."""
+        ...
+
+    def make(self, settings: RenderSettings) -> ClipRenderer:
+        """The renderer for these settings; its ``backend_id`` keys the scenes' cache.
+
+        Cheap: loads no weights (a model is built on the first scene, and kept by the process).
+
+        Raises
+        ------
+        MissingCheckpointError
+            The checkpoint is not on this machine (the flow calls this before any work starts).
+        """
+        ...
+
+    def draw_reference(self, settings: RenderSettings, job: SceneJob) -> np.ndarray:
+        """One still image of ``job.prompt``, (height, width, 3) uint8: the run's reference image.
+
+        Called only for backends that take a reference.
+        """
+        ...
+
+    def costs(self) -> RenderCosts:
+        """What rendering has cost this process so far, read right after it rendered a scene."""
         ...

@@ -191,7 +191,7 @@ def require_transformers_files(model_id: str, folder: Path, hint: str, also: tup
 
 
 def resolve_checkpoint(
-    model_id: str, *, check: CheckFolder | None = None, hint: str = "", example_hub_id: str = "<hub id>"
+    model_id: str, *, check: CheckFolder | None = None, hint: str = "", example_hub_id: str = "ORG/MODEL"
 ) -> Checkpoint:
     """Find `model_id` on this machine, never touching the network.
 
@@ -229,10 +229,12 @@ def resolve_checkpoint(
         revision = folder.name if snapshot_commit else "sha256:" + folder_fingerprint(folder)
         return Checkpoint(model_id, folder.resolve(), revision, "local")
     if folder.exists():
-        raise MissingCheckpointError(model_id, f"{model_id} is a file; give a checkpoint folder or a hub id")
+        raise MissingCheckpointError(model_id, "give a checkpoint folder or a hub id", problem="a file, not a folder")
     if looks_like_path(model_id):
         raise MissingCheckpointError(
-            model_id, f"no such folder; download one into it with: hf download {example_hub_id} --local-dir {model_id}"
+            model_id,
+            f"download one into it with: hf download {example_hub_id} --local-dir {model_id}",
+            problem="no such folder",
         )
     try:
         from huggingface_hub import snapshot_download
@@ -346,14 +348,12 @@ class LoadedModels(Generic[Model]):
         device: str,
         dtype: torch.dtype,
         load: Callable[[Checkpoint, str, torch.dtype], Model],
-        on_load: Callable[[], None] = lambda: None,
     ) -> Model:
-        """The model for this key; the first call loads it with ``load(checkpoint, device, dtype)``, then calls ``on_load()``."""
+        """The model for this key; the first call loads it with ``load(checkpoint, device, dtype)``."""
         key = (checkpoint.model_id, checkpoint.revision, str(dtype), device)
         with self._lock:
             if key not in self._models:
                 self._models[key] = load(checkpoint, device, dtype)
-                on_load()
             return self._models[key]
 
     def load(
@@ -362,7 +362,6 @@ class LoadedModels(Generic[Model]):
         device: str | None,
         dtype: str | None,
         load: Callable[[Checkpoint, str, torch.dtype], Model],
-        on_load: Callable[[], None] = lambda: None,
     ) -> Model:
         """`get` after resolving `device` (`resolve_device`) and the dtype named `dtype` (`torch_dtype`).
 
@@ -374,7 +373,7 @@ class LoadedModels(Generic[Model]):
             ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
         dtype : {"auto", "float32", "float16", "bfloat16"} or None
             ``auto``/None: float16 on CUDA, float32 elsewhere.
-        load, on_load : callable
+        load : callable
             As for `get`.
 
         Returns
@@ -383,7 +382,7 @@ class LoadedModels(Generic[Model]):
             Shared by every caller in this process.
         """
         device = resolve_device(device)
-        return self.get(checkpoint, device, torch_dtype(dtype, device), load, on_load)
+        return self.get(checkpoint, device, torch_dtype(dtype, device), load)
 
     def clear(self) -> None:
         """Forget every loaded model."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 # render.backend: one clip per scene (`models.base.RendererBackend`).
 RENDERERS: dict[str, str] = {
     "animatic": "soundsight.models.render.animatic:BACKEND",
-    "wan": "soundsight.models.render.diffusion:WAN",
-    "mochi": "soundsight.models.render.diffusion:MOCHI",
+    "wan": "soundsight.models.render.diffusion:WAN_BACKEND",
+    "mochi": "soundsight.models.render.diffusion:MOCHI_BACKEND",
 }
 
 # segment.beat_tracker: beats, downbeats and a confidence (`models.base.BeatTracker`).
@@ -24,18 +24,20 @@ BEAT_TRACKERS: dict[str, str] = {
     "beat_this": "soundsight.models.audio.beat_this:BACKEND",
 }
 
-# analysis.backend: the paper's labels (`models.base.AnalyserBackend`); "auto" picks among them.
+# analysis.backend: the paper's labels (`models.base.AnalyserBackend`).
 ANALYSERS: dict[str, str] = {
     "features": "soundsight.models.analysis.features:BACKEND",
     "clap": "soundsight.models.analysis.clap:BACKEND",
 }
+# analysis.backend = "auto": the first of these that can run on this machine (CLAP when its checkpoint is here).
+AUTO_ANALYSERS: tuple[str, ...] = ("clap", "features")
 
-# script.backend (pipeline 1) and script.scene_writer (pipeline 2): who writes the scenes
-# (`models.base.ScriptWriterBackend`).
+# script.backend: who writes pipeline 1's script (`models.base.ScriptWriterBackend`).
 SCRIPT_WRITERS: dict[str, str] = {
     "template": "soundsight.models.script.template:BACKEND",
     "llm": "soundsight.models.script.llm:BACKEND",
 }
+# script.scene_writer: who splits pipeline 2's story into scenes (`models.base.SceneWriterBackend`).
 SCENE_WRITERS: dict[str, str] = {
     "lalm": "soundsight.models.script.lalm:SCENE_WRITER",
     "llm": "soundsight.models.script.llm:SCENE_WRITER",

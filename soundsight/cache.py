@@ -4,16 +4,17 @@ A stage's key is the sha256 of:
   stage name + stage version            (bump the version when a stage's output format changes)
   + the content hashes of its inputs     (a `Manifest` contributes `content_hash()` and the name
                                           of its run folder, never a full path)
-  + the stage's settings group           (minus fields that cannot change the result)
+  + the stage's settings group           (minus the fields settings.py marks `OPERATIONAL`:
+                                          they cannot change the result)
   + the backend's identity               (model id and revision, or an algorithm version)
 
 Never the flow-run id, never a full path, never the task's source code: rendering the same song
 twice hits the cache for every task, and editing whitespace in a task does not invalidate it.
 
 Every cache hit is a claim that the files it names are the ones the stage wrote.
-`StageCachePolicy.compute_key` checks that claim before Prefect uses the record: each file must
-still have the size and modification time recorded when it was written, or else its sha256; a
-record that fails is forgotten (logged with the reason) and the stage runs again.
+`StageCachePolicy.compute_key` checks that claim before Prefect uses the record: every file is
+hashed again and must have the sha256 recorded when it was written (`Manifest.problem`); a record
+that fails is forgotten (logged with the reason) and the stage runs again.
 """
 
 from __future__ import annotations
@@ -23,31 +24,27 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from soundsight.schemas import Manifest
+from soundsight.settings import Operational
 
 log = logging.getLogger("soundsight.cache")
 
-# Settings fields that steer *how* a stage runs but cannot change what it produces.
-OPERATIONAL_FIELDS = frozenset(
-    {
-        "dask_address",
-        "device",
-        "timeout_seconds",
-        "llm_api_key",
-        "api_key",
-        "clap_batch_size",
-        "clap_segments_per_task",
-        "force",
-        "reference",
-    }  # render.reference: a path; the renderer's identity carries its content hash
-)
 # Call parameters that locate outputs rather than describe inputs.
 LOCATION_PARAMETERS = frozenset({"run_dir", "runs_dir", "run_root", "run_name", "song_path", "audio_path"})
+
+
+@cache
+def operational_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of `model` marked `soundsight.settings.OPERATIONAL` (they stay out of cache keys)."""
+    return frozenset(
+        name for name, field in model.model_fields.items() if any(isinstance(m, Operational) for m in field.metadata)
+    )
 
 
 def canonical(value: Any) -> Any:
@@ -58,11 +55,8 @@ def canonical(value: Any) -> Any:
         return {"manifest": value.stage, "content": value.content_hash(), "run": Path(value.run_dir).name}
     if isinstance(value, BaseModel):
         data = value.model_dump(mode="json")
-        return {
-            k: canonical(v)
-            for k, v in sorted(data.items())
-            if k not in OPERATIONAL_FIELDS and k not in LOCATION_PARAMETERS
-        }
+        skip = operational_fields(type(value)) | LOCATION_PARAMETERS
+        return {k: canonical(v) for k, v in sorted(data.items()) if k not in skip}
     if isinstance(value, dict):
         return {str(k): canonical(v) for k, v in sorted(value.items()) if k not in LOCATION_PARAMETERS}
     if isinstance(value, (list, tuple)):

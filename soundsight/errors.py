@@ -19,12 +19,30 @@ class InputError(SoundsightError):
 
 
 class MissingCheckpointError(SoundsightError):
-    """A model backend was selected but its weights are not on this machine."""
+    """A model backend was selected but its weights are not on this machine.
 
-    def __init__(self, model_id: str, hint: str = ""):
+    One sentence: what the user named, what is wrong with it, and the command that fixes it.
+
+    Parameters
+    ----------
+    model_id : str
+        The hub id or path the user named.
+    hint : str, optional
+        How to get it: a command (default: ``hf download <model_id>``), said after "download it
+        first with:", unless `problem` is given.
+    problem : str, optional
+        What is wrong with `model_id` when it is not simply missing (e.g. "no such folder"); `hint`
+        then follows as it is, e.g. "download one into it with: hf download ... --local-dir ...".
+    """
+
+    def __init__(self, model_id: str, hint: str = "", *, problem: str = ""):
         self.model_id = model_id
         how = hint or f"hf download {model_id}  (huggingface_hub < 1.0: huggingface-cli download {model_id})"
-        super().__init__(
-            f"model checkpoint '{model_id}' is not available locally; download it first with: {how} "
-            f"(or point the setting at a local directory)"
-        )
+        if problem:
+            message = f"model checkpoint {model_id}: {problem}; {how}"
+        else:
+            message = (
+                f"model checkpoint '{model_id}' is not available locally; download it first with: {how} "
+                f"(or point the setting at a local directory)"
+            )
+        super().__init__(message)

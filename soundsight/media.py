@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,34 @@ def ffmpeg_exe() -> str:
         if found is None:
             raise RuntimeError("ffmpeg not found: install imageio-ffmpeg or your distribution's ffmpeg") from None
         return found
+
+
+URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
+_NOT_A_FILE = {stat.S_IFDIR: "a folder", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFIFO: "a pipe", stat.S_IFSOCK: "a socket"}  # fmt: skip
+
+
+def song_file_problem(song: str) -> str:
+    """Why `song` cannot be read as a song file ('' when it can), without opening it.
+
+    Only a regular file is read: a device such as /dev/zero never ends, and a pipe (``<(cat
+    song.ogg)``) would be drained by the first read, before the song is decoded.
+    """
+    if song.lower().startswith(URL_SCHEMES):
+        return "URLs are not supported; download the song and give the file's path"
+    path = Path(song).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return f"cannot be read ({e.strerror.lower() if e.strerror else e})"
+    if not stat.S_ISREG(mode):
+        kind = _NOT_A_FILE.get(stat.S_IFMT(mode), "not a regular file")
+        return f"is {kind}, not a song file; save the song to a file and give that file's path"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return ""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -134,7 +163,45 @@ def run_ffmpeg(args: list[str], what: str) -> None:
     """Run ffmpeg with `args`; raise RuntimeError naming `what` (and ffmpeg's last words) on failure."""
     proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", *args], capture_output=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed while {what}: {proc.stderr.decode(errors='replace').strip()[-600:]}")
+        raise RuntimeError(f"ffmpeg failed while {what}: {tail_lines(proc.stderr.decode(errors='replace'), 600)}")
+
+
+def count_video_frames(path: Path) -> int:
+    """Frames of a video file's first video stream, counted from its packets (no decoding, milliseconds).
+
+    Raises
+    ------
+    RuntimeError
+        ffmpeg cannot read the file.
+    """
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-",
+         "-progress", "pipe:1", "-nostats"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    frames = re.findall(r"^frame=(\d+)$", proc.stdout, flags=re.MULTILINE)
+    if proc.returncode != 0 or not frames:
+        raise RuntimeError(f"ffmpeg cannot count the frames of {path}: {tail_lines(proc.stderr, 300)}")
+    return int(frames[-1])
+
+
+def tail_lines(text: str, limit: int) -> str:
+    """The last whole lines of `text` that fit in `limit` characters, joined by ' | ' (never cut mid-word).
+
+    What an error message quotes of a tool's output: its last words matter most. Dropped lines are
+    counted (``[3 earlier lines]``); a single line longer than `limit` keeps its end, from a word.
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    kept: list[str] = []
+    while lines and len(" | ".join([lines[-1], *kept])) <= limit:
+        kept.insert(0, lines.pop())
+    if not kept and lines:  # one long line: its end, starting at a word
+        last = lines.pop()
+        cut = last[len(last) - limit :]
+        kept = ["…" + (cut.split(" ", 1)[1] if " " in cut else cut)]
+    if lines:
+        kept.insert(0, f"[{len(lines)} earlier line{'s' if len(lines) > 1 else ''}]")
+    return " | ".join(kept)
 
 
 # Every clip and every conformed clip is encoded with exactly these settings, so the concat demuxer
@@ -240,7 +307,7 @@ class FrameEncoder:
         err = self._proc.stderr.read().decode(errors="replace")
         code = self._proc.wait()
         if exc_type is None and code != 0:
-            exc = RuntimeError(f"ffmpeg failed writing {self.out_path.name}: {err.strip()[-400:]}")
+            exc = RuntimeError(f"ffmpeg failed writing {self.out_path.name}: {tail_lines(err, 400)}")
             self._atomic.__exit__(RuntimeError, exc, None)
             raise exc
         self._atomic.__exit__(exc_type, exc, tb)

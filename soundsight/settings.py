@@ -13,15 +13,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, TypedDict, get_args
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from soundsight.backends import ANALYSERS, BEAT_TRACKERS, RENDERERS, SCENE_WRITERS, SCRIPT_WRITERS
+from soundsight.environment import declared_variables
 
-STAGES = ("load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble")
 Stage = Literal["load", "segment", "lyrics", "analyse", "story", "script", "render", "assemble"]
+STAGES: tuple[str, ...] = get_args(Stage)  # in pipeline order
+
+
+class Operational:
+    """Marks a field that steers *how* a stage runs but cannot change what it produces.
+
+    ``Annotated[str, OPERATIONAL]``: such a field stays out of cache keys (`soundsight.cache`), so
+    moving a run to another GPU or raising a timeout reuses every cached result.
+    """
+
+    def __repr__(self) -> str:
+        return "OPERATIONAL"
+
+
+OPERATIONAL = Operational()
 
 
 def backend_name(table: dict[str, str], *choices: str) -> object:
@@ -148,8 +163,8 @@ class AnalysisSettings(BaseModel):
         "auto: clap when its checkpoint is available locally, else features.",
     )
     clap_model: str = Field("laion/larger_clap_music", description="CLAP checkpoint: hub id or local directory.")
-    clap_batch_size: int = Field(16, ge=1, description="Audio windows per CLAP forward pass.")
-    clap_segments_per_task: int = Field(
+    clap_batch_size: Annotated[int, OPERATIONAL] = Field(16, ge=1, description="Audio windows per CLAP forward pass.")
+    clap_segments_per_task: Annotated[int, OPERATIONAL] = Field(
         32,
         ge=1,
         description="CLAP: segments per analysis task; tasks fan out across workers that keep the model loaded.",
@@ -157,7 +172,15 @@ class AnalysisSettings(BaseModel):
     clap_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="CLAP weights' dtype; auto: float16 on CUDA, float32 on CPU."
     )
-    device: str = Field("auto", description="torch device for model backends: auto, cpu, cuda, cuda:1 ...")
+    device: Annotated[str, OPERATIONAL] = Field(
+        "auto", description="torch device for model backends: auto, cpu, cuda, cuda:1 ..."
+    )
+
+
+# CTranslate2's compute types (weights are converted to the type named when the model loads).
+WhisperComputeType = Literal[
+    "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16", "float32"
+]
 
 
 class LyricsSettings(BaseModel):
@@ -169,16 +192,13 @@ class LyricsSettings(BaseModel):
         "always: transcribe the whole song whatever the check says; off: no lyrics.",
     )
     model: str = Field(
-        "openai/whisper-large-v3-turbo",
-        description="Whisper checkpoint (hub id in the local cache, or a local directory); any Whisper works.",
+        "",
+        description="Whisper: empty = the tiny.en installed with soundsight; else a CTranslate2 Whisper (folder, or "
+        "hub id in the local cache, e.g. Systran/faster-whisper-large-v3) or a transformers one (e.g. "
+        "openai/whisper-large-v3-turbo), converted once into soundsight's cache. Never downloaded.",
     )
     language: str = Field("", description="Language code of the words (e.g. en); empty: detected.")
-    timestamps: Literal["word", "line"] = Field(
-        "word",
-        description="word: Whisper's word times (cross-attention alignment, slower); "
-        "line: its segment times, words spread inside by syllables.",
-    )
-    num_beams: int = Field(1, ge=1, le=8, description="Beam width (1 = greedy; transformers' pipeline would use 5).")
+    num_beams: int = Field(1, ge=1, le=8, description="Beam width (1 = greedy).")
     max_new_tokens: int = Field(
         160, ge=16, le=440, description="Longest transcription per 30 s window, tokens (caps runaway decoding)."
     )
@@ -194,27 +214,15 @@ class LyricsSettings(BaseModel):
     clap_vocals: bool = Field(
         True, description="Also count segments whose CLAP prominent element is Vocals (when CLAP labels exist)."
     )
-    separation: Literal["none", "demucs"] = Field(
-        "none",
-        description="Separate a vocal stem before transcribing: none (only this is implemented); "
-        "demucs is refused (see docs/lyrics.md).",
+    silero_vad: bool = Field(
+        True,
+        description="Vocal check: also count 1 s windows where Silero VAD (bundled with faster-whisper) hears speech "
+        "in half the frames; it only adds vocal windows.",
     )
-    device: str = Field("auto", description="torch device for Whisper: auto, cpu, cuda, cuda:1 ...")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="Whisper weights' dtype; auto: float16 on CUDA, float32 on CPU."
+    device: Annotated[str, OPERATIONAL] = Field("auto", description="Whisper's device: auto, cpu, cuda, cuda:1 ...")
+    compute_type: WhisperComputeType = Field(
+        "auto", description="Whisper's CTranslate2 compute type; auto: int8 on CPU, float16 on CUDA."
     )
-
-    @field_validator("separation")
-    @classmethod
-    def _separation_not_built(cls, value: str) -> str:
-        if value != "none":
-            raise ValueError(
-                f"vocal separation ({value}) is not implemented: soundsight transcribes the full mix. Leave "
-                "lyrics.separation at none, or put the lyrics beside the song as <song>.lrc or <song>.txt "
-                "(docs/lyrics.md: separating a vocal stem yourself with Demucs, whose code is MIT but whose "
-                "weights are provided for research only)"
-            )
-        return value
 
     @field_validator("language")
     @classmethod
@@ -237,7 +245,9 @@ class ScriptSettings(BaseModel):
     )
     story_cues: str = Field("", description="Extra instructions for the story (the paper's additional_prompt).")
     llm_base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint.")
-    llm_api_key: str = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
+    llm_api_key: Annotated[str, OPERATIONAL] = Field(
+        "EMPTY", description="API key for the endpoint (vLLM accepts any)."
+    )
     llm_model: str = Field("", description="Served model name; empty: the first one the server lists.")
     llm_output: Literal["free_text", "structured"] = Field(
         "structured", description="free_text: the paper's BEGIN SCRIPT/SCENE #: parsing; structured: JSON schema."
@@ -248,7 +258,9 @@ class ScriptSettings(BaseModel):
     )
     max_tokens: int = Field(4096, ge=16, description="Longest answer, tokens (reasoning included).")
     seed: int = Field(0, description="Sampling seed; each re-ask adds one.")
-    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
+    timeout_seconds: Annotated[float, OPERATIONAL] = Field(
+        600.0, gt=0, description="Longest wait for one answer, seconds."
+    )
     repair_attempts: int = Field(2, ge=0, description="Re-asks after an unusable answer before falling back.")
     scene_writer: backend_name(SCENE_WRITERS) = Field(
         "lalm",
@@ -273,7 +285,7 @@ class LALMSettings(BaseModel):
     base_url: str = Field(
         "http://127.0.0.1:8001/v1", description="OpenAI-compatible endpoint that accepts input_audio parts."
     )
-    api_key: str = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
+    api_key: Annotated[str, OPERATIONAL] = Field("EMPTY", description="API key for the endpoint (vLLM accepts any).")
     model: str = Field(
         "",
         description="Served model name; empty: the first one the server lists (e.g. Qwen/Qwen3-Omni-30B-A3B-Instruct).",
@@ -303,7 +315,9 @@ class LALMSettings(BaseModel):
     max_tokens: int = Field(1024, ge=8, description="Longest story, tokens (reasoning included).")
     window_max_tokens: int = Field(400, ge=8, description="Longest description of one window, tokens.")
     seed: int = Field(0, description="Sampling seed (each window request adds its number).")
-    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one answer, seconds.")
+    timeout_seconds: Annotated[float, OPERATIONAL] = Field(
+        600.0, gt=0, description="Longest wait for one answer, seconds."
+    )
 
     def chat_endpoint(self) -> ChatEndpoint:
         """The audio-language model's endpoint, model and timeout."""
@@ -332,7 +346,9 @@ class RenderSettings(BaseModel):
     dtype: Literal["bfloat16", "float16", "float32"] = Field(
         "bfloat16", description="Weights' dtype (diffusion backends)."
     )
-    device: str = Field("auto", description="torch device for diffusion backends: auto, cpu, cuda, cuda:1 ...")
+    device: Annotated[str, OPERATIONAL] = Field(
+        "auto", description="torch device for diffusion backends: auto, cpu, cuda, cuda:1 ..."
+    )
     cpu_offload: bool = Field(False, description="Model CPU offload (diffusion backends).")
     vae_tiling: bool = Field(False, description="Tiled VAE decode (diffusion backends).")
     palette_strength: float = Field(
@@ -395,16 +411,14 @@ class RenderSettings(BaseModel):
         description="text: the character lives in the prompt only; reference: every scene is conditioned on "
         "the 'reference' image (needs a Wan VACE checkpoint).",
     )
-    reference: str = Field("", description="Reference image (PNG/JPEG) for identity='reference'.")
-    dask_address: str = Field(
-        "",
-        description="Dask scheduler of the GPU workers (tcp://host:8786); empty: a local cluster, one worker per GPU.",
+    # A path: the renderer's identity carries the image's content hash instead.
+    reference: Annotated[str, OPERATIONAL] = Field(
+        "", description="Reference image (PNG/JPEG) for identity='reference'."
     )
-    simulated_seconds_per_scene: float = Field(
-        0.0,
-        ge=0.0,
-        description="SIMULATED GPU, capacity planning only: the animatic sleeps this long per scene, standing in "
-        "for a slow GPU backend (benchmarks/catalogue.py); 0: off. Never a real render speed.",
+    dask_address: Annotated[str, OPERATIONAL] = Field(
+        "",
+        description="Dask scheduler of the GPU workers: tls://host:8786 across machines, its certificates in Dask's "
+        "configuration (docs/video.md), tcp:// only on this machine; empty: a local cluster, one worker per GPU.",
     )
 
     @model_validator(mode="after")
@@ -417,14 +431,18 @@ class RenderSettings(BaseModel):
         return self
 
 
+FOLDER_NAME_BYTES = 255  # the longest file or folder name Linux filesystems take (NAME_MAX)
+
+
 class OutputSettings(BaseModel):
     """Where results go."""
 
-    runs_dir: Path = Field(Path("runs"), description="Each song gets runs_dir/<slug>-<hash8>/.")
-    run_name: str = Field(
-        "", description="The run folder's name inside runs_dir (one folder name); empty: <slug>-<hash8>."
+    # No angle brackets in descriptions: the UI's form renders them as markup and drops "<slug>".
+    runs_dir: Path = Field(
+        Path("runs"), description="Each song gets a folder in runs_dir named SLUG-HASH8 (its title, its audio's hash)."
     )
-    force: list[Stage] = Field(
+    run_name: str = Field("", description="The run folder's name inside runs_dir (one folder name); empty: SLUG-HASH8.")
+    force: Annotated[list[Stage], OPERATIONAL] = Field(
         default_factory=list, description="Stages to recompute even when cached (comma-separated on the command line)."
     )
 
@@ -436,11 +454,17 @@ class OutputSettings(BaseModel):
             raise ValueError(
                 f"must be a single folder name inside runs_dir (no '/', not starting with '.'), got {value!r}"
             )
+        if not value.isprintable():  # a newline or an escape sequence in a folder name, a log line, a terminal
+            raise ValueError(f"must be printable (no newline or control characters), got {value!r}")
+        if len(value.encode()) > FOLDER_NAME_BYTES:
+            raise ValueError(
+                f"must be at most {FOLDER_NAME_BYTES} bytes long (a folder name), got {len(value.encode())}"
+            )
         return value
 
 
 class Settings(BaseSettings):
-    """Everything a render run can be told. Env vars: SOUNDSIGHT_<GROUP>__<FIELD>."""
+    """Everything a render run can be told. Env vars: SOUNDSIGHT_GROUP__FIELD, e.g. SOUNDSIGHT_RENDER__FPS."""
 
     model_config = SettingsConfigDict(
         env_prefix="SOUNDSIGHT_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -465,24 +489,11 @@ class Settings(BaseSettings):
     output: OutputSettings = Field(default_factory=OutputSettings)
 
 
-# Environment variables with the SOUNDSIGHT_ prefix that are not settings.
-OTHER_VARIABLES = frozenset(
-    {
-        "SOUNDSIGHT_MEDIA_URL",
-        "SOUNDSIGHT_CACHE_DIR",
-        "SOUNDSIGHT_POOL",
-        "SOUNDSIGHT_CATALOGUE",
-        "SOUNDSIGHT_CATALOGUE_CRON",
-        "SOUNDSIGHT_CATALOGUE_TIMEZONE",
-        "SOUNDSIGHT_HEARTBEAT_SECONDS",
-    }
-)
-
-
 def unknown_environment_variables(environ: dict[str, str] | None = None) -> list[str]:
     """``SOUNDSIGHT_*`` variables that name no setting (a typo such as ``SOUNDSIGHT_RENDER__FPSS``).
 
-    pydantic-settings ignores them silently; the CLI and the flow warn about each.
+    pydantic-settings ignores them silently; the CLI and the flow warn about each. The variables
+    that are not settings are known from their declarations (`soundsight.environment`).
     """
     environ = dict(os.environ if environ is None else environ)
     known = set()
@@ -494,7 +505,5 @@ def unknown_environment_variables(environ: dict[str, str] | None = None) -> list
     return sorted(
         key
         for key in environ
-        if key.upper().startswith("SOUNDSIGHT_")
-        and key.upper() not in known | OTHER_VARIABLES
-        and not key.upper().startswith("SOUNDSIGHT_TEST_")
+        if key.upper().startswith("SOUNDSIGHT_") and key.upper() not in known | declared_variables()
     )

@@ -4,7 +4,8 @@ Cut k falls on output frame ``round(t_k * fps)`` of boundary t_k, computed from 
 no drift accumulates: clip k contributes exactly ``end_frame - start_frame`` frames. Clips already
 on the output grid (same fps, size and frame count) are joined without re-encoding; others are
 conformed first (resampled to the output fps by dropping/repeating frames - never time-stretched
-- scaled, and trimmed to their exact frame count).
+- scaled, and trimmed to their exact frame count). The finished video's frames are counted before
+it is kept: a video that does not last as long as the song (within one frame) fails the stage.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 
 from prefect import task
 
-from soundsight.media import H264_ARGS, atomic_path, run_ffmpeg
+from soundsight.media import H264_ARGS, atomic_path, count_video_frames, run_ffmpeg
+from soundsight.models.lyrics.captions import write_captions
 from soundsight.schemas import Manifest, Segmentation, Song
 from soundsight.settings import RenderSettings
 from soundsight.tasks.common import stage_folder, stage_options, written
+from soundsight.tasks.lyrics import read_lyrics
 
 # The fast AAC coder is 3x quicker than the default two-loop one at 192 kb/s, where the
 # difference is inaudible.
@@ -80,11 +83,27 @@ def caption_args(lyrics: Manifest | None, settings: RenderSettings, scratch: Pat
         return ["-i", str(lyrics.path("srt"))], ["-map", "2:s:0", "-c:v", "copy", "-c:s", "mov_text",
                                                  "-metadata:s:s:0", "title=Sung lines"]  # fmt: skip
     ass = scratch / "captions.ass"  # a plain path: the filter's argument needs no escaping
-    ass.write_bytes(lyrics.path("ass").read_bytes())
+    # Laid out for this video's size (lyrics.ass is for players, at 1280x720): the same cues.
+    write_captions(read_lyrics(lyrics), ass, width=settings.width, height=settings.height)
     return [], ["-vf", f"ass={ass}", *H264_ARGS]
 
 
-@task(**stage_options("assemble", 3))
+def check_video_length(video: Path, frames: int, fps: int, song_seconds: float) -> None:
+    """Raise unless `video` has `frames` frames (within one): as long as the song at `fps`.
+
+    The clips' manifests say how many frames each holds; this counts what the joined video holds,
+    so a clip that is shorter than its manifest says can never make a short video that reports success.
+    """
+    counted = count_video_frames(video)
+    if abs(counted - frames) > 1:
+        raise RuntimeError(
+            f"the assembled video is {counted / fps:.2f} s long ({counted} frames at {fps} fps), the song "
+            f"{song_seconds:.2f} s ({frames} frames): a clip is shorter than its scene; render it again "
+            "(--output.force render)"
+        )
+
+
+@task(**stage_options("assemble", 4))
 def assemble_video(
     song: Manifest,
     segments: Manifest,
@@ -131,6 +150,7 @@ def assemble_video(
                  "-movflags", "+faststart", "-f", "mp4", str(tmp)],
                 "assembling the video",
             )  # fmt: skip
+            check_video_length(tmp, total_frames, settings.fps, meta.duration)
     return written(
         "assemble",
         song.run_dir,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from prefect import task
+from scipy.io import wavfile
 
 from soundsight.cache import file_identity
 from soundsight.errors import InputError
@@ -77,7 +78,8 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
     The run folder is ``runs_dir/<slug>-<hash8>`` where hash8 starts the sha256 of the decoded
     PCM (mono float32, 22 050 Hz): the same music in another container or path maps to the same
     fingerprint. Writes `song.json`, `audio.wav` (the analysis audio, float32) and a copy of the
-    song file, so nothing later reads the user's path again (a song may move or vanish).
+    song file, so nothing later reads the user's path again (a song may move or vanish). Every file is
+    byte-for-byte the same whenever the same song is loaded, so no later stage's key changes.
     """
     from soundsight.models.audio.decode import check_not_truncated, decode_audio
 
@@ -103,7 +105,10 @@ def load_song(song_path: str, runs_dir: str, run_name: str = "", min_seconds: fl
     )
     write_json_atomic(folder / "song.json", song)
     with atomic_path(folder / "audio.wav") as tmp:
-        sf.write(tmp, pcm, ANALYSIS_SAMPLE_RATE, subtype="FLOAT", format="WAV")
+        # scipy's writer, not libsndfile's: libsndfile adds a PEAK chunk stamped with the time of
+        # writing, so the same samples written twice would hash differently and every later stage's
+        # key with them.
+        wavfile.write(tmp, ANALYSIS_SAMPLE_RATE, pcm)
     source = folder / f"source{path.suffix.lower()}"
     with atomic_path(source) as tmp:
         shutil.copyfile(path, tmp)

@@ -3,7 +3,7 @@
 Between load/segment and script. A ``<stem>.lrc`` or ``<stem>.txt`` beside the song (at
 `song_path`, where it is now: never part of the key) is used and its bytes enter the key;
 otherwise the vocal check decides whether Whisper transcribes (`models.lyrics.song`). An
-instrumental, or a machine without Whisper's weights, gets "no lyrics" and still a video.
+instrumental, or a machine without a Whisper, gets "no lyrics" and still a video.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from prefect import task
 
 from soundsight.errors import MissingCheckpointError
 from soundsight.media import atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from soundsight.models import registry
 from soundsight.models.lyrics.captions import write_captions
 from soundsight.models.lyrics.formats import write_lrc
 from soundsight.models.lyrics.song import find_lyrics, lyrics_file_beside
@@ -32,8 +33,9 @@ def lyrics_identity(inputs: dict[str, Any]) -> str:
     """What the lyrics key depends on besides its inputs and settings.
 
     The lyrics file beside the song (its suffix and bytes, or none); without an ``.lrc``, also the
-    vocal detector's version and the Whisper checkpoint's id and revision with transformers'
-    version ("missing" while it is not on this machine, so downloading it later recomputes).
+    vocal detector's version and the Whisper's name and revision (a snapshot commit or the folder's
+    content fingerprint, the packaged tiny.en's ``model.bin`` included) with faster-whisper's and
+    ctranslate2's versions ("missing" while it is not on this machine, so getting it later recomputes).
     """
     settings: LyricsSettings = inputs["settings"]
     if settings.mode == "off":
@@ -42,22 +44,29 @@ def lyrics_identity(inputs: dict[str, Any]) -> str:
     found = lyrics_file_beside(song_path) if song_path else None
     parts = [f"file={found.suffix.lower()}:{sha256_file(found)}" if found else "file=none"]
     if found is None or found.suffix.lower() != ".lrc":
-        from soundsight.models.lyrics.whisper import whisper_backend_id
+        from soundsight.models.lyrics.whisper import PACKAGED_MODEL, whisper_backend_id
 
         parts.append(f"vocals={DETECTOR_VERSION}")
+        if settings.silero_vad:
+            from soundsight.models.lyrics.silero import SILERO_VERSION
+
+            parts.append(f"speech={SILERO_VERSION}")
         try:
             parts.append(whisper_backend_id(settings.model))
         except MissingCheckpointError:
-            parts.append(f"whisper:{settings.model}=missing")
+            parts.append(f"whisper:{settings.model or PACKAGED_MODEL}=missing")
     return "|".join(parts)
 
 
 def clap_vocal_segments(analysis: Manifest | None) -> list[int]:
-    """Segments whose CLAP prominent element is Vocals ([] for another analysis backend or none)."""
+    """Segments whose prominent element is Vocals, by a backend that hears vocals ([] for another one or none).
+
+    ``AnalyserBackend.hears_vocals``: CLAP's label is heard; the feature backend's is a guess.
+    """
     if analysis is None:
         return []
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text())
-    if labels.backend != "clap":
+    if not registry.load("analyser", labels.backend).hears_vocals:
         return []
     return [
         s.index

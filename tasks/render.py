@@ -4,6 +4,10 @@
 renders one. A scene's cache key depends only on what that scene shows (its prompt, its slice of
 the audio, the render settings, the renderer's identity), so editing one scene's sentence
 re-renders that scene alone.
+
+The renderer is the ``render.backend`` entry of `soundsight.backends.RENDERERS`, a
+`RendererBackend`: its frame rules, its `ClipRenderer`, whether its scenes go to GPU workers or
+threads, whether it takes a reference image. Nothing here knows a backend by name.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from soundsight.cache import file_identity
+from soundsight.errors import SoundsightError
 from soundsight.media import atomic_path
-from soundsight.models.base import ClipRenderer, RenderSpec, SceneJob
-from soundsight.models.render.diffusion import scene_settings  # noqa: F401 - the flows use it from here
+from soundsight.models import registry
+from soundsight.models.base import ClipRenderer, RendererBackend, RenderSpec, SceneJob
+from soundsight.models.render.quality import scene_settings  # noqa: F401 - the flows use it from here
 from soundsight.models.script.bible import reference_prompt, scene_prompt
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation, VisualBible
 from soundsight.settings import RenderSettings
@@ -56,59 +62,50 @@ def scene_seed(run_seed: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{run_seed}:{index}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def renderer_backend(settings: RenderSettings) -> RendererBackend:
+    """The ``render.backend`` object (`soundsight.backends.RENDERERS`): everything below asks it, never its name."""
+    return registry.load("renderer", settings.backend)
+
+
 def renderer_spec(settings: RenderSettings) -> RenderSpec:
     """The active renderer's frame rules and longest clip, without loading any model."""
-    if settings.backend == "animatic":
-        return RenderSpec(native_fps=float(settings.fps))
-    from soundsight.models.render.diffusion import spec_for
-
-    return spec_for(settings.backend, settings.model)
+    return renderer_backend(settings).spec(settings)
 
 
 def make_renderer(settings: RenderSettings) -> ClipRenderer:
     """The renderer, reused within a worker process (diffusion pipelines are cached per process)."""
-    if settings.backend == "animatic":
-        from soundsight.models.render.animatic import AnimaticRenderer
-
-        if settings.simulated_seconds_per_scene:  # capacity planning: a simulated slow GPU (models/render/simulated.py)
-            from soundsight.models.render.simulated import SimulatedGPURenderer
-
-            return SimulatedGPURenderer(
-                settings.fps, settings.simulated_seconds_per_scene, title_seconds=settings.title_seconds
-            )
-        return AnimaticRenderer(settings.fps, title_seconds=settings.title_seconds)
-    from soundsight.models.render.diffusion import make_renderer as make_diffusion_renderer
-
-    return make_diffusion_renderer(settings)
+    return renderer_backend(settings).make(settings)
 
 
 def check_renderer(settings: RenderSettings) -> None:
-    """Fail before any cluster starts when a local diffusion backend has no checkpoint.
+    """Fail before any cluster starts when the renderer's checkpoint is not on this machine.
 
     Raises
     ------
     MissingCheckpointError
-        One line naming the checkpoint and the command that downloads it. Workers behind
+        One line naming the checkpoint and the command that downloads it. GPU workers behind
         ``render.dask_address`` hold their own checkpoints and are checked by their first scene.
+    SoundsightError
+        A tls:// scheduler, and no certificate for this client in Dask's configuration.
     """
-    if settings.backend != "animatic" and not settings.dask_address:
-        # The reference image is drawn later, by the reference stage: check the checkpoint alone.
-        make_renderer(settings if settings.reference else settings.model_copy(update={"identity": "text"}))
+    if renderer_backend(settings).gpu_workers and settings.dask_address:
+        from soundsight.models.render import gpu_pool
+
+        if problem := gpu_pool.tls_problem(settings.dask_address):
+            raise SoundsightError(f"render.dask_address {problem}")
+        return
+    # The reference image is drawn later, by the reference stage: check the checkpoint alone.
+    make_renderer(settings if settings.reference else settings.model_copy(update={"identity": "text"}))
 
 
 def renderer_identity(inputs: dict[str, Any]) -> str:
     """Model id + revision, resolved where the task runs (the GPU worker holds the checkpoint)."""
-    settings: RenderSettings = inputs["settings"]
-    if settings.backend == "animatic":
-        from soundsight.models.render.animatic import RENDERER_ID
-
-        return RENDERER_ID
-    return make_renderer(settings).backend_id
+    return make_renderer(inputs["settings"]).backend_id
 
 
 def scene_task_runner(settings: RenderSettings) -> TaskRunner:
-    """Threads for the CPU animatic; Dask for diffusion models (see the module docstring)."""
-    if settings.backend == "animatic":
+    """Threads for a CPU renderer; Dask for one on GPU workers (see the module docstring)."""
+    if not renderer_backend(settings).gpu_workers:
         return ThreadPoolTaskRunner(max_workers=2)
     from prefect_dask import DaskTaskRunner
 
@@ -123,7 +120,7 @@ def one_scene_per_gpu(settings: RenderSettings) -> contextlib.AbstractContextMan
     A context in which submitted scenes each claim one GPU worker resource (none on CPU
     clusters, where a GPU claim could never be met).
     """
-    if settings.backend == "animatic":
+    if not renderer_backend(settings).gpu_workers:
         return contextlib.nullcontext()
     from soundsight.models.render import gpu_pool
 
@@ -170,7 +167,7 @@ def plan_scenes(
 
 def uses_reference(settings: RenderSettings) -> bool:
     """Whether scenes are conditioned on the run's reference image (``identity = "reference"``)."""
-    return settings.identity == "reference" and settings.backend != "animatic"
+    return settings.identity == "reference" and renderer_backend(settings).takes_reference
 
 
 def reference_identity(inputs: dict[str, Any]) -> str:
@@ -209,13 +206,13 @@ def make_reference(song: Manifest, script: Manifest, settings: RenderSettings) -
             im.convert("RGB").save(tmp, format="PNG")
     else:
         bible = VisualBible.model_validate_json(script.path("bible").read_text())
-        drawer = make_renderer(settings.model_copy(update={"identity": "text", "reference": ""}))
+        text_only = settings.model_copy(update={"identity": "text", "reference": ""})
         job = SceneJob(index=0, prompt=reference_prompt(bible), caption="", negative_prompt=settings.negative_prompt,
                        seed=scene_seed(settings.seed, -1), seconds=0.0, frames=1, fps=settings.fps,
                        width=settings.width, height=settings.height)  # fmt: skip
-        frames, _ = drawer.generate(job)
+        image = renderer_backend(settings).draw_reference(text_only, job)
         with atomic_path(out) as tmp:
-            Image.fromarray(frames[0]).save(tmp, format="PNG")
+            Image.fromarray(image).save(tmp, format="PNG")
     manifest = written("reference", song.run_dir, {"reference": out}, links={"reference": "reference.png"})
     return manifest.model_copy(update={"editable": ["reference"]})
 
@@ -250,13 +247,9 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         beat_times=scene.beat_times,
         start_seconds=scene.start,
     )
-    clip = make_renderer(settings)(job, out)
-    builds, gpu_seconds = 0, 0.0
-    if settings.backend != "animatic":  # how often this worker process built a pipeline: once, if all is well
-        from soundsight.models.render.diffusion import construction_counts, render_stats
-
-        builds = sum(construction_counts().values())
-        gpu_seconds = float(render_stats()[-1].get("render_s", 0.0))  # this worker renders one scene at a time
+    backend = renderer_backend(settings)
+    clip = backend.make(settings)(job, out)
+    costs = backend.costs()  # how often this worker process built a pipeline: once, if all is well
     return written(
         "render",
         scene.run_dir,
@@ -268,8 +261,8 @@ def render_scene(scene: SceneInput, settings: RenderSettings) -> Manifest:
         width=clip.width,
         height=clip.height,
         worker_pid=os.getpid(),
-        pipelines_built_in_worker=builds,
+        pipelines_built_in_worker=costs.pipelines_built,
         task_seconds=round(time.perf_counter() - started, 3),
-        gpu_seconds=round(gpu_seconds, 3),
+        gpu_seconds=round(costs.gpu_seconds, 3),
         **clip.palette,  # a video model's palette match (the animatic draws in the palette already)
     )

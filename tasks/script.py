@@ -16,6 +16,7 @@ writer re-splits the story without listening again:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,49 +25,40 @@ from prefect.concurrency.sync import concurrency
 
 from soundsight.errors import SoundsightError
 from soundsight.media import write_json_atomic, write_text_atomic
-from soundsight.models.base import ScriptRequest, ScriptWriter
+from soundsight.models import registry
+from soundsight.models.base import SceneWriterBackend, ScriptRequest, ScriptWriterBackend
 from soundsight.models.lyrics import sung_per_segment, themes
-from soundsight.models.script.template import TemplateScriptWriter
 from soundsight.prompts import load_vocabulary, script_prompt, template_hash
 from soundsight.schemas import Analysis, ListeningPlan, Manifest, SceneScript, Segmentation, Song, VisualBible
-from soundsight.settings import LALMSettings, ScriptSettings, Settings
-from soundsight.tasks.common import publish, stage_folder, stage_options, unpublish_beyond, written
+from soundsight.settings import ChatEndpoint, LALMSettings, ScriptSettings, Settings
+from soundsight.tasks.common import stage_folder, stage_options, written
 from soundsight.tasks.load import read_song
 from soundsight.tasks.lyrics import read_lyrics
 
-LLM_CONCURRENCY_LIMIT = "vllm"
-LALM_CONCURRENCY_LIMIT = "lalm"  # requests to the audio-language model (`prefect gcl create lalm --limit N`)
+
+def script_writer(settings: ScriptSettings) -> ScriptWriterBackend:
+    """Pipeline 1's writer: the entry of ``soundsight.backends.SCRIPT_WRITERS`` that ``script.backend`` names."""
+    return registry.load("script writer", settings.backend)
 
 
-def make_writer(settings: ScriptSettings) -> ScriptWriter:
-    """The writer `settings.backend` names (the LLM falls back on the template writer)."""
-    if settings.backend == "llm":
-        from soundsight.models.script.llm import LLMScriptWriter
-
-        return LLMScriptWriter(settings, fallback=TemplateScriptWriter())
-    return TemplateScriptWriter()
+def scene_writer(settings: ScriptSettings) -> SceneWriterBackend:
+    """Pipeline 2's: the entry of ``soundsight.backends.SCENE_WRITERS`` that ``script.scene_writer`` names."""
+    return registry.load("scene writer", settings.scene_writer)
 
 
-def check_endpoint(settings: ScriptSettings) -> None:
-    """Fail in seconds, before any stage runs, when the LLM endpoint the run needs is down.
+def occupying(limit: str):
+    """One slot of the Prefect global concurrency limit `limit` while the block runs; none for ''.
 
-    Raises
-    ------
-    LLMUnavailableError
-        One line naming the URL.
+    The limit caps requests to a served model across every run and worker; without it (``prefect
+    gcl create NAME --limit N``) requests are not capped.
     """
-    if settings.backend == "llm":
-        from soundsight.models.script.chat import ChatClient
-
-        ChatClient(settings.llm_base_url, settings.llm_api_key).check_reachable()
+    return concurrency(limit, occupy=1) if limit else nullcontext()
 
 
 def script_identity(inputs: dict[str, Any]) -> str:
     """Writer id and prompt template hash: what the script cache key depends on."""
     settings: ScriptSettings = inputs["settings"]
-    if settings.backend == "llm":
-        return f"{make_writer(settings).writer_id}|template={template_hash()}"
-    return f"{TemplateScriptWriter.writer_id}|template={template_hash()}"
+    return f"{script_writer(settings).writer(settings).writer_id}|template={template_hash()}"
 
 
 def sung_words(lyrics: Manifest | None, segmentation: Segmentation) -> tuple[list[str], list[str]]:
@@ -194,14 +186,10 @@ def write_script(
     sung, lyric_themes = sung_words(lyrics, segmentation)
     prompt = build_prompt(labels, durations, settings, sung, lyric_themes)
 
-    writer = make_writer(settings)
+    backend = script_writer(settings)
+    writer = backend.writer(settings)
     request = script_request(prompt, labels, durations, settings, meta, sung, lyric_themes)
-    if settings.backend == "llm":
-        # The global concurrency limit "vllm" (create it with `prefect gcl create vllm --limit N`)
-        # caps parallel requests across every run and worker; without it, requests are not capped.
-        with concurrency(LLM_CONCURRENCY_LIMIT, occupy=1):
-            result = writer(request)
-    else:
+    with occupying(backend.concurrency_limit):
         result = writer(request)
     if len(result.scenes) != len(durations):
         raise RuntimeError(f"{writer.name} wrote {len(result.scenes)} scenes for {len(durations)} segments")
@@ -212,9 +200,11 @@ def write_script(
         characters=result.characters,
         style=result.style,
         scenes=result.scenes,
+        warnings=result.warnings,
     )
 
     response = result.raw_response or "(written by the embedded template writer: no model response)\n"
+    response += "".join(f"\nwarning: {w}" for w in result.warnings) + "".join(f"\nnote: {n}" for n in result.notes)
     return write_script_files(song, prompt, response, script, result.bible)
 
 
@@ -231,23 +221,31 @@ def make_story_writer(settings: LALMSettings):
 def check_endpoints(settings: Settings) -> None:
     """Fail in seconds, before any stage runs, when an endpoint the run needs is down.
 
-    Pipeline 1: the LLM when ``script.backend=llm``. Pipeline 2: the audio-language model, and
-    the LLM when it splits the story (``script.scene_writer=llm``).
+    Pipeline 1: the script writer's (the LLM's, for ``script.backend=llm``). Pipeline 2: the
+    audio-language model's, then the scene writer's. Each endpoint is asked once.
 
     Raises
     ------
     LLMUnavailableError
         One line naming the URL.
     """
-    if settings.pipeline != "lalm":
-        check_endpoint(settings.script)
-        return
     from soundsight.models.script.chat import ChatClient
-    from soundsight.models.script.lalm import UNAVAILABLE_HINT
 
-    ChatClient(settings.lalm.base_url, settings.lalm.api_key, unavailable_hint=UNAVAILABLE_HINT).check_reachable()
-    if settings.script.scene_writer == "llm":
-        ChatClient(settings.script.llm_base_url, settings.script.llm_api_key).check_reachable()
+    needed: list[tuple[ChatEndpoint | None, str]] = []
+    if settings.pipeline == "lalm":
+        from soundsight.models.script.lalm import UNAVAILABLE_HINT
+
+        backend = scene_writer(settings.script)
+        needed.append((settings.lalm.chat_endpoint(), UNAVAILABLE_HINT))
+        needed.append((backend.endpoint(backend.script_settings(settings)), backend.unavailable_hint))
+    else:
+        backend = script_writer(settings.script)
+        needed.append((backend.endpoint(settings.script), backend.unavailable_hint))
+    asked = set()
+    for endpoint, hint in needed:
+        if endpoint is not None and endpoint["base_url"] not in asked:
+            asked.add(endpoint["base_url"])
+            ChatClient(endpoint["base_url"], endpoint["api_key"], unavailable_hint=hint).check_reachable()
 
 
 def segment_boundaries(segmentation: Segmentation) -> list[float]:
@@ -276,7 +274,8 @@ def write_story(
     song: Manifest, plan: ListeningPlan, settings: LALMSettings, characters: str = "", story_cues: str = ""
 ) -> Manifest:
     """story.txt and listen/ (plan.json, prompt.txt, response.txt, window_NN.txt when windowed)."""
-    from soundsight.models.script.lalm import StoryRequest, to_lalm_rate
+    from soundsight.models.script.lalm import CONCURRENCY_LIMIT, StoryRequest
+    from soundsight.models.script.listening import to_lalm_rate
 
     meta, pcm = read_song(song)
     writer = make_story_writer(settings)
@@ -286,7 +285,7 @@ def write_story(
     request = StoryRequest(
         audio=to_lalm_rate(pcm, meta.sample_rate), plan=plan, characters=characters, story_cues=story_cues
     )
-    with concurrency(LALM_CONCURRENCY_LIMIT, occupy=1):
+    with occupying(CONCURRENCY_LIMIT):
         result = writer(request)
 
     folder = stage_folder(song.run_dir, "story")
@@ -327,65 +326,21 @@ def write_story(
     )
 
 
-def publish_story(story: Manifest) -> Manifest:
-    """`publish` the story's files and drop window links an earlier, longer plan left behind."""
-    publish(story)
-    keep = {Path(link).name for link in story.links.values() if link.startswith("listen/")}
-    unpublish_beyond(story.run_dir, "listen", "window_*.txt", keep=keep)
-    return story
-
-
-def forget_other_pipeline(run_dir: str, settings: Settings) -> None:
-    """Remove the run folder's links to files this run's pipeline does not write.
-
-    The names in the run folder show the latest run's files: after a pipeline-2 run without
-    labels, an analysis.json of an earlier run would be taken for this one's; after a pipeline-1
-    run, so would story.txt.
-    """
-    stale = []
-    if settings.pipeline == "lalm" and not settings.pipeline_2_analysis:
-        stale.append(("", "analysis.json"))
-    if settings.pipeline != "lalm":
-        stale += [("", "story.txt"), ("listen", "*")]
-    for folder, pattern in stale:
-        unpublish_beyond(run_dir, folder or ".", pattern, keep=set())
-
-
 def scene_writer_settings(settings: Settings) -> ScriptSettings:
-    """The ``script`` settings as the pipeline-2 scene writer uses them.
-
-    ``scene_writer=lalm`` points the LLM writer's endpoint at the audio-language model's.
-    ``backend`` (pipeline 1's writer) is pinned, so changing it does not re-split a story.
-    """
-    script = settings.script
-    if script.scene_writer == "lalm":
-        update = dict(
-            llm_base_url=settings.lalm.base_url, llm_api_key=settings.lalm.api_key, llm_model=settings.lalm.model
-        )
-    else:
-        update = {}
-    return script.model_copy(update={"backend": "llm", **update})
-
-
-def make_scene_writer(settings: ScriptSettings) -> ScriptWriter:
-    """The LLM writer at the scene writer's endpoint, the template writer filling what it leaves."""
-    from soundsight.models.script.lalm import UNAVAILABLE_HINT
-    from soundsight.models.script.llm import LLMScriptWriter
-
-    if settings.scene_writer == "lalm":
-        return LLMScriptWriter(settings, fallback=TemplateScriptWriter(), unavailable_hint=UNAVAILABLE_HINT)
-    return LLMScriptWriter(settings, fallback=TemplateScriptWriter())
+    """The ``script`` settings as the pipeline-2 scene writer uses them (`SceneWriterBackend.script_settings`)."""
+    return scene_writer(settings.script).script_settings(settings)
 
 
 def scenes_identity(inputs: dict[str, Any]) -> str:
     """Scene writer id (its served model), scene prompt hash, and what labels the fallback gets."""
     from soundsight.models.analysis.features import BACKEND_ID
-    from soundsight.models.script.lalm import scenes_prompt_hash
+    from soundsight.models.script.story_to_scenes import scenes_prompt_hash
 
     settings: ScriptSettings = inputs["settings"]
     labels = "analysis" if inputs.get("analysis") is not None else f"in-memory:{BACKEND_ID}"
+    writer = scene_writer(settings).writer(settings)
     return (
-        f"lalm-scenes|{make_scene_writer(settings).writer_id}|scenes-prompt={scenes_prompt_hash()[:16]}"
+        f"lalm-scenes|{writer.writer_id}|scenes-prompt={scenes_prompt_hash()[:16]}"
         f"|labels={labels}|vocabulary={load_vocabulary().content_hash[:16]}"
     )
 
@@ -407,7 +362,7 @@ def write_scenes(
     and the template writer that fills scenes the model did not deliver.
     """
     from soundsight.models.analysis.features import FeatureAnalyser
-    from soundsight.models.script.lalm import scene_prompt, segment_levels
+    from soundsight.models.script.story_to_scenes import scene_prompt, segment_levels
 
     meta, pcm = read_song(song)
     segmentation = Segmentation.model_validate_json(segments.path("segments").read_text())
@@ -431,23 +386,24 @@ def write_scenes(
         pcm, meta.sample_rate, segmentation.segments, segmentation.tempo_bpm or 0.0, segmentation.beats
     )
     request = script_request(prompt, context, durations, settings, meta, sung, lyric_themes)
-    writer = make_scene_writer(settings)
-    limit = LALM_CONCURRENCY_LIMIT if settings.scene_writer == "lalm" else LLM_CONCURRENCY_LIMIT
-    with concurrency(limit, occupy=1):
+    backend = scene_writer(settings)
+    writer = backend.writer(settings)
+    with occupying(backend.concurrency_limit):
         result = writer(request)
     if len(result.scenes) != len(durations):
         raise RuntimeError(f"the scene writer wrote {len(result.scenes)} scenes for {len(durations)} segments")
-    scenes = result.scenes
-    if settings.scene_writer == "lalm":  # the LALM wrote them: say so in script.json
-        scenes = [s.model_copy(update={"source": "lalm"}) if s.source == "llm" else s for s in scenes]
+    # Scenes the served model wrote are credited to it (the LALM itself, or the LLM).
+    scenes = [s.model_copy(update={"source": backend.scene_source}) if s.source == "llm" else s for s in result.scenes]
     script = SceneScript(
-        writer="lalm" if settings.scene_writer == "lalm" else "lalm+llm",
+        writer=backend.credit,
         writer_id=f"story:{story.info.get('writer_id', '?')}|scenes:{writer.writer_id}",
         title=meta.title or meta.slug,
         characters=result.characters,
         style=result.style,
         scenes=scenes,
+        warnings=result.warnings,
     )
 
-    response = result.raw_response + "\n" + "".join(f"note: {n}\n" for n in result.notes)
+    response = result.raw_response + "\n" + "".join(f"warning: {w}\n" for w in result.warnings)
+    response += "".join(f"note: {n}\n" for n in result.notes)
     return write_script_files(song, prompt, response, script, result.bible)

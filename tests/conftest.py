@@ -62,9 +62,9 @@ def prefect_process():
     """The session's Prefect server, started (not waited for), and its PREFECT_HOME; stopped with
     the session.
 
-    (None, None) when SOUNDSIGHT_TEST_PREFECT_API_URL names a server a developer already runs.
+    (None, None) when TESTS_PREFECT_API_URL names a server a developer already runs.
     """
-    if os.environ.get("SOUNDSIGHT_TEST_PREFECT_API_URL"):
+    if os.environ.get("TESTS_PREFECT_API_URL"):
         yield None, None
         return
     home = Path(tempfile.mkdtemp(prefix="soundsight-prefect-"))
@@ -80,13 +80,13 @@ def prefect_process():
 def prefect_server(prefect_process, request):
     """The session's Prefect API URL, once the server answers.
 
-    SOUNDSIGHT_TEST_PREFECT_API_URL reuses a server a developer already runs.
+    TESTS_PREFECT_API_URL reuses a server a developer already runs.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     server, home = prefect_process
     if server is None:
-        api = os.environ["SOUNDSIGHT_TEST_PREFECT_API_URL"]
+        api = os.environ["TESTS_PREFECT_API_URL"]
     else:
         api = server.wait(PREFECT_START_TIMEOUT_S)
         # Its database as it came up - migrated, no runs yet - for `migrated_prefect_database`.

@@ -245,12 +245,12 @@ def fault(spec: str, heartbeat_seconds: int | None = None) -> dict[str, Any]:
     they test what the UI's Retry does once a run has failed for good. `heartbeat_seconds` makes
     the run's heartbeats that often (see `fast_heartbeats`)."""
     env = {
-        "SOUNDSIGHT_TEST_FAULT": spec,
+        "TESTS_FAULT": spec,
         "PYTHONPATH": str(ROOT / "tests" / "faults"),
         "PREFECT_FLOWS_DEFAULT_RETRIES": "0",
     }
     if heartbeat_seconds is not None:
-        env["SOUNDSIGHT_TEST_HEARTBEAT_SECONDS"] = str(heartbeat_seconds)
+        env["TESTS_HEARTBEAT_SECONDS"] = str(heartbeat_seconds)
     return {"env": env}
 
 

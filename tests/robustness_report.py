@@ -2,7 +2,8 @@
 
 Registered in conftest.py. Runs only when SOUNDSIGHT_ROBUSTNESS_DOC names the file to write, e.g.
 
-    SOUNDSIGHT_ROBUSTNESS_DOC=docs/robustness.md .venv/bin/python -m pytest tests/test_robustness.py tests/test_deployments.py
+    SOUNDSIGHT_ROBUSTNESS_DOC=docs/robustness.md .venv/bin/python -m pytest tests/test_robustness.py \\
+        tests/test_deployments.py tests/test_integrity.py tests/test_what_users_read.py tests/test_network_exposure.py
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ HEADER = """# Robustness: what a user can do wrong, and what soundsight does
 
 Generated from the tests marked `robustness` ({count} cases; the last column is that test's result on
 {date}). Regenerate: `SOUNDSIGHT_ROBUSTNESS_DOC=docs/robustness.md .venv/bin/python -m pytest
-tests/test_robustness.py tests/test_deployments.py`. Every case is its own test, so one failure
-never hides another.
+tests/test_robustness.py tests/test_deployments.py tests/test_integrity.py tests/test_what_users_read.py
+tests/test_network_exposure.py`. Every case is its own test, so one failure never hides another.
 
 | what the user does | what happens | test | result |
 |---|---|---|---|

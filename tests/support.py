@@ -265,10 +265,18 @@ def task_states(
 
 
 def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:
+    """Render `song` in this process; returns the run folder's video.mp4 and the states of the run's tasks.
+
+    The flow returns its own video (in its stage folder); after one render at a time the run
+    folder's readable names are that run's, which this checks.
+    """
     from soundsight.flows.music_video import render_song
     from soundsight.settings import Settings
 
     settings = Settings.model_validate({"output": {"runs_dir": str(runs_dir)}, **groups})
     state = render_song(str(song), settings, return_state=True)
     assert state.is_completed(), state
-    return Path(state.result()), task_states(state.state_details.flow_run_id, expect=("assemble",))
+    own = Path(state.result())
+    shown = next(p for p in own.parents if p.name == ".stages").parent / "video.mp4"
+    assert shown.resolve() == own.resolve(), (shown, own)
+    return shown, task_states(state.state_details.flow_run_id, expect=("assemble",))

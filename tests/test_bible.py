@@ -249,19 +249,11 @@ def test_story_elements_cover_every_mood(mood):
 
 @pytest.mark.vllm
 def test_real_server_writes_a_bible_through_structured_output(vllm_server):
-    """vLLM's CPU build with a tiny random model, constrained by the schema: the bible validates."""
+    """vLLM's CPU build with SmolLM2, constrained by the schema: the bible validates."""
     from soundsight.models.script.llm import LLMScriptWriter
     from soundsight.settings import ScriptSettings
 
-    settings = ScriptSettings(
-        llm_base_url=vllm_server,
-        temperature=1.0,
-        top_p=1.0,
-        seed=0,
-        timeout_seconds=60,
-        repair_attempts=2,
-        max_tokens=1024,
-    )
+    settings = ScriptSettings(llm_base_url=vllm_server, seed=0, timeout_seconds=300, repair_attempts=0, max_tokens=512)
     writer = LLMScriptWriter(settings, TemplateScriptWriter(), max_scene_chars=100, max_character_chars=40)
     analysis = make_analysis(default_visual(), "Calm and peaceful", [("", "")] * 4)
     request = ScriptRequest(prompt="Write a script.", analysis=analysis, durations=[5.0] * 4, song_hash="s")
@@ -270,7 +262,7 @@ def test_real_server_writes_a_bible_through_structured_output(vllm_server):
     assert bible is not None
     VisualBible.model_validate_json(bible.model_dump_json())
     template = build_bible(analysis, seed="s")
-    # Random weights write random text, but within the schema: whatever is usable is the model's.
+    # A small model writes weak text, but within the schema: whatever is usable is the model's.
     assert bible.places == template.places and bible.style == template.style
     assert all(len(c.description) <= 40 for c in bible.characters if c not in template.characters)
     for scene in result.scenes:

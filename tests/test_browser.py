@@ -1,5 +1,6 @@
 """The Prefect UI, driven by Debian's Chromium through Playwright: find `render-song`, submit a run
-through its settings form, wait for it to complete, open the script artifact. Screenshots go to
+through its settings form, wait for it to complete, read soundsight's lines in its logs, open the
+script artifact. Screenshots go to
 the test's tmp dir and to .test-artifacts/."""
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ def test_render_song_from_the_ui_form(stack, tmp_path):
                     page.reload()
                     page.get_by_role("tab", name="Job Variables").wait_for()
             shot(page, "ui-2-run-completed.png")
+
+            # The run's logs show soundsight's own lines (each stage as it finishes), not only Prefect's.
+            page.get_by_role("tab", name="Logs").click()
+            expect(page.get_by_text("segment: Completed").first).to_be_visible(timeout=60_000)
+            shot(page, "ui-2b-run-logs.png")
 
             page.get_by_role("tab", name="Artifacts").click()
             page.get_by_text(re.compile(r"-script$")).first.click()

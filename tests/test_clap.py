@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from soundsight.models.analysis import clap as C  # noqa: E402
 from soundsight.models.analysis import clap_model as M  # noqa: E402
 from soundsight.models.analysis import embedding_cache as E  # noqa: E402
 from soundsight.models.audio.decode import decode_audio  # noqa: E402
-from soundsight.models.audio.segmenters import Cuts, segment_random, segments_from_cuts  # noqa: E402
+from soundsight.models.audio.segmenters import segment_random  # noqa: E402
+from soundsight.models.audio.tiling import Cuts, segments_from_cuts  # noqa: E402
 from soundsight.prompts import load_vocabulary  # noqa: E402
 from soundsight.schemas import Analysis, Segment  # noqa: E402
 
@@ -52,10 +54,36 @@ def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_counters():
-    M.reset_clap_stats()  # models stay loaded across tests, as in a worker
-    yield
+@pytest.fixture
+def clap_calls(monkeypatch) -> Counter:
+    """What this test makes CLAP do, counted around the real calls (models stay loaded across tests, as in a worker).
+
+    ``loads``: checkpoints read; ``audio_forward``, ``text_forward``: batches through the audio and
+    text towers; ``text_cache_hits``: vocabulary embeddings found in memory or on disk.
+    """
+    from transformers import ClapModel
+
+    calls: Counter = Counter()
+
+    def counted(what, fn):
+        def call(*args, **kwargs):
+            calls[what] += 1
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(M, "_load", counted("loads", M._load))
+    monkeypatch.setattr(ClapModel, "get_audio_features", counted("audio_forward", ClapModel.get_audio_features))
+    monkeypatch.setattr(ClapModel, "get_text_features", counted("text_forward", ClapModel.get_text_features))
+    cached_embeddings = C.cached_embeddings
+
+    def cached(*args, **kwargs):
+        embeddings, hit = cached_embeddings(*args, **kwargs)
+        calls["text_cache_hits"] += hit
+        return embeddings, hit
+
+    monkeypatch.setattr(C, "cached_embeddings", cached)
+    return calls
 
 
 def _analyse(model_dir, song, segments, cache_dir, **kw) -> Analysis:
@@ -101,41 +129,41 @@ def test_schema_and_exact_vocabulary(tiny_clap_dir, song, segments, cache_dir):
     assert len(analysis.segment_descriptors) == len(segments)
 
 
-def test_deterministic_and_model_loaded_once(tiny_clap_dir, song, segments, cache_dir):
+def test_deterministic_and_model_loaded_once(tiny_clap_dir, song, segments, cache_dir, clap_calls):
     M.clear_clap_cache()
     first = _analyse(tiny_clap_dir, song, segments, cache_dir)
     second = _analyse(tiny_clap_dir, song, segments, cache_dir)
     assert first.model_dump() == second.model_dump()
-    assert M.clap_stats()["loads"] == 1
+    assert clap_calls["loads"] == 1
 
 
-def test_batching_equals_one_by_one(tiny_clap_dir, song, segments, cache_dir):
+def test_batching_equals_one_by_one(tiny_clap_dir, song, segments, cache_dir, clap_calls):
     one = _analyse(tiny_clap_dir, song, segments, cache_dir, batch_size=1)
-    audio_forwards_one = M.clap_stats()["audio_forward"]
+    audio_forwards_one = clap_calls["audio_forward"]
     four = _analyse(tiny_clap_dir, song, segments, cache_dir, batch_size=4)
     assert audio_forwards_one == len(segments)  # every segment <= 8 s: one window each
-    assert M.clap_stats()["audio_forward"] - audio_forwards_one == -(-len(segments) // 4)
+    assert clap_calls["audio_forward"] - audio_forwards_one == -(-len(segments) // 4)
     assert len(segments) > 4
     np.testing.assert_allclose(_distributions(one), _distributions(four), atol=2e-4)
 
 
-def test_text_embeddings_cached_on_disk(tiny_clap_dir, song, segments, cache_dir):
+def test_text_embeddings_cached_on_disk(tiny_clap_dir, song, segments, cache_dir, clap_calls):
     M.clear_clap_cache()  # a fresh worker: nothing in memory
     first = _analyse(tiny_clap_dir, song, segments, cache_dir)
-    stats = M.clap_stats()
     n_sentences = sum(len(c.options) for c in load_vocabulary().categories)
-    assert stats["text_forward"] == -(-n_sentences // C.TEXT_BATCH)
+    assert clap_calls["text_forward"] == -(-n_sentences // C.TEXT_BATCH)
     files = list((cache_dir / "clap-text").glob("*.npy"))
     assert len(files) == 1 and np.load(files[0]).shape == (n_sentences, 16)
 
     M.clear_clap_cache()  # a new worker process: nothing in memory, the file is still there
+    clap_calls.clear()
     second = _analyse(tiny_clap_dir, song, segments, cache_dir)
-    assert M.clap_stats().get("text_forward", 0) == 0
-    assert M.clap_stats()["text_cache_hits"] == 1
+    assert clap_calls.get("text_forward", 0) == 0
+    assert clap_calls["text_cache_hits"] == 1
     assert first.model_dump() == second.model_dump()
 
     third = _analyse(tiny_clap_dir, song, segments, cache_dir)  # same process: from memory
-    assert M.clap_stats().get("text_forward", 0) == 0 and M.clap_stats()["text_cache_hits"] == 2
+    assert clap_calls.get("text_forward", 0) == 0 and clap_calls["text_cache_hits"] == 2
     assert third.model_dump() == first.model_dump()
 
 
@@ -227,7 +255,7 @@ def test_fused_checkpoint_is_batch_independent(tiny_fused_clap_dir, song, segmen
 # ---- finding checkpoints --------------------------------------------------------------------
 
 
-def test_missing_hub_checkpoint_message():
+def test_missing_hub_checkpoint_message(clap_calls):
     model_id = "soundsight-tests/no-such-clap"
     assert M.clap_available(model_id) is False
     with pytest.raises(MissingCheckpointError) as err:
@@ -237,7 +265,7 @@ def test_missing_hub_checkpoint_message():
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no hub stack trace
     with pytest.raises(MissingCheckpointError, match="soundsight-tests/no-such-clap"):
         M.load_clap(model_id)
-    assert M.clap_stats().get("loads", 0) == 0
+    assert clap_calls.get("loads", 0) == 0
 
 
 def test_missing_local_directory_message(tmp_path):

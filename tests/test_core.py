@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,32 @@ def test_settings_validate_and_read_env(monkeypatch):
     assert Settings().render.fps == 30
     with pytest.raises(ValueError):
         SegmentSettings(min_seconds=8, max_seconds=7)
+
+
+def test_every_soundsight_variable_the_product_reads_is_a_setting_or_declared(monkeypatch):
+    """Each ``SOUNDSIGHT_*`` name in the product's code is a setting or declared beside its reader."""
+    import ast
+    import re
+
+    from soundsight.environment import _source_files, declared_variables
+    from soundsight.settings import unknown_environment_variables
+
+    read = {}
+    for path in _source_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and re.fullmatch(r"SOUNDSIGHT_[A-Z0-9_]+", str(node.value)):
+                read.setdefault(node.value, path.name)
+    # Those this checkout reads, at least (found where each is read).
+    assert {"SOUNDSIGHT_MEDIA_URL", "SOUNDSIGHT_CACHE_DIR", "SOUNDSIGHT_POOL"} <= set(read) <= declared_variables()
+    for name in list(os.environ):
+        if name.startswith("SOUNDSIGHT_"):
+            monkeypatch.delenv(name)
+    for name in read:
+        monkeypatch.setenv(name, "1")
+    assert unknown_environment_variables() == [], read
+    monkeypatch.setenv("SOUNDSIGHT_RENDER__FPSS", "30")  # a typo
+    monkeypatch.setenv("SOUNDSIGHT_TEST_FAULT", "1")  # no exemption for test variables: the tests use their own names
+    assert unknown_environment_variables() == ["SOUNDSIGHT_RENDER__FPSS", "SOUNDSIGHT_TEST_FAULT"]
 
 
 def test_frame_rules():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -186,7 +187,10 @@ def test_prefect_deploy_all_on_a_server_with_auth(tmp_path, migrated_prefect_dat
                 ]
             assert (song.work_queue_name, nightly.work_queue_name) == ("songs", "catalogue")
             assert song.job_variables["env"]["PREFECT_FLOWS_DEFAULT_RETRIES"] == "1"
-            assert nightly.job_variables["env"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60"}
+            assert nightly.job_variables["env"] == {
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "60",
+                "PREFECT_LOGGING_EXTRA_LOGGERS": "soundsight",
+            }
             (schedule,) = nightly.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
             assert "heartbeat" in Automation.read(name=CRASH_AUTOMATION).actions[0].message  # the build step
@@ -221,10 +225,14 @@ def test_deployments_offer_the_settings_form_and_a_nightly_schedule(stack):
         # deployments/prefect.yaml's job variables: heartbeats (crash detection) and the retry policy
         assert song.job_variables["env"] == {
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "soundsight",  # soundsight's lines on the run's page
             "PREFECT_FLOWS_DEFAULT_RETRIES": "1",
             "PREFECT_FLOWS_DEFAULT_RETRY_DELAY_SECONDS": "10",
         }
-        assert nightly.job_variables["env"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+        assert nightly.job_variables["env"] == {
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "soundsight",
+        }
 
         schema = song.parameter_openapi_schema
         assert schema["required"] == ["song"] and schema["properties"]["settings"]["$ref"] == "#/definitions/Settings"
@@ -307,6 +315,11 @@ def test_failed_scene_retry_runs_only_that_scene(stack):
     assert artifacts(run_id)["progress"].data == 100.0
 
 
+@pytest.mark.robustness(
+    what="the flow-run process is killed mid-render (OOM killer), then the run is retried",
+    outcome="the crashed attempt's in-flight scenes are closed as Crashed and its artifacts removed; "
+    "only the retry's artifacts are listed",
+)
 def test_killed_worker_run_resumes_on_a_new_worker(stack):
     """The flow-run process is SIGKILLed mid-render (as the OOM killer would); the worker that ran
     it is then SIGKILLed too and a fresh worker resumes the run."""
@@ -335,6 +348,12 @@ def test_killed_worker_run_resumes_on_a_new_worker(stack):
     after = scene_mtimes(run_dir_of(stack, song))
     cached = {name for name in scenes if second[name] == "Cached"}
     assert cached and all(after[name] == rendered[name] for name in cached), "a finished scene was rendered again"
+    # Nothing of the killed attempt is left open, and each artifact is listed once (the retry's).
+    open_runs = {name: state for name, state in task_states(run_id, attempt=1, final=False).items()
+                 if state not in ("Completed", "Cached", "Failed", "Crashed", "Cancelled")}  # fmt: skip
+    assert not open_runs, open_runs
+    keys = [a.key for a in run_artifacts(run_id)]
+    assert len(keys) == len(set(keys)) and {k.rsplit("-", 1)[-1] for k in keys} >= {"script", "progress", "video"}
 
 
 @pytest.mark.robustness(
@@ -379,3 +398,71 @@ def test_a_lost_host_is_marked_crashed_and_resumes(stack, fast_heartbeats):
     assert second["render-scene-001"] == "Completed", second
     done = {name for name, state in first.items() if state == "Completed" and name.startswith("render-scene-")}
     assert all(second[name] == "Cached" for name in done), (first, second)
+
+
+# --- what a deployment run shows and how a user's error ends ----------------------------------------
+
+
+def run_artifacts(flow_run_id) -> list:
+    """Every artifact the flow run has (with a key), each version."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with client() as c:
+        found = c.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return [a for a in found if a.key]
+
+
+def run_logs(flow_run_id) -> list:
+    """The flow run's log records as the server has them (its task runs' included)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with client() as c:
+        return c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+
+
+@pytest.mark.robustness(
+    what="a render-song run from the UI (a deployment run on a worker)",
+    outcome="its page's logs show soundsight's own lines: each stage as it finishes, and its warnings",
+)
+def test_a_deployment_run_shows_soundsights_lines_and_warnings(stack):
+    song = stack.songs["d"]
+    settings = stack.settings()
+    settings["segment"] = {"warn_confidence": 1.0}  # every tracker confidence is below it: the run warns
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": settings})
+    run = wait_final(run_id)
+    assert run.state.is_completed(), run.state
+    deadline = time.monotonic() + 30  # logs arrive in batches
+    while True:
+        logs = run_logs(run_id)
+        ours = [(log.name, log.level, log.message) for log in logs if log.name.startswith("soundsight")]
+        if any("assemble: Completed" in m for _, _, m in ours) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert any(name == "soundsight.progress" and message == "segment: Completed" for name, _, message in ours), ours
+    assert any(level >= 30 and "confidence" in message for _, level, message in ours), ours
+
+
+@pytest.mark.robustness(
+    what="a deployment run whose checkpoint folder does not exist (a user's error)",
+    outcome="fails once (the retry policy is not applied), in one sentence naming the folder and the command; "
+    "no traceback in its logs",
+)
+def test_a_users_error_fails_once_in_one_sentence(stack, tmp_path):
+    missing = tmp_path / "no-such-wan"
+    settings = stack.settings(backend="wan", model=str(missing))
+    run_id = trigger(RENDER_SONG, {"song": str(stack.songs["a"]), "settings": settings})
+    run = wait_final(run_id, timeout=120)
+    assert run.state.is_failed() and run.run_count == 1, (run.state, run.run_count)
+    time.sleep(12)  # the deployment's retry would have started by now (10 s)
+    with client() as c:
+        again = c.read_flow_run(run_id)
+    assert again.run_count == 1 and again.state.is_failed(), again.state
+    expected = (
+        f"model checkpoint {missing}: no such folder; download one into it with: hf download "
+        f"Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir {missing}"
+    )
+    assert expected in run.state.message, run.state.message
+    messages = [log.message for log in run_logs(run_id)]
+    assert not any("Traceback" in m or "Engine execution exited" in m for m in messages), messages

@@ -1,9 +1,9 @@
 """Every fault a user can cause, survived: bad and hostile input, interruptions, missing services.
 
 Each case is marked ``robustness(what=..., outcome=...)``; `docs/robustness.md` is generated from
-these marks and the last run's results (``SOUNDSIGHT_ROBUSTNESS_DOC=docs/robustness.md
-.venv/bin/python -m pytest tests/test_robustness.py``), and `test_the_robustness_doc_lists_every_case`
-keeps it in step with this file. Cases are parametrized so one failure never hides another.
+these marks and the last run's results (the command is in tests/robustness_report.py: this file
+and the other files with marked cases), and `test_the_robustness_doc_lists_every_case` keeps it
+in step with the marks. Cases are parametrized so one failure never hides another.
 """
 
 from __future__ import annotations
@@ -153,6 +153,42 @@ def test_a_url_is_refused(tmp_path):
     ]
 
 
+NOT_FILES = [
+    pytest.param("device", "is a character device", marks=case(
+        "`/dev/zero` as the song (it never ends)", "exit 2 at once: `/dev/zero: is a character device, not a song file`")),
+    pytest.param("pipe", "is a pipe", marks=case(
+        "a pipe as the song (`<(cat song.ogg)`)", "exit 2 at once: `is a pipe, not a song file`; the pipe is not read")),
+    pytest.param("folder", "is a folder", marks=case("a folder as the song", "exit 2 at once: `is a folder, not a song file`")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind, problem", NOT_FILES)
+def test_what_is_not_a_regular_file_is_refused(kind, problem, excerpt, tmp_path, prefect_server):
+    writer = None
+    if kind == "device":
+        song = Path("/dev/zero")
+    elif kind == "folder":
+        song = tmp_path / "album"
+        song.mkdir()
+    else:  # what bash's <(cat song.ogg) gives: a pipe with a writer behind it
+        song = tmp_path / "fd63"
+        os.mkfifo(song)
+        writer = subprocess.Popen(["sh", "-c", f"cat '{excerpt}' > '{song}'"], start_new_session=True)
+    try:
+        started = time.monotonic()
+        proc = cli(str(song), "--output.runs_dir", str(tmp_path / "runs"), timeout=120)
+        assert proc.returncode == 2 and time.monotonic() - started < 60, proc.stderr
+        assert error_lines(proc.stderr) == [f"soundsight: error: {song}: {problem}, not a song file; save the song to "
+                                            "a file and give that file's path"], proc.stderr  # fmt: skip
+        assert not (tmp_path / "runs").exists()
+        if writer is not None:
+            assert writer.poll() is None  # nobody opened the pipe: the writer still waits
+    finally:
+        if writer is not None:
+            os.killpg(writer.pid, signal.SIGKILL)
+            writer.wait()
+
+
 # The tests run as root, who reads any file: the CLI runs without the capabilities that let it.
 AS_A_USER = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search")
 
@@ -178,6 +214,12 @@ BAD_SETTINGS = [
                  marks=case("an absolute `--output.run_name`", "exit 2: must be a single folder name inside runs_dir")),
     pytest.param(["--render.fps", "many"], "render.fps: Input should be a valid integer",
                  marks=case("a non-number where a number goes", "exit 2: names the setting and what it should be")),
+    pytest.param(["--output.run_name", "two\nlines"], "output.run_name: must be printable",
+                 marks=case("a newline in `--output.run_name`", "exit 2 before any work: must be printable")),
+    pytest.param(["--output.run_name", "\x1b[31mred"], "output.run_name: must be printable",
+                 marks=case("a terminal escape (control bytes) in `--output.run_name`", "exit 2 before any work: must be printable")),
+    pytest.param(["--output.run_name", "x" * 300], "output.run_name: must be at most 255 bytes long",
+                 marks=case("a 300-character `--output.run_name`", "exit 2 before any work: at most 255 bytes (a folder name)")),
 ]  # fmt: skip
 
 
@@ -209,7 +251,10 @@ def test_help_shows_every_setting_plainly():
                           text=True, cwd=ROOT)  # fmt: skip
     text = " ".join(proc.stdout.split())
     assert "PydanticUndefined" not in text and "PosixPath" not in text
-    assert "--output.runs_dir VALUE Each song gets runs_dir/<slug>-<hash8>/. (default: runs)" in text
+    assert (
+        "--output.runs_dir VALUE Each song gets a folder in runs_dir named SLUG-HASH8 (its title, its audio's hash). (default: runs)"
+        in text
+    )
     assert "(default: false); true/false (also yes/no, on/off, 1/0)" in text
     from soundsight.settings import Settings
 
@@ -313,13 +358,13 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:
       "stops within seconds with one line, exit 130; no server left; the same command resumes")  # fmt: skip
 def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path, migrated_prefect_database):
     env = temporary_server_env(tmp_path, migrated_prefect_database)
-    # The stages after segment take half a second at this size; a simulated 30 s per scene keeps the
-    # run busy when the signal comes, instead of racing its end.
-    slow = [*SMALL, "--render.simulated_seconds_per_scene", "30"]
+    # The stages after segment take half a second at this size; scene 0 stalling in this first run
+    # (tests/faults) keeps the run busy when the signal comes, instead of racing its end.
+    stalled = dict(env, TESTS_FAULT="stall:0", PYTHONPATH=str(ROOT / "tests" / "faults"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir",
-         str(tmp_path / "runs"), *slow],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         str(tmp_path / "runs"), *SMALL],
+        cwd=ROOT, env=stalled, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for_line(proc, "segment: Completed", 300)
     proc.send_signal(signal.SIGINT)
@@ -334,6 +379,62 @@ def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path, migrated_prefect_da
     again = cli(str(excerpt), "--output.runs_dir", str(tmp_path / "runs"), *SMALL, env=env)
     assert again.returncode == 0, again.stderr
     assert "load: Cached" in again.stderr and "segment: Cached" in again.stderr
+
+
+def flow_run_of(runs_dir: Path):
+    """The one flow run whose settings name `runs_dir`, and its task runs, as the session's server has them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200, sort="START_TIME_DESC")
+        (run,) = [
+            r for r in runs if r.parameters.get("settings", {}).get("output", {}).get("runs_dir") == str(runs_dir)
+        ]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    return run, tasks
+
+
+@pytest.mark.parametrize("signum, status", [
+    pytest.param(signal.SIGINT, 130, marks=case("Ctrl-C during a render on a running Prefect server",
+                                                "exit 130; the run and its unfinished tasks are marked Cancelled on the server")),
+    pytest.param(signal.SIGHUP, 129, marks=case("the terminal closes (SIGHUP) during a render on a running Prefect server",
+                                                "exit 129; the run and its unfinished tasks are marked Cancelled on the server")),
+])  # fmt: skip
+def test_an_interrupted_render_is_cancelled_on_the_server(signum, status, excerpt, tmp_path, prefect_server):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir", str(runs), *SMALL,
+         "--render.simulated_seconds_per_scene", "30"],
+        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for_line(proc, "script: Completed", 300)
+    time.sleep(1)  # scenes are rendering (30 s each)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status and err.count("interrupted") == 1 and "Traceback" not in err, err
+    run, tasks = flow_run_of(runs)
+    assert run.state.is_cancelled(), run.state
+    assert tasks and all(t.state.is_final() for t in tasks), [(t.name, t.state.name) for t in tasks]
+
+
+# --- a user's edit that cannot be used ---------------------------------------------------------------
+
+
+@case("a garbled edit of script.json", "exit 2 naming the file that holds the edit; deleting that file starts over")
+def test_a_garbled_script_edit_names_its_file_and_deleting_it_starts_over(excerpt, tmp_path, prefect_server):
+    runs = tmp_path / "runs"
+    video, _ = render(excerpt, runs, render={"width": 64, "height": 36})
+    (video.parent / "script.json").write_text('{"scenes": [garbled')  # through the link, as most editors do
+    proc = cli(str(excerpt), "--output.runs_dir", str(runs), *SMALL)
+    (line,) = error_lines(proc.stderr)
+    assert proc.returncode == 2 and "your edit of script.json cannot be used" in line, proc.stderr
+    named = Path(line.removeprefix("soundsight: error: ").split(": your edit")[0])
+    assert named.is_file() and named.parent.parent.name == "script" and "garbled" in named.read_text(), named
+    named.unlink()
+    again = cli(str(excerpt), "--output.runs_dir", str(runs), *SMALL)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((video.parent / "script.json").read_text())["scenes"]
 
 
 @case(

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from soundsight.models.audio.beats import BeatGrid
-from soundsight.models.audio.segmenters import (
-    BeatSnap,
-    plan_segments,
-    segment_random,
-    segment_rule_based,
-    segments_from_cuts,
-)
+from benchmarks.reference_beats import load_reference_beats, reference_metrics
+from soundsight.models.audio.segmenters import BeatSnap, plan_segments, segment_random, segment_rule_based
+from soundsight.models.audio.tiling import segments_from_cuts
+from soundsight.models.base import BeatGrid
 from soundsight.settings import SegmentSettings
-from soundsight.tasks.reference_beats import load_reference_beats, reference_metrics
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -164,7 +160,8 @@ def test_reference_metrics_on_known_cuts():
 
 
 def test_score_beats_follow_pickups_and_compound_meter():
-    from soundsight.flows.demo import load_score, score_beat_offsets
+    from benchmarks.scores import load_score
+    from soundsight.flows.demo import score_beat_offsets
 
     beats, downbeats, _ = score_beat_offsets(load_score("bach/bwv66.6"))  # 4/4, one-beat pickup
     assert beats[:3] == [0, 1, 2] and downbeats[:2] == [1, 5]
@@ -182,7 +179,8 @@ LEAD = 0.137  # keeps the true beats off the 24 fps grid
 def drummed_chorale(tmp_path_factory):
     import soundfile as sf
 
-    from soundsight.flows.demo import load_score, render_score, write_beats_file
+    from benchmarks.scores import load_score, render_score
+    from soundsight.flows.demo import write_beats_file
 
     audio, timing = render_score(load_score("bach/bwv66.6"), (0, 0, 0, 32), drums=True, sample_rate=22050)
     pad = np.zeros((int(round(LEAD * 22050)), 2), np.float32)
@@ -298,7 +296,8 @@ def test_off_beat_snare_does_not_pull_the_beat_off_the_kick(warm_librosa):
 
 
 def test_fast_tempo_is_not_taken_for_two_thirds(warm_librosa):
-    from soundsight.models.audio.beats import is_credible, pulse_confidence, track_beats
+    from soundsight.models.audio.beats import track_beats
+    from soundsight.models.audio.beats.confidence import is_credible, pulse_confidence
 
     y, beats = _drum_loop(180.0)
     grid = track_beats(y, 22050)
@@ -378,6 +377,70 @@ def test_an_incredible_grid_keeps_the_papers_cuts_and_says_so():
 
 
 # ---------------------------------------------------------------------------------------------
+# A beat tracker added through the table alone (soundsight.backends.BEAT_TRACKERS).
+
+
+@dataclass(frozen=True)
+class Metronome:
+    """A `BeatTracker` that listens to nothing: beats every 0.5 s from `first` (120 BPM), bars of four."""
+
+    first: float = 0.25
+    name: str = "metronome"
+
+    def identity(self, settings: SegmentSettings) -> str:
+        return f"metronome-first={self.first}"
+
+    def track(self, y: np.ndarray, sr: int, settings: SegmentSettings) -> BeatGrid:
+        beats = np.arange(self.first, len(y) / sr - 0.1, 0.5)
+        terms = {"on_attack": 1.0, "regularity": 1.0, "phase": 1.0, "tempo_clarity": 1.0}
+        return BeatGrid(
+            120.0, beats, beats[::4], 0.9, 4, np.ones(len(beats)), confidence_terms=terms, tracker=self.name
+        )
+
+
+METRONOME = Metronome()
+
+
+def test_a_beat_tracker_added_to_the_table_cuts_the_song(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from soundsight.backends import BEAT_TRACKERS
+    from soundsight.schemas import Segmentation
+    from soundsight.tasks.load import load_song
+    from soundsight.tasks.segment import segment_identity, segment_song
+
+    monkeypatch.setitem(BEAT_TRACKERS, "metronome", f"{__name__}:METRONOME")
+    settings = SegmentSettings(beat_tracker="metronome")  # a valid setting: the table is the list
+    y, _ = _drum_loop(96.0, seconds=30.0)  # the song's own beats are not the metronome's
+    sf.write(tmp_path / "loop.wav", y, 22050)
+    song = load_song.fn(str(tmp_path / "loop.wav"), str(tmp_path / "runs"))
+    assert segment_identity({"settings": settings}) == "reference=none;metronome-first=0.25"
+    manifest = segment_song.fn(song, settings, 24, math.inf)
+    seg = Segmentation.model_validate_json(manifest.path("segments").read_text())
+    metronome = np.arange(0.25, 29.9, 0.5)
+    assert seg.beat_tracker == "metronome" and seg.tempo_bpm == 120.0 and seg.beat_confidence == 0.9
+    np.testing.assert_allclose(seg.beats, metronome)
+    assert seg.cut_planner == "joint" and len(seg.segments) >= 4
+    for s in seg.segments[:-1]:  # every cut on a metronome downbeat (every 2 s from 0.25 s), to the frame
+        assert s.on_downbeat and np.min(np.abs(metronome[::4] - s.end)) <= 0.5 / 24 + 1e-6, s
+
+
+def test_segment_identity_keeps_the_keys_of_cached_runs(tmp_path):
+    import hashlib
+
+    from soundsight.tasks.segment import segment_identity
+
+    # the identities the stage used when it also keyed a reference beats file ("none" without one)
+    assert segment_identity({"settings": SegmentSettings()}) == "reference=none"
+    checkpoint = tmp_path / "final0.ckpt"
+    settings = SegmentSettings(beat_tracker="beat_this", beat_checkpoint=str(checkpoint))
+    assert segment_identity({"settings": settings.model_dump()}) == "reference=none;beat_this=missing"
+    checkpoint.write_bytes(b"weights")
+    sha = hashlib.sha256(b"weights").hexdigest()
+    assert segment_identity({"settings": settings}) == f"reference=none;beat_this={sha}"
+
+
+# ---------------------------------------------------------------------------------------------
 # beat-this, through the same loading path as a real checkpoint (random weights).
 
 
@@ -454,20 +517,20 @@ def _syncopated_loop(bpm: float = 140.0, seconds: float = 40.0, pushed: tuple = 
 
 
 def test_steady_song_keeps_one_beat_phase_through_a_syncopated_section(warm_librosa, monkeypatch):
-    from soundsight.models.audio import beats as B
+    from soundsight.models.audio.beats import phase, track_beats
 
     y, beats = _syncopated_loop()
 
     def share_on_beat(grid) -> float:
         return float(np.mean([np.min(np.abs(beats - b)) < 0.035 for b in grid.beats]))
 
-    grid = B.track_beats(y, 22050)
+    grid = track_beats(y, 22050)
     assert grid.steady_tempo and grid.phase_flips == 0
     assert grid.tempo_bpm == pytest.approx(140.0, rel=0.01)
     assert share_on_beat(grid) >= 0.97  # the pushed 12 s (30 % of the song) stay on the song's beat
     # the same tracker without the steady-tempo grid follows the push onto the off-beats
-    monkeypatch.setattr(B, "STEADY_SHARE", 1.01)
-    local = B.track_beats(y, 22050)
+    monkeypatch.setattr(phase, "STEADY_SHARE", 1.01)
+    local = track_beats(y, 22050)
     assert not local.steady_tempo and share_on_beat(local) < 0.8
 
 
@@ -484,7 +547,8 @@ def test_real_rock_song_is_tracked_on_its_charted_beat(music, warm_librosa):
     import librosa
     import mir_eval
 
-    from soundsight.models.audio.beats import SR, track_beats
+    from soundsight.media import ANALYSIS_SAMPLE_RATE as SR
+    from soundsight.models.audio.beats import track_beats
 
     path = music / "metal_madness.ogg"  # 150 BPM metal whose riffs sit on the off-beats for bars on end
     y, _ = librosa.load(str(path), sr=SR, mono=True)
@@ -502,31 +566,32 @@ def test_real_rock_song_is_tracked_on_its_charted_beat(music, warm_librosa):
 def test_a_rock_excerpt_starting_two_beats_before_a_bar_line_keeps_its_bar_lines(music, warm_librosa, monkeypatch):
     import librosa
 
-    from soundsight.models.audio import beats as B
+    from soundsight.media import ANALYSIS_SAMPLE_RATE as SR
+    from soundsight.models.audio.beats import bars, track_beats
 
     path = music / "war_of_freedom.ogg"
-    y, _ = librosa.load(str(path), sr=B.SR, mono=True)
-    reference, bar_lines = load_reference_beats(path, y, B.SR)
+    y, _ = librosa.load(str(path), sr=SR, mono=True)
+    reference, bar_lines = load_reference_beats(path, y, SR)
     # 60 s from the chart beat two beats before the first bar line after 40 s: the song's start
     # says "the third beat is a bar line", its kick, bass and chords say otherwise with certainty
     k = int(np.argmin(np.abs(reference - bar_lines[bar_lines >= 40.0][0]))) - 2
     t0 = float(reference[k]) - 0.05
-    excerpt = y[int(t0 * B.SR) : int((t0 + 60.0) * B.SR)]
+    excerpt = y[int(t0 * SR) : int((t0 + 60.0) * SR)]
 
     def on_chart_bar_lines() -> float:
-        grid = B.track_beats(excerpt, B.SR)
+        grid = track_beats(excerpt, SR)
         return float(np.mean([np.min(np.abs(bar_lines - (d + t0))) <= 0.07 for d in grid.downbeats]))
 
     assert on_chart_bar_lines() >= 0.95  # measured 1.00
-    unguarded = B.bars
+    unguarded = bars.bars
     monkeypatch.setattr(
-        B, "bars", lambda evidence, meters=(3, 4), switch=None, anchor=True: unguarded(evidence, meters)
+        bars, "bars", lambda evidence, meters=(3, 4), switch=None, anchor=True: unguarded(evidence, meters)
     )
     assert on_chart_bar_lines() <= 0.05  # the start anchor without its guard: measured 0.00
 
 
 def test_even_pulse_prefers_the_double_nearer_the_preferred_tempo():
-    from soundsight.models.audio.beats import even_pulse_double
+    from soundsight.models.audio.beats.tempo import even_pulse_double
 
     scored = [(0.50, 60.0, None), (0.45, 120.0, None), (-2.3, 155.0, None)]
     assert even_pulse_double(scored, (10.0, 9.6, 0.6)) == 1  # midpoints 96 % of the beats: one pulse
@@ -538,7 +603,7 @@ def test_even_pulse_prefers_the_double_nearer_the_preferred_tempo():
 def test_drum_on_every_beat_of_a_three_four_piece_is_not_halved(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score
+    from benchmarks.scores import load_score, render_score
     from soundsight.models.audio.beats import track_beats
 
     # bwv269 at 120 BPM in 3/4 with a drum on every beat: tracked at 60 BPM (F 0.66) before the even-pulse rule
@@ -549,20 +614,20 @@ def test_drum_on_every_beat_of_a_three_four_piece_is_not_halved(warm_librosa):
 
 
 def test_steady_grid_follows_a_band_drifting_around_the_click(warm_librosa, monkeypatch):
-    from soundsight.models.audio import beats as B
+    from soundsight.models.audio.beats import attack, track_beats
 
     y, beats = _drum_loop(120.0, seconds=80.0, drift=0.030)  # +-30 ms: inside the steady test's tolerance
-    grid = B.track_beats(y, 22050)
+    grid = track_beats(y, 22050)
     err = np.array([np.min(np.abs(grid.beats - b)) for b in beats])
     assert grid.steady_tempo and np.median(err) < 0.010, np.median(err)  # measured 5 ms
-    monkeypatch.setattr(B, "RIGID_SPAN", 100_001)  # one shift for the whole song: 20 ms off
-    rigid = B.track_beats(y, 22050)
+    monkeypatch.setattr(attack, "RIGID_SPAN", 100_001)  # one shift for the whole song: 20 ms off
+    rigid = track_beats(y, 22050)
     err = np.array([np.min(np.abs(rigid.beats - b)) for b in beats])
     assert np.median(err) > 0.015, np.median(err)
 
 
 def test_one_clear_downbeat_cue_outweighs_several_weak_ones():
-    from soundsight.models.audio.beats import bars, weighted_evidence
+    from soundsight.models.audio.beats.bars import bars, weighted_evidence
 
     # 64 beats of 4/4 after a two-beat pickup, downbeats on beat index 2, 6, 10, ...: a kick marks
     # them plainly; four harmony-like cues lean, each noisily, to the third beat of the bar (a
@@ -584,7 +649,8 @@ def test_one_clear_downbeat_cue_outweighs_several_weak_ones():
 
 
 def test_bars_on_a_tie_between_beat_one_and_three_follow_how_the_music_starts():
-    from soundsight.models.audio.beats import PHASE_CERTAIN_T, bars
+    from soundsight.models.audio.beats.bars import bars
+    from soundsight.models.audio.beats.confidence import PHASE_CERTAIN_T
 
     # 4/4 after a one-beat pickup (downbeats on beat index 1, 5, 9, ...), the third beat of each
     # bar marked a little more than the first (a chorale whose cadences fall on beat 3): the
@@ -604,7 +670,7 @@ def test_bars_on_a_tie_between_beat_one_and_three_follow_how_the_music_starts():
 
 
 def test_bars_without_any_bar_pattern_are_four_beats_long():
-    from soundsight.models.audio.beats import bars
+    from soundsight.models.audio.beats.bars import bars
 
     meter, down = bars(np.zeros(32))  # no evidence at all: 4/4, the commonest meter
     assert meter == 4 and int(down.sum()) == 8
@@ -622,7 +688,7 @@ def test_bars_without_any_bar_pattern_are_four_beats_long():
     ],
 )
 def test_a_chorale_without_drums_gets_its_bar_lines(warm_librosa, piece, programs, bpm, lead, measured):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import track_beats
 
     score = load_score(piece)
@@ -637,7 +703,7 @@ def test_a_chorale_without_drums_gets_its_bar_lines(warm_librosa, piece, program
 
 
 def test_a_kick_on_the_downbeat_of_a_fast_piece_gives_its_bars(warm_librosa):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import track_beats
 
     # bwv66.6 at 168 BPM, strings and bass, a kick on each downbeat: the harmony leans to beat 3
@@ -656,7 +722,7 @@ def test_a_kick_on_the_downbeat_of_a_fast_piece_gives_its_bars(warm_librosa):
 def test_a_slow_middle_section_is_followed_at_its_own_tempo(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score, set_tempi
+    from benchmarks.scores import load_score, render_score, set_tempi
     from soundsight.models.audio.beats import track_beats
 
     # bwv48.7 on harpsichord at 100, then 76 from bar 6, then 120 BPM from bar 11 (the winner):
@@ -674,7 +740,7 @@ def test_a_slow_middle_section_is_followed_at_its_own_tempo(warm_librosa):
 
 
 def test_section_boundary_does_not_move_when_the_first_beat_is_at_zero():
-    from soundsight.models.audio.structure import section_boundaries
+    from soundsight.models.audio.beats.structure import section_boundaries
 
     # 64 beats of 0.5 s whose features change at beat 32 (16 s); the first beat at 0 s or 0.1 s
     frames_per_beat = int(round(0.5 * 22050 / 256))
@@ -690,8 +756,9 @@ def test_section_boundary_does_not_move_when_the_first_beat_is_at_zero():
 def test_a_jig_is_tracked_on_its_dotted_quarters(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score, set_tempi
-    from soundsight.models.audio.beats import lattice_contrast, track_beats
+    from benchmarks.scores import load_score, render_score, set_tempi
+    from soundsight.models.audio.beats import track_beats
+    from soundsight.models.audio.beats.tempo import lattice_contrast
 
     # a 6/8 jig on steel-string guitar with a kit on its dotted quarters (100 BPM): the duple lattice
     # alone scored the eighth-note stream's 150 BPM quarters higher (F 0.40)
@@ -710,8 +777,10 @@ def test_a_jig_is_tracked_on_its_dotted_quarters(warm_librosa):
 def test_a_melody_without_a_bass_line_keeps_its_beat_half(warm_librosa):
     import mir_eval
 
-    from soundsight.flows.demo import load_score, render_score, set_tempi
-    from soundsight.models.audio.beats import BASS_LINE_SHARE, bass_share, compute_cues, track_beats
+    from benchmarks.scores import load_score, render_score, set_tempi
+    from soundsight.models.audio.beats import track_beats
+    from soundsight.models.audio.beats.cues import compute_cues
+    from soundsight.models.audio.beats.phase import BASS_LINE_SHARE, bass_share
 
     # a reel (2/2, 112 BPM) played on one organ voice: 5 % of its power lies below 250 Hz, the
     # melody's lowest notes, whose "bass change" put the whole song on the off-beats (F 0.00)
@@ -725,8 +794,9 @@ def test_a_melody_without_a_bass_line_keeps_its_beat_half(warm_librosa):
 
 
 def test_beats_sit_at_the_start_of_slow_attacks_and_stay_on_sharp_ones(warm_librosa, monkeypatch):
-    from soundsight.flows.demo import load_score, render_score, set_tempi
-    from soundsight.models.audio import beats as B
+    from benchmarks.scores import load_score, render_score, set_tempi
+    from soundsight.models.audio.beats import attack, track_beats
+    from soundsight.models.audio.beats.cues import analysis_audio, fine_onset_envelope
 
     # the reel on a flute, no drums: its notes swell, so their half-rise is 20 ms after the note starts
     score = load_score("airdsAirs/book1.abc", 3)
@@ -734,15 +804,15 @@ def test_beats_sit_at_the_start_of_slow_attacks_and_stay_on_sharp_ones(warm_libr
     audio, timing = render_score(score, (73,), sample_rate=22050)
     y = audio.mean(axis=1)
 
-    def lateness(grid: B.BeatGrid) -> float:
+    def lateness(grid: BeatGrid) -> float:
         nearest = timing.beats[np.argmin(np.abs(timing.beats[None, :] - grid.beats[:, None]), axis=1)]
         late = grid.beats - nearest
         return float(np.median(late[np.abs(late) < 0.07]))
 
-    assert lateness(B.track_beats(y, 22050)) < 0.009  # measured +5.6 ms
+    assert lateness(track_beats(y, 22050)) < 0.009  # measured +5.6 ms
     drums, _ = _drum_loop(120.0)
-    grid = B.track_beats(drums, 22050)
-    shift = B.attack_onset_shift(grid.beats, *B.fine_onset_envelope(B.analysis_audio(drums, 22050)))
+    grid = track_beats(drums, 22050)
+    shift = attack.attack_onset_shift(grid.beats, *fine_onset_envelope(analysis_audio(drums, 22050)))
     assert -0.002 < shift <= 0.0, shift  # measured -0.6 ms: a kick's attack rises within a frame
-    monkeypatch.setattr(B, "ATTACK_FRACTION", 0.5)
-    assert lateness(B.track_beats(y, 22050)) > 0.015  # measured +20.1 ms at the half-rise
+    monkeypatch.setattr(attack, "ATTACK_FRACTION", 0.5)
+    assert lateness(track_beats(y, 22050)) > 0.015  # measured +20.1 ms at the half-rise

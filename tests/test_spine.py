@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.reference_beats import load_reference_beats, reference_metrics
 from soundsight.schemas import Segmentation
 from tests.support import gray_frames, probe, render
 
@@ -122,6 +123,10 @@ def test_demo_renders_with_a_temporary_prefect_server(tmp_path, ffprobe):
     assert "Error logging to API" not in proc.stderr, proc.stderr[-1000:]  # run logs sent before the server stops
     streams = probe(ffprobe, video)["streams"]
     assert sorted(s["codec_type"] for s in streams) == ["audio", "video"]
-    # The demo song carries its exact beats beside it, so the run scores its own cuts.
-    metrics = Segmentation.model_validate_json((video.parent / "segments.json").read_text()).metrics
+    # The demo song carries its exact beats beside it: the run's cuts score against them.
+    segmentation = Segmentation.model_validate_json((video.parent / "segments.json").read_text())
+    reference = load_reference_beats(tmp_path / "runs" / "demo" / "bach-chorale-bwv66.6.wav")
+    assert reference is not None
+    cuts = [s.start for s in segmentation.segments[1:]]
+    metrics = reference_metrics(cuts, segmentation.beats, segmentation.downbeats, *reference, fps=segmentation.fps)
     assert metrics and metrics["n_cuts"] >= 1 and "cut_error_median_ms" in metrics

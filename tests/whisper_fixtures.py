@@ -1,28 +1,33 @@
-"""Pytest plugin: a tiny, randomly initialised Whisper checkpoint built offline, and sung test signals.
+"""Pytest plugin: a tiny, randomly initialised Whisper built offline and converted to CTranslate2, and sung test signals.
 
 Register with ``pytest_plugins = ["tests.whisper_fixtures"]`` (or ``-p tests.whisper_fixtures``).
 
 `tiny_whisper_dir` is a real transformers-format Whisper folder laid out like
 ``openai/whisper-large-v3-turbo`` - `WhisperForConditionalGeneration` (d_model 64, 2+2 layers,
 4 heads, 128 mel bins: about 0.5 M parameters, 2 MB), `WhisperFeatureExtractor(128)`, a
-`WhisperTokenizer` trained here with the `tokenizers` package and a ``generation_config.json`` -
-so the lyrics stage runs exactly the `from_pretrained` / `pipeline` path it runs for the real one.
-Random weights transcribe nonsense: tests check structure and timing, never words.
+`WhisperTokenizer` trained here with the `tokenizers` package and a ``generation_config.json``.
+`tiny_whisper_ct2` is that folder converted by the product's own `convert_whisper` (ctranslate2's
+``TransformersConverter``, offline), so the lyrics stage loads it through faster-whisper exactly as
+it loads ``Systran/faster-whisper-*`` or the packaged tiny.en. Random weights transcribe nonsense,
+and faster-whisper's guards drop most of it: tests check loading, languages and structure with it,
+never words. Real words come from the packaged tiny.en, which the suite runs too.
 
 What the checkpoint needs (and why):
 
 - the tokenizer's special tokens in Whisper's order: ``<|endoftext|>``, ``<|startoftranscript|>``,
   the 100 language tokens in `LANGUAGES` order (a language id is ``sot + 1 + index``),
   ``<|translate|>``, ``<|transcribe|>``, ``<|startoflm|>``, ``<|startofprev|>``, ``<|nospeech|>``,
-  ``<|notimestamps|>``; then ``<|0.00|>`` ... ``<|30.00|>`` as *non-special* added tokens (the ASR
-  decoder skips anything in ``all_special_ids``, so a special timestamp would be ignored);
+  ``<|notimestamps|>``; then ``<|0.00|>`` ... ``<|30.00|>`` as *non-special* added tokens;
+- an empty token ``""`` in the text vocabulary, as multilingual Whisper vocabularies have:
+  CTranslate2 calls a Whisper without it English-only (no language detection, no language);
 - ``max_source_positions=1500`` and 30 s feature chunks (time precision 30 / 1500 = 0.02 s, and the
   encoder accepts only 3000 mel frames);
 - generation-config fields: ``no_timestamps_token_id`` (timestamps), ``alignment_heads`` (word
   times), ``lang_to_id`` / ``task_to_id`` / ``is_multilingual`` (language and task),
-  ``max_initial_timestamp_index``, the suppress lists.
+  ``max_initial_timestamp_index``, the suppress lists (the converter copies them into CTranslate2's
+  ``config.json``).
 
-`sung_song` speaks known lines with espeak-ng over a shared instrumental track at known offsets.
+`make_sung_mix` speaks known lines with espeak-ng over a shared instrumental track at known offsets.
 """
 
 from __future__ import annotations
@@ -94,6 +99,12 @@ def build_tiny_tokenizer():
     state = json.loads(raw.model.__getstate__())
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     n_text = len(state["vocab"])
+    # Multilingual Whisper vocabularies hold an empty token, and CTranslate2 (>= 4.7) tells a
+    # multilingual Whisper from an English-only one by it: the last merge's token becomes "".
+    last = next(t for t, i in state["vocab"].items() if i == n_text - 1)
+    assert "".join(merges[-1]) == last, "the last token is not the last merge's"
+    state["vocab"] = {("" if t == last else t): i for t, i in state["vocab"].items()}
+    merges = merges[:-1]
     tok = WhisperTokenizer(vocab=state["vocab"], merges=merges, model_max_length=448)
     specials = special_token_names()
     # <|endoftext|> is added by the constructor, right after the text vocabulary.
@@ -193,6 +204,14 @@ def build_tiny_whisper(out_dir: str | Path, *, seed: int = 0) -> Path:
 def tiny_whisper_dir(tmp_path_factory) -> Path:
     """A tiny random Whisper checkpoint folder (same layout as ``openai/whisper-large-v3-turbo``)."""
     return build_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_ct2(tiny_whisper_dir, tmp_path_factory) -> Path:
+    """`tiny_whisper_dir` converted to CTranslate2 by the product's `convert_whisper` (offline, ~1 s)."""
+    from soundsight.models.lyrics.whisper import convert_whisper
+
+    return convert_whisper(tiny_whisper_dir, tmp_path_factory.mktemp("whisper-ct2") / "tiny-whisper-ct2")
 
 
 # ------------------------------------------------------------------------------------- sung signal

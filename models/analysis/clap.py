@@ -38,14 +38,15 @@ import numpy as np
 from soundsight.models.analysis.clap_model import (
     DEFAULT_CLAP_MODEL,
     LoadedClap,
+    clap_available,
     clap_backend_id,
-    count,
     load_clap,
     resolve_clap_checkpoint,
 )
 from soundsight.models.analysis.embedding_cache import cached_embeddings
 from soundsight.models.hub import resolve_device
-from soundsight.prompts import Category, Vocabulary
+from soundsight.prompts import Category, Vocabulary, load_vocabulary
+from soundsight.settings import AnalysisSettings
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from soundsight.schemas import Analysis, Label, Segment
 
 __all__ = [
+    "BACKEND",
     "ClapAnalyser",
     "SegmentEmbeddings",
     "category_distributions",
@@ -223,7 +225,6 @@ def embed_windows(clap: LoadedClap, audio: np.ndarray, windows: Sequence[Window]
             features = log_mel_features(clap, waves_t).to(clap.dtype)
             is_longer = torch.zeros((len(batch), 1), dtype=torch.bool, device=clap.device)
             embeds = clap.model.get_audio_features(input_features=features, is_longer=is_longer).pooler_output
-        count("audio_forward")
         out.append(embeds.float().cpu().numpy())
     embeddings = np.concatenate(out) if out else np.zeros((0, clap.model.config.projection_dim), np.float32)
     return _unit(embeddings)
@@ -267,7 +268,7 @@ def text_embeddings(clap: LoadedClap, vocabulary: Vocabulary, cache_dir: str | P
         (`embedding_cache.cached_embeddings`), keyed by the backend id and the exact sentences.
     """
     sentences, _ = vocabulary_sentences(vocabulary)
-    embeddings, hit = cached_embeddings(
+    embeddings, _ = cached_embeddings(
         "clap-text",
         clap.backend_id,
         sentences,
@@ -275,8 +276,6 @@ def text_embeddings(clap: LoadedClap, vocabulary: Vocabulary, cache_dir: str | P
         width=clap.model.config.projection_dim,
         cache_dir=cache_dir,
     )
-    if hit:
-        count("text_cache_hits")
     return embeddings
 
 
@@ -290,7 +289,6 @@ def _embed_sentences(clap: LoadedClap, sentences: list[str]) -> np.ndarray:
             embeds = clap.model.get_text_features(
                 input_ids=tokens["input_ids"].to(clap.device), attention_mask=tokens["attention_mask"].to(clap.device)
             ).pooler_output
-        count("text_forward")
         out.append(embeds.float().cpu().numpy())
     return _unit(np.concatenate(out))
 
@@ -479,3 +477,28 @@ class SegmentEmbeddings:
             windows=list(data["windows"]),
             track_sum=np.asarray(data["track_sum"], dtype=np.float64),
         )
+
+
+class ClapBackend:
+    """``analysis.backend = clap``: LAION-CLAP zero-shot labels, embedding batches fanned out (`models.base.AnalyserBackend`)."""
+
+    name = "clap"
+    fans_out = True
+    hears_vocals = True  # a CLAP "Vocals" prominent element is heard, not guessed from descriptors
+
+    def available(self, settings: AnalysisSettings) -> bool:
+        """Whether ``analysis.clap_model`` is on this machine."""
+        return clap_available(settings.clap_model)
+
+    def analyser(self, settings: AnalysisSettings) -> ClapAnalyser:
+        """The CLAP analyser the settings describe (it loads its model on first use, once per worker process)."""
+        return ClapAnalyser(
+            load_vocabulary(),
+            model_id=settings.clap_model,
+            device=settings.device,
+            dtype=None if settings.clap_dtype == "auto" else settings.clap_dtype,
+            batch_size=settings.clap_batch_size,
+        )
+
+
+BACKEND = ClapBackend()

@@ -13,7 +13,6 @@ Only numpy and the standard library are imported at module level, so `clap_avail
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,10 +40,8 @@ __all__ = [
     "LoadedClap",
     "clap_available",
     "clap_backend_id",
-    "clap_stats",
     "clear_clap_cache",
     "load_clap",
-    "reset_clap_stats",
     "resolve_clap_checkpoint",
 ]
 
@@ -200,32 +197,14 @@ class LoadedClap:
 
 
 _MODELS: LoadedModels[LoadedClap] = LoadedModels()
-_STATS: Counter = Counter()
 
 
-def clap_stats() -> dict[str, int]:
-    """Counters for tests and logs: ``loads``, ``text_forward``, ``audio_forward``, ``text_cache_hits``."""
-    return dict(_STATS)
-
-
-def reset_clap_stats() -> None:
-    """Zero the counters of `clap_stats` (loaded models stay)."""
-    _STATS.clear()
-
-
-def count(event: str) -> None:
-    """Add one to counter `event` of `clap_stats`."""
-    _STATS[event] += 1
-
-
-def clear_clap_cache(reset_stats: bool = True) -> None:
-    """Forget loaded models in this process; optionally zero the counters of `clap_stats`."""
+def clear_clap_cache() -> None:
+    """Forget the models and text embeddings loaded in this process."""
     from soundsight.models.analysis.embedding_cache import forget_text_embeddings
 
     _MODELS.clear()
     forget_text_embeddings()
-    if reset_stats:
-        _STATS.clear()
 
 
 def load_clap(model_id: str = DEFAULT_CLAP_MODEL, device: str = "auto", dtype: str | None = None) -> LoadedClap:
@@ -245,9 +224,7 @@ def load_clap(model_id: str = DEFAULT_CLAP_MODEL, device: str = "auto", dtype: s
     LoadedClap
         Shared by every caller in this process (thread-safe: concurrent callers share one load).
     """
-    return _MODELS.load(
-        resolve_clap_checkpoint(model_id), device, dtype, _load, on_load=lambda: _STATS.update(["loads"])
-    )
+    return _MODELS.load(resolve_clap_checkpoint(model_id), device, dtype, _load)
 
 
 def _load(checkpoint: Checkpoint, device: str, dtype: torch.dtype) -> LoadedClap:

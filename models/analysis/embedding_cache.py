@@ -17,18 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from soundsight.environment import environment_variable
 from soundsight.media import atomic_path
 
 __all__ = ["cached_embeddings", "default_cache_dir", "embedding_cache_path", "forget_text_embeddings"]
 
+CACHE_DIR = environment_variable(
+    "SOUNDSIGHT_CACHE_DIR", "soundsight's cache folder: text embeddings, Whisper checkpoints converted to CTranslate2"
+)
 _MEMORY: dict[str, np.ndarray] = {}
 _LOCK = threading.Lock()
 
 
 def default_cache_dir() -> Path:
     """``$SOUNDSIGHT_CACHE_DIR``, else ``$XDG_CACHE_HOME/soundsight`` (``~/.cache/soundsight``)."""
-    if os.environ.get("SOUNDSIGHT_CACHE_DIR"):
-        return Path(os.environ["SOUNDSIGHT_CACHE_DIR"]).expanduser()
+    if CACHE_DIR.get():
+        return Path(CACHE_DIR.get()).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "soundsight"
 
 

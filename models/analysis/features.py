@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from soundsight.prompts import Category, Vocabulary
+from soundsight.prompts import Category, Vocabulary, load_vocabulary
 from soundsight.schemas import Analysis, Label, Segment, SegmentLabels
+from soundsight.settings import AnalysisSettings
 
-__all__ = ["FeatureAnalyser", "label_from_scores"]
+__all__ = ["BACKEND", "FeatureAnalyser", "label_from_scores"]
 
 BACKEND_ID = "librosa-features-v1"
 HOP = 512
@@ -396,3 +397,22 @@ class FeatureAnalyser:
                 },
             ),
         }
+
+
+class FeatureBackend:
+    """``analysis.backend = features``: librosa descriptors, no weights, one task (`models.base.AnalyserBackend`)."""
+
+    name = "features"
+    fans_out = False
+    hears_vocals = False  # its prominent-element label is a heuristic, no evidence of singing
+
+    def available(self, settings: AnalysisSettings) -> bool:
+        """Always: it needs nothing but librosa."""
+        return True
+
+    def analyser(self, settings: AnalysisSettings) -> FeatureAnalyser:
+        """The feature analyser over the label vocabulary."""
+        return FeatureAnalyser(load_vocabulary())
+
+
+BACKEND = FeatureBackend()

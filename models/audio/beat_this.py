@@ -28,17 +28,32 @@ from __future__ import annotations
 
 import sys
 import types
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from soundsight.errors import MissingCheckpointError, SoundsightError
-from soundsight.models.audio.beats import BeatGrid, tempo_regularity
+from soundsight.media import sha256_file
+from soundsight.models.audio.beats.confidence import tempo_regularity
+from soundsight.models.audio.beats.structure import song_structure
+from soundsight.models.base import BeatGrid
+from soundsight.settings import SegmentSettings
 
-__all__ = ["CHECKPOINT_HINT", "INSTALL_HINT", "load_beat_this", "log_mel", "track_beats_beat_this"]
+__all__ = [
+    "BACKEND",
+    "CHECKPOINT_HINT",
+    "INSTALL_HINT",
+    "BeatThisTracker",
+    "load_beat_this",
+    "log_mel",
+    "track_beats_beat_this",
+]
 
-SR = 22050  # Hz
+NAME = "beat_this"  # its key in soundsight.backends.BEAT_TRACKERS, and BeatGrid.tracker of its grids
+# beat-this's input rate, fixed by its checkpoints (not the run's analysis rate, which it resamples from)
+MODEL_SAMPLE_RATE = 22050  # Hz
 N_FFT = 1024
 HOP = 441  # samples: 50 frames per second
 FPS = 50.0
@@ -73,16 +88,18 @@ def log_mel(y: np.ndarray, sr: int):
     y = np.asarray(y, dtype=np.float64)
     if y.ndim == 2:
         y = y.mean(axis=1)
-    if sr != SR:
+    if sr != MODEL_SAMPLE_RATE:
         import soxr
 
-        y = soxr.resample(y, sr, SR)
+        y = soxr.resample(y, sr, MODEL_SAMPLE_RATE)
     x = torch.tensor(y, dtype=torch.float32)
     window = torch.hann_window(N_FFT)
     # torch.stft's defaults (centred frames, reflect padding, one-sided, unnormalised) are beat-this's front end
     spec = torch.stft(x, N_FFT, hop_length=HOP, window=window, return_complex=True)
     mag = (spec / window.pow(2.0).sum().sqrt()).abs()
-    fb = librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=F_MIN, fmax=F_MAX, htk=False, norm=None)
+    fb = librosa.filters.mel(
+        sr=MODEL_SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=F_MIN, fmax=F_MAX, htk=False, norm=None
+    )
     mel = torch.tensor(fb, dtype=torch.float32) @ mag
     return torch.log1p(LOG_MULTIPLIER * mel).T.contiguous()
 
@@ -175,12 +192,10 @@ def track_beats_beat_this(model, y: np.ndarray, sr: int, device: str = "cpu") ->
     -------
     BeatGrid
         ``tracker = "beat_this"``. Confidence = sqrt(mean beat probability at the beats) x
-        `beats.tempo_regularity`; 0 with fewer than eight beats.
+        `beats.confidence.tempo_regularity`; 0 with fewer than eight beats.
     """
     import torch
     from beat_this.model.postprocessor import Postprocessor
-
-    from soundsight.models.audio.structure import song_structure
 
     inference = _inference_module()
     spect = log_mel(y, sr).to(device)
@@ -193,7 +208,7 @@ def track_beats_beat_this(model, y: np.ndarray, sr: int, device: str = "cpu") ->
     beats = np.asarray(beats, dtype=float)
     downbeats = np.asarray(downbeats, dtype=float)
     if len(beats) < 2:
-        return BeatGrid(0.0, beats, downbeats, 0.0, tracker="beat_this")
+        return BeatGrid(0.0, beats, downbeats, 0.0, tracker=NAME)
     prob = torch.sigmoid(beat_logits).numpy()
     frames = np.clip(np.round(beats * FPS).astype(int), 0, len(prob) - 1)
     at_beats = prob[frames]
@@ -217,5 +232,27 @@ def track_beats_beat_this(model, y: np.ndarray, sr: int, device: str = "cpu") ->
         section_boundaries=sec,
         section_strength=sec_s,
         confidence_terms={k: round(float(v), 4) for k, v in terms.items()},
-        tracker="beat_this",
+        tracker=NAME,
     )
+
+
+@dataclass(frozen=True)
+class BeatThisTracker:
+    """beat-this as a `BeatTracker`: the checkpoint file ``segment.beat_checkpoint``, on a GPU when one is visible."""
+
+    name: str = NAME
+
+    def identity(self, settings: SegmentSettings) -> str:
+        """The checkpoint's content: ``beat_this=<sha256>``, or ``beat_this=missing``."""
+        checkpoint = Path(settings.beat_checkpoint).expanduser() if settings.beat_checkpoint else None
+        return f"beat_this={sha256_file(checkpoint) if checkpoint and checkpoint.is_file() else 'missing'}"
+
+    def track(self, y: np.ndarray, sr: int, settings: SegmentSettings) -> BeatGrid:
+        """`track_beats_beat_this` with the checkpoint ``settings.beat_checkpoint`` (`load_beat_this`)."""
+        from soundsight.models.hub import resolve_device
+
+        device = resolve_device("auto")
+        return track_beats_beat_this(load_beat_this(settings.beat_checkpoint, device), y, sr, device)
+
+
+BACKEND = BeatThisTracker()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from soundsight.errors import InputError
-from soundsight.media import ffmpeg_exe
+from soundsight.media import ffmpeg_exe, tail_lines
 
 __all__ = ["check_not_truncated", "decode_audio"]
 
@@ -57,7 +57,9 @@ def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
             raise InputError(path, "not an audio file ffmpeg can read")
         raise InputError(path, _explain_ffmpeg_error(err))
     if err:
-        logging.getLogger("soundsight.media").warning("%s: ffmpeg reported while decoding: %s", path, err[-300:])
+        logging.getLogger("soundsight.media").warning(
+            "%s: ffmpeg reported while decoding: %s", path, tail_lines(err, 300)
+        )
     pcm = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
     if pcm.size == 0:
         raise InputError(path, "contains no decodable audio")

@@ -16,117 +16,48 @@ The modes (paper section 3.3.1):
   beats with strong onsets are preferred, farther beats penalised. Only positions that keep the
   length bounds satisfiable for the rest of the song are considered.
 
-- **joint** (`plan_joint`, the default with beat snapping): instead of moving each cut as it is
-  made, all cuts are placed at once by dynamic programming over the output frames: a cut earns
-  points for sitting on a beat, more on a downbeat, on a 4/8-bar phrase start and on a section
-  boundary (rule_based: also on a significant spectral change), each segment pays for straying
-  from the mode's length (rule_based: `beats_per_cut` beats; random: the middle of its range, and a
-  seeded bonus per beat picks among equally musical plans). The length bounds are hard constraints.
+- **joint** (`joint.plan_joint`, the default with beat snapping): instead of moving each cut as
+  it is made, all cuts are placed at once by dynamic programming over the output frames.
 
 Length bounds, applied together: `min_seconds`, `max_seconds` and the video backend's longest
 clip (`max_clip_seconds`, e.g. Wan 2.1: 81 frames at 16 fps = 5.06 s), passed in by the caller.
 The maximum is hard; the minimum yields only where the song cannot be tiled otherwise (a song
 shorter than two minimum segments is one segment; a remainder that fits no combination is split
-evenly). Segments always tile [0, duration] exactly.
+evenly). Segments always tile [0, duration] exactly (`tiling`).
+
+`plan_segments` is the segment stage's algorithm, top to bottom, on a grid from any beat tracker.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from soundsight.models.audio.beats import BeatGrid, is_credible, spectral_novelty, track_beats
+from soundsight.models.audio.beats import track_beats
+from soundsight.models.audio.beats.confidence import is_credible
+from soundsight.models.audio.beats.structure import spectral_novelty
+from soundsight.models.audio.joint import plan_joint
+from soundsight.models.audio.tiling import (
+    CutGrid,
+    Cuts,
+    effective_bounds,
+    local_peaks,
+    match_points,
+    segments_from_cuts,
+)
+from soundsight.models.base import BeatGrid
 from soundsight.schemas import Segment, Segmentation
 from soundsight.settings import SegmentSettings
 
 __all__ = [
     "BeatSnap",
-    "Cuts",
-    "JointWeights",
-    "effective_bounds",
-    "plan_joint",
+    "confidence_note",
+    "move_to_line_starts",
     "plan_segments",
     "segment_random",
     "segment_rule_based",
-    "segments_from_cuts",
 ]
-
-
-@dataclass(frozen=True)
-class Cuts:
-    """Interior cut times (seconds, strictly increasing) and why each segment ends.
-
-    `reasons` has ``len(times) + 1`` entries, the last one ``"end"``. `snaps` and `shifts` (one
-    per interior cut, optional) say what a cut was snapped to (``"downbeat"``, ``"beat"`` or
-    ``""``) and how far it moved (seconds, signed, before frame rounding).
-    """
-
-    times: list[float]
-    reasons: list[str]
-    snaps: list[str] = field(default_factory=list)
-    shifts: list[float] = field(default_factory=list)
-
-
-class _Grid:
-    """Length bounds on a time grid of `q` seconds (one output frame, or 1 ms without fps)."""
-
-    def __init__(self, duration: float, min_seconds: float, max_seconds: float, fps: float | None):
-        self.rate = float(fps) if fps else 1e3  # ticks per second
-        self.q = 1.0 / self.rate
-        self.duration = float(duration)
-        # t * rate, as `segments_from_cuts` rounds (t / q differs in the last bit: 19.94 s at 25 fps
-        # is 498.5 one way and 498.50000000000006 the other, 498 or 499 frames)
-        self.n = max(1, int(round(self.duration * self.rate)))
-        self.mx = max(1, int(math.floor(max_seconds * self.rate + 1e-6)))
-        self.mn = min(max(1, int(math.ceil(min_seconds * self.rate - 1e-6))), self.mx)
-
-    def tick(self, t: float) -> int:
-        return int(round(t * self.rate))
-
-    def time(self, tick: int) -> float:
-        return tick * self.q
-
-    def _feasible(self, rest: int) -> bool:
-        return rest >= self.mn and math.ceil(rest / self.mx) * self.mn <= rest
-
-    def must_cut(self, start: int) -> bool:
-        return self.n - start > self.mx
-
-    def allowed(self, start: int) -> list[tuple[int, int]]:
-        """Tick intervals where the next cut may fall so the rest of the song can still be tiled."""
-        rest = self.n - start
-        k_lo = max(1, math.ceil((rest - self.mx) / self.mx))
-        k_hi = (rest - self.mn) // self.mn
-        out: list[tuple[int, int]] = []
-        for k in range(k_lo, k_hi + 1):
-            a = max(start + self.mn, self.n - k * self.mx)
-            b = min(start + self.mx, self.n - k * self.mn)
-            if a <= b:
-                out.append((a, b))
-        out.sort()
-        merged: list[tuple[int, int]] = []
-        for a, b in out:
-            if merged and a <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        if not merged and self.must_cut(start):
-            # Not tileable within the bounds: split the rest evenly, each piece <= max (min yields).
-            pieces = math.ceil(rest / self.mx)
-            c = start + int(math.ceil(rest / pieces))
-            merged = [(c, c)]
-        return merged
-
-    @staticmethod
-    def inside(tick: int, allowed: list[tuple[int, int]]) -> bool:
-        return any(a <= tick <= b for a, b in allowed)
-
-    @staticmethod
-    def project(tick: int, allowed: list[tuple[int, int]]) -> int:
-        best = min(allowed, key=lambda ab: 0 if ab[0] <= tick <= ab[1] else min(abs(tick - ab[0]), abs(tick - ab[1])))
-        return int(min(max(tick, best[0]), best[1]))
 
 
 @dataclass(frozen=True)
@@ -149,7 +80,7 @@ class BeatSnap:
     downbeat_bonus: float = 0.5
     strength_bonus: float = 0.25
 
-    def __call__(self, grid: _Grid, raw: int, allowed: list[tuple[int, int]]) -> tuple[int, str, float]:
+    def __call__(self, grid: CutGrid, raw: int, allowed: list[tuple[int, int]]) -> tuple[int, str, float]:
         """(tick, 'downbeat' | 'beat' | '', shift in seconds) for a cut proposed at tick `raw`."""
         beats = np.asarray(self.beats, dtype=float)
         if len(beats) == 0:
@@ -176,7 +107,7 @@ class BeatSnap:
         return best[1], best[2], best[3]
 
 
-def _walk(grid: _Grid, propose, snap: BeatSnap | None) -> Cuts:
+def _walk(grid: CutGrid, propose, snap: BeatSnap | None) -> Cuts:
     """Make cuts left to right: `propose(start_tick, allowed)` -> (raw tick, reason) or None to stop."""
     times: list[float] = []
     reasons: list[str] = []
@@ -221,7 +152,7 @@ def segment_random(
     rest of the song fits in one segment (<= max_seconds) it becomes the last segment; otherwise
     a draw that would leave an untileable remainder is moved to the nearest position that does not.
     """
-    grid = _Grid(duration, min_seconds, max_seconds, fps)
+    grid = CutGrid(duration, min_seconds, max_seconds, fps)
     rng = np.random.default_rng(seed)
 
     def propose(start: int, allowed):
@@ -265,11 +196,11 @@ def segment_rule_based(
     beats : beat times, seconds.
     novelty_times, novelty : a novelty curve sampled at `novelty_times` (seconds), values 0..1.
     """
-    grid = _Grid(duration, min_seconds, max_seconds, fps)
+    grid = CutGrid(duration, min_seconds, max_seconds, fps)
     beats = np.asarray(beats, dtype=float)
     novelty_times = np.asarray(novelty_times, dtype=float)
     novelty = np.asarray(novelty, dtype=float)
-    peaks = _local_peaks(novelty, novelty_threshold)
+    peaks = local_peaks(novelty, novelty_threshold)
     peak_ticks = np.array([grid.tick(t) for t in novelty_times[peaks]], dtype=int)
     peak_values = novelty[peaks]
 
@@ -290,240 +221,13 @@ def segment_rule_based(
     return _walk(grid, propose, snap)
 
 
-@dataclass(frozen=True)
-class JointWeights:
-    """Points of the joint planner (`plan_joint`), in units of "one downbeat".
-
-    A cut scores ``downbeat x is_downbeat + phrase x phrase strength + section x section strength
-    + onset x onset strength + novelty x (novelty - threshold)`` on a beat and ``off_beat`` off
-    any beat; each segment pays ``length x (deviation from the mode's length, in bars)^2``.
-    Strengths are 0..1 (`BeatGrid`): a 4-bar phrase start is worth 0.25-0.5, an 8-bar one
-    0.5-1.0, the song's clearest section boundary 2. With these values a plain beat never wins
-    over a downbeat at the same segment length, a cut leaves a beat only when no beat keeps the
-    length bounds, and a strong section boundary is worth a segment one bar and a half off its
-    preferred length.
-    """
-
-    downbeat: float = 1.0
-    phrase: float = 1.0
-    section: float = 2.0
-    onset: float = 0.25
-    novelty: float = 1.0
-    off_beat: float = -4.0
-    length: float = 0.5
-    random: float = 0.5
-
-
-def _on_points(t: np.ndarray, points: np.ndarray, tolerance: float) -> np.ndarray:
-    """Index into `points` of the point within `tolerance` of each time in `t`, or -1."""
-    points = np.asarray(points, dtype=float)
-    t = np.asarray(t, dtype=float)
-    if len(points) == 0 or len(t) == 0:
-        return np.full(len(t), -1, dtype=int)
-    i = np.clip(np.searchsorted(points, t), 1, max(1, len(points) - 1))
-    lo = np.maximum(i - 1, 0)
-    hi = np.minimum(i, len(points) - 1)
-    pick = np.where(np.abs(t - points[lo]) <= np.abs(t - points[hi]), lo, hi)
-    return np.where(np.abs(t - points[pick]) <= tolerance, pick, -1)
-
-
-def _values_at(index: np.ndarray, values) -> np.ndarray:
-    """values[index] where index >= 0, else 0."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return np.zeros(len(index))
-    return np.where(index >= 0, values[np.clip(index, 0, len(values) - 1)], 0.0)
-
-
-def plan_joint(
-    duration: float,
-    grid: BeatGrid,
-    *,
-    mode: str,
-    min_seconds: float,
-    max_seconds: float,
-    fps: float,
-    seed: int = 0,
-    beats_per_cut: int = 12,
-    novelty_times: np.ndarray | None = None,
-    novelty: np.ndarray | None = None,
-    novelty_threshold: float = 0.3,
-    weights: JointWeights = JointWeights(),
-) -> Cuts | None:
-    """All cuts at once: the best-scoring tiling of the song's output frames (dynamic programming).
-
-    Parameters
-    ----------
-    duration : float
-        Seconds.
-    grid : BeatGrid
-        Beats, downbeats, onset strengths, phrase starts and section boundaries (seconds).
-    mode : {"random", "rule_based"}
-        random: segments prefer the middle of [min_seconds, max_seconds] and a seeded bonus
-        (0..``weights.random``) per beat picks among comparable plans; rule_based: segments
-        prefer `beats_per_cut` beats, and significant spectral changes earn points.
-    min_seconds, max_seconds : float
-        Length bounds, seconds; hard (checked in whole output frames).
-    fps : float
-        Output frame rate; every cut is on an output frame.
-    seed : int
-        random mode's seed.
-    beats_per_cut : int
-        rule_based: preferred segment length, beats.
-    novelty_times, novelty : np.ndarray, optional
-        rule_based: a 0..1 novelty curve (seconds, values); its peaks above `novelty_threshold`
-        earn ``weights.novelty x (peak - threshold)`` for a beat within half a beat of them.
-    novelty_threshold : float
-        0..1.
-    weights : JointWeights
-
-    Returns
-    -------
-    Cuts or None
-        Reasons: ``random`` (random mode); rule_based: ``novelty`` (on a section boundary or a
-        significant change), ``max_length`` (within half a beat of the maximum) or
-        ``beat_count`` (a cut placed by counting beats and bars). None when the bounds cannot
-        tile the song (the caller falls back to the greedy walk, where the minimum yields).
-    """
-    g = _Grid(duration, min_seconds, max_seconds, fps)
-    n, mn, mx, q = g.n, g.mn, g.mx, g.q
-    beats = np.asarray(grid.beats, dtype=float)
-    period = grid.period
-    per_bar = max(1, int(grid.beats_per_bar or 4))
-    reward = np.full(n + 1, weights.off_beat)
-    beat_tick = np.round(beats * g.rate).astype(int)
-    inside = (beat_tick > 0) & (beat_tick < n)
-    # beats per tick (for segment lengths in beats) and the reward of each beat tick
-    count = np.zeros(n + 2)
-    np.add.at(count, np.clip(beat_tick, 0, n) + 1, 1.0)
-    cum = np.cumsum(count)  # cum[k] = beats at ticks < k
-    strength = np.asarray(grid.strength, dtype=float)
-    if len(strength) != len(beats):
-        strength = np.zeros(len(beats))
-    half_frame = 0.5 * q + 1e-6
-    beat_value = weights.onset * strength
-    beat_value = beat_value + weights.downbeat * (_on_points(beats, grid.downbeats, 1e-6) >= 0)
-    k = _on_points(beats, grid.phrase_boundaries, 1e-6)
-    beat_value = beat_value + weights.phrase * _values_at(k, grid.phrase_strength)
-    k = _on_points(beats, grid.section_boundaries, 1e-6)
-    beat_value = beat_value + weights.section * _values_at(k, grid.section_strength)
-    novel = np.zeros(len(beats))
-    if mode != "random" and novelty_times is not None and novelty is not None and len(novelty):
-        peaks = _local_peaks(np.asarray(novelty, dtype=float), novelty_threshold)
-        if len(peaks):
-            k = _on_points(beats, np.asarray(novelty_times, dtype=float)[peaks], 0.5 * period)
-            novel = np.clip(_values_at(k, np.asarray(novelty, dtype=float)[peaks]) - novelty_threshold, 0.0, None)
-    beat_value = beat_value + weights.novelty * novel
-    if mode == "random":
-        beat_value = beat_value + weights.random * np.random.default_rng(seed).random(len(beats))
-    on_beat = np.full(n + 1, -np.inf)
-    np.maximum.at(on_beat, beat_tick[inside], beat_value[inside])  # several beats on one frame: the best counts
-    reward = np.where(np.isfinite(on_beat), on_beat, reward)
-    reward[n] = 0.0
-    # preferred length, in beats
-    lo_beats, hi_beats = min_seconds / period, max_seconds / period
-    target = float(beats_per_cut) if mode != "random" else 0.5 * (lo_beats + hi_beats)
-    target = float(np.clip(target, lo_beats, hi_beats))
-    best = np.full(n + 1, -np.inf)
-    back = np.zeros(n + 1, dtype=int)
-    best[0] = 0.0
-    for end in range(mn, n + 1):
-        a, b = max(0, end - mx), end - mn
-        if b < a:
-            continue
-        prev = best[a : b + 1]
-        if not np.isfinite(prev).any():
-            continue
-        in_beats = cum[end] - cum[a : b + 1]
-        cost = weights.length * ((in_beats - target) / per_bar) ** 2
-        total = prev - cost
-        j = int(np.argmax(total))
-        if np.isfinite(total[j]):
-            best[end] = total[j] + reward[end]
-            back[end] = a + j
-    if not np.isfinite(best[n]):
-        return None
-    cuts = []
-    k = n
-    while k > 0:
-        k = int(back[k])
-        if k > 0:
-            cuts.append(k)
-    cuts = cuts[::-1]
-    times = [round(float(c * q), 9) for c in cuts]
-    beat_of = _on_points(np.array([c * q for c in cuts]), beats, half_frame)
-    is_down = _on_points(np.array([c * q for c in cuts]), np.asarray(grid.downbeats, dtype=float), half_frame) >= 0
-    on_section = _on_points(np.array([c * q for c in cuts]), np.asarray(grid.section_boundaries), half_frame) >= 0
-    reasons, snaps = [], []
-    starts = [0, *cuts]
-    for i, c in enumerate(cuts):
-        if mode == "random":
-            reasons.append("random")
-        elif on_section[i] or (beat_of[i] >= 0 and novel[beat_of[i]] > 0):
-            reasons.append("novelty")
-        elif (c - starts[i]) * q >= max_seconds - 0.5 * period:
-            reasons.append("max_length")
-        else:
-            reasons.append("beat_count")
-        snaps.append("downbeat" if is_down[i] else ("beat" if beat_of[i] >= 0 else ""))
-    return Cuts(times, reasons + ["end"], snaps, [0.0] * len(cuts))
-
-
-def _local_peaks(x: np.ndarray, threshold: float) -> np.ndarray:
-    if len(x) < 3:
-        return np.zeros(0, dtype=int)
-    inner = (x[1:-1] > x[:-2]) & (x[1:-1] >= x[2:]) & (x[1:-1] > threshold)
-    return np.flatnonzero(inner) + 1
-
-
-def segments_from_cuts(cuts: Cuts, duration: float, fps: int, beats: np.ndarray | None = None) -> list[Segment]:
-    """Turn cut times into segments that tile [0, duration] on the output frame grid.
-
-    Interior cuts are rounded to the nearest output frame (``round(t * fps) / fps``; cuts made
-    with the same `fps` are on it already); the last segment ends at `duration` and at frame
-    ``round(duration * fps)``.
-    """
-    beats = np.asarray(beats if beats is not None else [], dtype=float)
-    frames = [0] + [int(round(t * fps)) for t in cuts.times] + [int(round(duration * fps))]
-    if any(b <= a for a, b in zip(frames, frames[1:])):
-        raise ValueError(f"cuts {cuts.times} collapse on the {fps} fps frame grid")
-    bounds = [0.0] + [f / fps for f in frames[1:-1]] + [float(duration)]
-    segments = []
-    last = len(frames) - 2
-    for i in range(len(frames) - 1):
-        start, end = bounds[i], bounds[i + 1]
-        inside = beats[(beats >= start) & (beats < end)]
-        segments.append(
-            Segment(
-                index=i,
-                start=round(start, 6),
-                end=round(end, 6) if i < last else float(duration),
-                start_frame=frames[i],
-                end_frame=frames[i + 1],
-                reason=cuts.reasons[i],
-                beats=[round(float(b), 4) for b in inside],
-                snapped_to=cuts.snaps[i] if i < last and i < len(cuts.snaps) else "",
-                snap_shift=cuts.shifts[i] if i < last and i < len(cuts.shifts) else 0.0,
-            )
-        )
-    return segments
-
-
-def effective_bounds(
-    min_seconds: float, max_seconds: float, max_clip_seconds: float = float("inf")
-) -> tuple[float, float]:
-    """(min, max) segment length actually used: max capped by the clip limit; min yields only above it."""
-    cap = min(max_seconds, max_clip_seconds)
-    return (min_seconds if min_seconds < cap else cap / 2.0), cap
-
-
 def _mark(segments: list[Segment], grid: BeatGrid, fps: int) -> list[Segment]:
     """Set each segment's on_downbeat / on_phrase_boundary / on_section_boundary (cut at its end, half a frame)."""
     tol = 0.5 / fps + 1e-6
     ends = np.array([s.end for s in segments[:-1]], dtype=float)
-    down = _on_points(ends, np.asarray(grid.downbeats, dtype=float), tol) >= 0
-    phrase = _on_points(ends, np.asarray(grid.phrase_boundaries, dtype=float), tol) >= 0
-    section = _on_points(ends, np.asarray(grid.section_boundaries, dtype=float), tol) >= 0
+    down = match_points(ends, np.asarray(grid.downbeats, dtype=float), tol) >= 0
+    phrase = match_points(ends, np.asarray(grid.phrase_boundaries, dtype=float), tol) >= 0
+    section = match_points(ends, np.asarray(grid.section_boundaries, dtype=float), tol) >= 0
     return [
         s.model_copy(
             update={
@@ -662,8 +366,8 @@ def plan_segments(
         The active video backend's longest clip, seconds; caps the maximum segment length so no
         segment needs a longer clip than the model renders (Wan 2.1: 81 frames / 16 fps = 5.06 s).
     grid : BeatGrid, optional
-        A grid the caller already has (the segment task with beat-this, the benchmark); else
-        the built-in tracker runs on `y`.
+        A grid the caller already has (the segment task's tracker, the benchmark); else the
+        built-in tracker (`beats.track_beats`) runs on `y`.
     novelty_curve : (numpy.ndarray, numpy.ndarray), optional
         A novelty curve (times in seconds, values 0..1); computed from `y` otherwise.
 

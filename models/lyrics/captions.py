@@ -12,7 +12,7 @@ from typing import Literal
 from soundsight.media import write_text_atomic
 from soundsight.schemas import LyricLine, Lyrics, LyricWord
 
-__all__ = ["Cue", "caption_cues", "captions", "write_captions"]
+__all__ = ["CAPTION_LIFT", "Cue", "caption_cues", "captions", "write_captions"]
 
 CaptionFormat = Literal["srt", "ass"]
 
@@ -124,6 +124,9 @@ def _ass_karaoke(cue: Cue) -> str:
     return "".join(out)
 
 
+CAPTION_LIFT = 0.2  # of the frame height: the lowest a sung line's bottom edge sits above the picture's
+
+
 def captions(
     lyrics: Lyrics,
     fmt: CaptionFormat = "srt",
@@ -141,8 +144,9 @@ def captions(
     lyrics : Lyrics
     fmt : {"srt", "ass"}
         SRT: plain cues (a soft subtitle track: ``ffmpeg -i video.mp4 -i lyrics.srt -c copy -c:s
-        mov_text``). ASS: styled cues, bottom centre, with ``\kf`` karaoke fills timed to the words
-        when `karaoke` (burn in with ffmpeg's ``subtitles=`` filter, which needs libass).
+        mov_text``). ASS: styled cues, bottom centre (`CAPTION_LIFT` above the edge), with ``\kf``
+        karaoke fills timed to the words when `karaoke` (burn in with ffmpeg's ``subtitles=``
+        filter, which needs libass).
     width, height : int
         ASS ``PlayRes``: the video's size, pixels (players scale it to the actual size).
     max_chars : int
@@ -165,6 +169,9 @@ def captions(
         raise ValueError(f"caption format must be srt or ass, not {fmt!r}")
     size = max(8, round(height * 0.06))
     margin = max(4, round(height * 0.06))
+    # The line sits a fifth of the height above the bottom edge, clear of a renderer's own caption
+    # band (the animatic's scene sentence fills the bottom 17 %) and of a player's controls.
+    lift = max(margin, round(height * CAPTION_LIFT))
     head = [
         "[Script Info]",
         "ScriptType: v4.00+",
@@ -179,7 +186,7 @@ def captions(
         "MarginL, MarginR, MarginV, Encoding",
         # karaoke: sung words turn from SecondaryColour (white) to PrimaryColour (gold)
         f"Style: Lyrics,{font},{size},&H0000D7FF,&H00FFFFFF,&H00000000,&H80000000,0,0,0,0,100,100,0,0,1,"
-        f"{max(1, round(size / 14))},1,2,{margin},{margin},{margin},1",
+        f"{max(1, round(size / 14))},1,2,{margin},{margin},{lift},1",
         "",
         "[Events]",
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",

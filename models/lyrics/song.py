@@ -4,7 +4,8 @@ Order of decisions (`find_lyrics`):
 
 1. ``lyrics.mode=off``: nothing.
 2. ``<stem>.lrc`` beside the song: its lines and words, as given. No vocal check, no model.
-3. The vocal check (weight-free; plus CLAP's Vocals label where given). No vocals and no
+3. The vocal check (weight-free; plus Silero VAD's speech windows and CLAP's Vocals label, which
+   can only add vocal windows and segments). No vocals and no
    ``<stem>.txt``: no lyrics, and Whisper is never loaded.
 4. Whisper transcribes the vocal segments (the whole song with ``mode=always``). With a ``.txt``,
    its lines are aligned to the transcription; without a Whisper on this machine (or when too few
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from soundsight.errors import MissingCheckpointError
-from soundsight.models.hub import download_hint
 from soundsight.models.lyrics.align import (
     align_lines_to_words,
     assign_to_segments,
@@ -179,6 +180,13 @@ def find_lyrics(
 
     given = parse_txt(_read_text(path)) if path is not None else None
     va = vocal_activity(y, sr, threshold=settings.vocal_threshold)
+    detector, speech = DETECTOR_VERSION, 0
+    if settings.silero_vad:  # a second cue: it can only add vocal windows
+        from soundsight.models.lyrics.silero import SILERO_VERSION, speech_windows
+
+        added = speech_windows(y, sr, len(va.active), va.window_s) & ~va.active
+        va = replace(va, active=va.active | added)
+        detector, speech = f"{DETECTOR_VERSION}+{SILERO_VERSION}", int(added.sum())
     spans = [(s.start, s.end) for s in segments]
     per_segment = segments_with_vocals(va, spans, min_fraction=settings.segment_min_fraction)
     clap = sorted({i for i in clap_vocal_segments if 0 <= i < len(spans)}) if settings.clap_vocals else []
@@ -188,7 +196,7 @@ def find_lyrics(
         bool(clap) and clap_share >= settings.track_min_fraction
     )
     check = VocalCheck(
-        detector=DETECTOR_VERSION,
+        detector=detector,
         threshold=settings.vocal_threshold,
         window_seconds=va.window_s,
         active_fraction=round(va.active_fraction, 3),
@@ -196,6 +204,7 @@ def find_lyrics(
         track_gate=gate,
         regions=va.regions(),
         clap_vocal_segments=clap,
+        speech_windows=speech,
     )
     common = {"vocal_segments": vocal, "vocals": check}
     if given is not None and not given:
@@ -216,10 +225,10 @@ def find_lyrics(
     from soundsight.models.lyrics.whisper import load_whisper, transcribe
 
     try:
-        loaded = load_whisper(settings.model, settings.device, None if settings.dtype == "auto" else settings.dtype)
+        loaded = load_whisper(settings.model, settings.device, settings.compute_type)
     except MissingCheckpointError as err:
         log.warning("lyrics: %s; this song gets no transcribed lyrics", err)
-        hint = f"Whisper '{settings.model}' is not on this machine (download it with: {download_hint(settings.model)})"
+        hint = f"no Whisper to transcribe with: {err}"
         if given is not None:
             lines = spread_lines_over_regions(given, spread_over, duration)
             return _finish(
@@ -227,7 +236,7 @@ def find_lyrics(
                 lines,
                 segments,
                 duration,
-                note=f"{hint}: {path.name} spread over the vocal regions",
+                note=f"{hint}; {path.name} spread over the vocal regions",
                 **common,
             )
         return _finish("none", [], segments, duration, note=hint, **common)
@@ -238,7 +247,6 @@ def find_lyrics(
         sr,
         regions,
         language=settings.language,
-        timestamps=settings.timestamps,
         num_beams=settings.num_beams,
         max_new_tokens=settings.max_new_tokens,
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 from soundsight.settings import RenderSettings
 
-__all__ = ["make_cluster", "task_runner_kwargs", "visible_gpus"]
+__all__ = ["LOCAL_HOST", "make_cluster", "task_runner_kwargs", "tls_problem", "visible_gpus"]
 
 
 def visible_gpus() -> list[str]:
@@ -40,6 +40,12 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(n)]
 
 
+# A local cluster listens on this machine's loopback only: whoever reaches a Dask scheduler or worker
+# runs code in it (LocalCluster and dask-cuda's LocalCUDACluster do this by default; SpecCluster's
+# scheduler and nannies would listen on every interface).
+LOCAL_HOST = "127.0.0.1"
+
+
 def _gpu_spec_cluster(gpus: list[str], threads_per_worker: int, dashboard_address: str | None, **kwargs: Any):
     """One Dask worker per GPU without dask-cuda.
 
@@ -51,7 +57,11 @@ def _gpu_spec_cluster(gpus: list[str], threads_per_worker: int, dashboard_addres
     memory_limit = kwargs.pop("memory_limit", 0)
     scheduler = {
         "cls": Scheduler,
-        "options": {"dashboard_address": dashboard_address, "dashboard": dashboard_address is not None},
+        "options": {
+            "host": LOCAL_HOST,
+            "dashboard_address": dashboard_address or f"{LOCAL_HOST}:0",
+            "dashboard": dashboard_address is not None,
+        },
     }
     workers = {}
     for gpu in gpus:
@@ -64,6 +74,7 @@ def _gpu_spec_cluster(gpus: list[str], threads_per_worker: int, dashboard_addres
                 "memory_limit": memory_limit,
                 "env": {"CUDA_VISIBLE_DEVICES": ",".join(order)},
                 "name": f"gpu-{gpu}",
+                "host": LOCAL_HOST,
                 **kwargs,
             },
         }
@@ -130,5 +141,35 @@ def task_runner_kwargs(settings: RenderSettings, **cluster_kwargs: Any) -> dict[
     ``settings.dask_address`` is set, else `make_cluster` with `cluster_kwargs`.
     """
     if settings.dask_address:
+        # A tls:// scheduler takes the certificates from Dask's own configuration
+        # (distributed.comm.tls.*, e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE): Client reads it.
         return {"address": settings.dask_address}
     return {"cluster_class": make_cluster, "cluster_kwargs": dict(cluster_kwargs)}
+
+
+def tls_problem(address: str) -> str:
+    """Why a client here cannot connect to `address` over TLS ('' when it can, or it is not tls://).
+
+    Dask's TLS is mutual: the client checks the scheduler's certificate against the CA and shows
+    its own, both from Dask's configuration (distributed.comm.tls.ca-file, .client.cert, .client.key).
+    """
+    if not address.startswith("tls://"):
+        return ""
+    from distributed.security import Security
+
+    security = Security()
+    missing = [
+        f"DASK_DISTRIBUTED__COMM__TLS__{variable}"
+        for variable, value in (
+            ("CA_FILE", security.tls_ca_file),
+            ("CLIENT__CERT", security.tls_client_cert),
+            ("CLIENT__KEY", security.tls_client_key),
+        )  # fmt: skip
+        if not value
+    ]
+    if missing:
+        return (
+            f"{address} needs this client's certificate: set {', '.join(missing)} (or distributed.comm.tls in "
+            "Dask's configuration) to the files docs/production.md makes"
+        )
+    return ""

@@ -13,6 +13,7 @@ is the paper's own Block 3). Two formats, chosen by ``ScriptSettings.llm_output`
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ __all__ = [
     "merge_scenes",
     "numbered",
     "parse_free_text",
+    "ranges",
     "parse_structured",
     "read_reply",
     "script_json_schema",
@@ -88,14 +90,16 @@ def split_reasoning(text: str) -> tuple[str, str]:
     return reasoning, answer.strip()
 
 
-# A scene header at the start of a line. Tolerates list bullets, numbering and markdown before
-# it ("- ", "* ", "1. ", "> ", "### ", "**"), any case, an optional '#', emphasis around the
+# A scene header at the start of a line. Tolerates list bullets, numbering, quotes and markdown
+# before it ("- ", "* ", "1. ", "> ", "### ", "**", '"'), any case, an optional '#', emphasis around the
 # number and the usual separators (':', '.', '-', dashes, ')'), or nothing when the text starts
 # on the next line ("SCENE 1\n..."). Group 1: the scene number; group 2: text on the same line.
 _SCENE_HEADER = re.compile(
-    r"^[ \t>*_#\-•+]*(?:\d+[.)][ \t]+[ \t>*_#\-•+]*)?scene[ \t]*#?[ \t]*(\d+)[ \t*_]*(?:[:.)\-–—]|$)[ \t*_]*(.*)$",
+    r"^[ \t>*_#\-•+\"'`]*(?:\d+[.)][ \t]+[ \t>*_#\-•+]*)?scene[ \t]*#?[ \t]*(\d+)[ \t*_]*(?:[:.)\-–—]|$)[ \t*_]*(.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
+# "SCENE 3: " before a structured description: the model restating the number, not describing.
+_LEADING_HEADER = re.compile(r"^\W*scene\s*#?\s*\d+\s*[:.)\-–—]\s*(?=\S)", re.IGNORECASE)
 _BEGIN = re.compile(r"^[ \t>*_#\-•+]*BEGIN[ \t]+SCRIPT\b[ \t*_:]*", re.IGNORECASE | re.MULTILINE)
 _BEGIN_ANYWHERE = re.compile(r"BEGIN[ \t]+SCRIPT", re.IGNORECASE)
 _END = re.compile(r"^[ \t>*_#\-•+]*END[ \t]+(?:OF[ \t]+)?SCRIPT\b", re.IGNORECASE | re.MULTILINE)
@@ -129,6 +133,8 @@ def parse_free_text(answer: str, n: int) -> ParsedScript:
     if not answer.strip():
         parsed.problems.append("the answer was empty")
         return parsed
+    # Small models write the prompt's "SCENE 1:\\n" with the backslash-n spelled out.
+    answer = answer.replace("\\n", "\n")
 
     begins = list(_BEGIN.finditer(answer)) or list(_BEGIN_ANYWHERE.finditer(answer))
     script = answer[begins[-1].end() :] if begins else answer
@@ -225,7 +231,7 @@ def parse_structured(answer: str, n: int) -> ParsedScript:
         parsed.problems.append("the answer was empty")
         return parsed
     try:
-        script = _StructuredScript.model_validate_json(_json_object_text(answer))
+        script = _read_structured(_json_object_text(answer))
     except ValidationError as error:
         as_text = parse_free_text(answer, n)
         if as_text.scenes:
@@ -239,7 +245,7 @@ def parse_structured(answer: str, n: int) -> ParsedScript:
     parsed.characters = clean_scene_text(script.characters)
     empty = []
     for i, scene in enumerate(script.scenes[:n]):
-        text = clean_scene_text(scene.description)
+        text = _LEADING_HEADER.sub("", clean_scene_text(scene.description))
         if text:
             parsed.scenes[i] = text
         else:
@@ -251,6 +257,20 @@ def parse_structured(answer: str, n: int) -> ParsedScript:
     return parsed
 
 
+def _read_structured(text: str) -> _StructuredScript:
+    """The answer's JSON object, validated; raw line breaks inside its strings are accepted.
+
+    Strict JSON forbids control characters inside strings, but constrained decoding lets them
+    through (vLLM's guidance backend did, for SmolLM2): the whole answer would otherwise be lost
+    for a line break. Raises pydantic's ValidationError when it is not the schema's object.
+    """
+    try:
+        data = json.loads(text, strict=False)
+    except json.JSONDecodeError:
+        return _StructuredScript.model_validate_json(text)  # the error names where the JSON breaks
+    return _StructuredScript.model_validate(data)
+
+
 def _json_object_text(answer: str) -> str:
     """The JSON object in an answer, without markdown fences or text around it."""
     start, end = answer.find("{"), answer.rfind("}")
@@ -258,8 +278,21 @@ def _json_object_text(answer: str) -> str:
 
 
 def numbered(word: str, numbers: list[int]) -> str:
-    """``scene 3`` or ``scenes 3, 5``."""
-    return f"{word} {numbers[0]}" if len(numbers) == 1 else f"{word}s " + ", ".join(map(str, numbers))
+    """``scene 3``, ``scenes 3, 5`` or ``scenes 1-4, 9`` (runs of three or more as ranges)."""
+    return f"{word} {numbers[0]}" if len(numbers) == 1 else f"{word}s {ranges(numbers)}"
+
+
+def ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5, 7, 8, 9, 10]`` -> ``"1-3, 5, 7-10"``: runs of three or more as ranges."""
+    parts: list[str] = []
+    run: list[int] = []
+    for number in [*sorted(set(numbers)), None]:
+        if run and (number is None or number != run[-1] + 1):
+            parts += [f"{run[0]}-{run[-1]}"] if len(run) >= 3 else [str(k) for k in run]
+            run = []
+        if number is not None:
+            run.append(number)
+    return ", ".join(parts)
 
 
 def _is_are(numbers: list) -> str:
@@ -288,12 +321,21 @@ def read_reply(reply: Reply, n: int, mode: str) -> tuple[str, ParsedScript]:
 
 
 def format_attempt(
-    attempt: int, total: int, mode: str, reply: Reply, parsed: ParsedScript, repair_request: str = ""
+    attempt: int,
+    total: int,
+    mode: str,
+    reply: Reply,
+    parsed: ParsedScript,
+    repair_request: str = "",
+    usable: dict[int, str] | None = None,
+    problems: list[str] | None = None,
 ) -> str:
     """One attempt as it goes into response.txt.
 
-    One attempt as it goes into response.txt: the repair request that led to it (if any),
-    everything the server sent back, reasoning included, then what the parser made of it.
+    The repair request that led to it (if any), everything the server sent back, reasoning
+    included, then what the parser made of it: the scenes read, how many of them are usable
+    (`usable`, after the content checks; default: all read) and every problem (`problems`,
+    default: the parser's).
     """
     usage = ""
     if reply.prompt_tokens is not None:
@@ -307,8 +349,9 @@ def format_attempt(
     if reply.reasoning.strip():
         lines += ["----- reasoning (separate field from the server) -----", reply.reasoning.strip()]
     lines += ["----- content (as received) -----", reply.content]
-    lines += ["----- parsed -----", f"{len(parsed.scenes)} usable scenes"]
-    lines += [f"problem: {problem}" for problem in parsed.problems]
+    usable = parsed.scenes if usable is None else usable
+    lines += ["----- parsed -----", f"{len(parsed.scenes)} scenes read, {len(usable)} usable"]
+    lines += [f"problem: {problem}" for problem in (parsed.problems if problems is None else problems)]
     lines += [f"note: {note}" for note in parsed.notes]
     return "\n".join(lines)
 
@@ -318,8 +361,8 @@ def merge_scenes(
 ) -> list[Scene]:
     """One scene per duration, the LLM's or the fallback's.
 
-    One scene per duration: the LLM's where it wrote one (``source="llm"``), else the
-    fallback writer's scene of the same index (``source="fallback"``).
+    The LLM's where it wrote one (``source="llm"``), else the fallback writer's scene of the same
+    index (``source="fallback"``).
     """
     scenes = []
     for i, seconds in enumerate(durations):

@@ -232,7 +232,7 @@ def parse_bible(data: dict | str | None, fallback: VisualBible) -> tuple[VisualB
     """
     if isinstance(data, str):
         try:
-            data = json.loads(data)
+            data = json.loads(data, strict=False)  # raw line breaks in strings: see answers.parse_structured
         except json.JSONDecodeError:
             data = None
     if not isinstance(data, dict):

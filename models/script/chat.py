@@ -58,10 +58,6 @@ class LLMRequestError(SoundsightError):
         super().__init__(f"the LLM endpoint {base_url} refused the request: {_describe_error(error)}")
 
 
-class LLMScriptError(SoundsightError):
-    """No usable script and no fallback writer to fill the gaps."""
-
-
 def _describe_error(error: BaseException) -> str:
     import openai
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from typing import Unpack
 
 from soundsight.errors import SoundsightError
@@ -44,20 +45,52 @@ from soundsight.models.script.answers import (
 )
 from soundsight.models.script.bible import bible_json_schema, build_bible, parse_bible
 from soundsight.models.script.chat import DEFAULT_HINT, ChatClient, ChatTransport, LLMRequestError, Reply
+from soundsight.models.script.content_checks import bible_problems, judge_scenes, prompt_wording, text_problem
 from soundsight.models.script.style import style_sentence
-from soundsight.settings import ScriptSettings
+from soundsight.models.script.template import TemplateScriptWriter, subject_phrase
+from soundsight.schemas import Character, VisualBible
+from soundsight.settings import ChatEndpoint, ScriptSettings, Settings
 
-__all__ = ["PARSER_VERSION", "LLMScriptError", "LLMScriptWriter"]
+__all__ = ["BACKEND", "CONCURRENCY_LIMIT", "PARSER_VERSION", "SCENE_WRITER", "LLMScriptError", "LLMScriptWriter"]
 
 logger = logging.getLogger(__name__)
 
 # Bump when parsing or prompting changes what a given model answer turns into: part of writer_id,
 # so cached scripts written by an older parser are not reused.
-PARSER_VERSION = "2"
+PARSER_VERSION = "3"
+# Requests to the LLM, from every run and worker, are capped by this Prefect global concurrency
+# limit (`prefect gcl create vllm --limit N`); without it, they are not capped.
+CONCURRENCY_LIMIT = "vllm"
+# How many of the last answer's problems a fallback warning quotes (response.txt has them all).
+MAX_REASONS_IN_WARNING = 3
 
 
 class LLMScriptError(SoundsightError):
     """No usable script and no fallback writer to fill the gaps."""
+
+
+@dataclass
+class _Answer:
+    """One answer, judged: what it parsed into, what of it is usable, and what is wrong with it.
+
+    usable : the scenes that passed the content checks, by 0-based index.
+    bible : the model's bible minus its unusable parts (None when the answer had none).
+    bible_reasons : why each removed part of the bible was removed, by field.
+    cast : the characters every scene had to name (None: not checked).
+    problems : shape and content problems, in the words the re-ask sends back.
+    """
+
+    parsed: ParsedScript
+    usable: dict[int, str]
+    bible: dict | None
+    bible_reasons: dict[str, str]
+    cast: list[Character] | None
+    problems: list[str]
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Usable scenes first, then usable bible fields: the better of two answers ranks higher."""
+        return len(self.usable), -len(self.bible_reasons)
 
 
 class LLMScriptWriter:
@@ -108,8 +141,8 @@ class LLMScriptWriter:
     def writer_id(self) -> str:
         """Served model, output mode and parser version: part of cache keys.
 
-        Served model, output mode and parser version. Asks the server when no model is
-        configured: a different model must never reuse another's cached script.
+        Asks the server when no model is configured: a different model must never reuse another's
+        cached script.
         """
         return f"openai-chat:{self.served_model_id()}:{self.settings.llm_output}:parser-{PARSER_VERSION}"
 
@@ -134,13 +167,18 @@ class LLMScriptWriter:
         #    "SCENE #:" lines.
         prompt = request.prompt if mode == "free_text" else request.prompt + "\n\n" + self._json_instruction(n)
         messages = [{"role": "user", "content": prompt}]
+        # What an answer must not echo: the prompts' own words and the format instruction.
+        wording = prompt_wording() + ("" if mode == "free_text" else "\n" + self._json_instruction(n))
+        # The template's bible: the user's characters, or the cast the model's bible falls back to.
+        template_bible = build_bible(
+            request.analysis, seed=request.song_hash or "soundsight", characters=request.characters, title=request.title
+        )
 
-        # 2. Ask; while the answer cannot be used as is, ask again naming what is wrong. A
-        #    re-ask is the original prompt, the previous answer without its reasoning (as R1's
-        #    authors recommend for multi-turn chats) and the problems, so the context does not
-        #    grow with the number of repairs.
-        best = ParsedScript()
-        best_bible: dict | None = None
+        # 2. Ask; while the answer cannot be used as is (its shape or its content), ask again
+        #    naming what is wrong. A re-ask is the original prompt, the previous answer without
+        #    its reasoning (as R1's authors recommend for multi-turn chats) and the problems, so
+        #    the context does not grow with the number of repairs.
+        best: _Answer | None = None
         total = self.settings.repair_attempts + 1
         repair_request = ""
         for attempt in range(1, total + 1):
@@ -156,25 +194,43 @@ class LLMScriptWriter:
             without_bible, bible_data = _take_bible(reply) if mode == "structured" else (reply, None)
             answer, parsed = read_reply(without_bible, n, mode)
             answer = split_reasoning(reply.content)[1] if bible_data is not None else answer
-            transcript.append(format_attempt(attempt, total, mode, reply, parsed, repair_request))
+            judged = self._judge(parsed, bible_data, wording, request, template_bible)
+            transcript.append(
+                format_attempt(attempt, total, mode, reply, parsed, repair_request, judged.usable, judged.problems)
+            )
             notes.extend(f"attempt {attempt}: {note}" for note in parsed.notes)
 
             # Later answers win ties: they were written knowing the earlier problems.
-            if len(parsed.scenes) >= len(best.scenes):
-                best = parsed
-            best_bible = bible_data if bible_data is not None else best_bible
-            if not parsed.problems:
+            if best is None or judged.rank >= best.rank:
+                best = judged
+            if not judged.problems:
                 break
-            notes.append(f"attempt {attempt}: " + "; ".join(parsed.problems))
+            notes.append(f"attempt {attempt}: " + "; ".join(judged.problems))
             if attempt < total:
-                repair_request = self._repair_request(parsed.problems, n)
+                repair_request = self._repair_request(judged.problems, n, judged.cast)
                 messages = [{"role": "user", "content": prompt}]
                 if answer:
                     messages.append({"role": "assistant", "content": answer})
                 messages.append({"role": "user", "content": repair_request})
+        assert best is not None  # the first attempt either answered or raised
 
-        # 3. Scenes still missing come from the fallback writer; the LLM's scenes stay.
-        missing = [i + 1 for i in range(n) if i not in best.scenes]
+        # 3. The bible: the model's fields where usable, the template's bible for the rest (and
+        #    all of it in free-text mode). The user's characters always win.
+        bible, bible_notes = parse_bible(best.bible, template_bible) if mode == "structured" else (template_bible, [])
+        notes.extend(bible_notes)
+        warnings = []
+        if best.bible_reasons:
+            fields = [
+                key for key in ("characters", "setting", "lighting", "camera", "palette") if key in best.bible_reasons
+            ]
+            warnings.append(
+                f"the bible's {', '.join(fields)} {'is' if len(fields) == 1 else 'are'} the template's, not the "
+                f"model's ({model}): " + "; ".join(best.bible_reasons.values())
+            )
+
+        # 4. Scenes still unusable come from the fallback writer; the model's usable scenes stay.
+        #    It writes about the bible's lead character, so that its scenes name the same cast.
+        missing = [i + 1 for i in range(n) if i not in best.usable]
         fallback_result = None
         if missing:
             if self.fallback is None:
@@ -183,35 +239,35 @@ class LLMScriptWriter:
                     f"after {len(transcript)} attempts and there is no fallback writer ({notes[-1]})"
                 )
             fallback_name = getattr(self.fallback, "name", type(self.fallback).__name__)
-            logger.warning(
-                "LLM script incomplete after %d attempts; %s fills %s", len(transcript), fallback_name, missing
-            )
+            logger.info("LLM script unusable after %d attempts; %s fills %s", len(transcript), fallback_name, missing)
             notes.append(f"{numbered('scene', missing)} written by the fallback writer '{fallback_name}'")
-            fallback_result = self.fallback(request)
+            fallback_request = request
+            if bible.characters != template_bible.characters:
+                lead = bible.characters[0]
+                fallback_request = dataclasses.replace(request, characters=f"{lead.name}, {lead.description}")
+            fallback_result = self.fallback(fallback_request)
             if len(fallback_result.scenes) != n:
                 raise SoundsightError(
                     f"the fallback writer '{fallback_name}' returned {len(fallback_result.scenes)} scenes for {n} segments"
                 )
-        scenes = merge_scenes(request.durations, best.scenes, fallback_result.scenes if fallback_result else None)
+            why = "; ".join(best.problems[:MAX_REASONS_IN_WARNING]) or "no answer"
+            warnings.insert(
+                0,
+                f"{len(missing)} of {n} scenes are the {fallback_name} writer's, not the model's ({model}), "
+                f"after {len(transcript)} attempt{'s' if len(transcript) != 1 else ''}: {why}",
+            )
+        scenes = merge_scenes(request.durations, best.usable, fallback_result.scenes if fallback_result else None)
 
-        # 4. Characters: the user's, else those the LLM described (structured mode). Style: the
-        #    visual guidelines the prompt gave the LLM. When no LLM scene survived, the
-        #    fallback's own characters and style match its scenes better.
-        if fallback_result is not None and not best.scenes:
+        # 5. Characters: the user's, else those the model described (structured mode) when that
+        #    text is usable. Style: the visual guidelines the prompt gave the model. When no
+        #    scene of the model's survived, the fallback's own characters and style match its
+        #    scenes better.
+        if fallback_result is not None and not best.usable:
             characters, style = fallback_result.characters, fallback_result.style
         else:
-            characters = request.characters.strip() or best.characters
+            described = best.parsed.characters if not text_problem(best.parsed.characters, wording) else ""
+            characters = request.characters.strip() or described or subject_phrase(bible).rstrip(",")
             style = style_sentence(request.analysis)
-
-        # 5. The bible: the LLM's fields where usable, the template's bible for the rest (and
-        #    all of it in free-text mode). The user's characters always win.
-        template_bible = (fallback_result.bible if fallback_result is not None else None) or build_bible(
-            request.analysis, seed=request.song_hash or "soundsight", characters=request.characters, title=request.title
-        )
-        if best_bible is not None and request.characters.strip():
-            best_bible = {key: value for key, value in best_bible.items() if key != "characters"}
-        bible, bible_notes = parse_bible(best_bible, template_bible) if mode == "structured" else (template_bible, [])
-        notes.extend(bible_notes)
 
         return ScriptResult(
             scenes=scenes,
@@ -220,7 +276,32 @@ class LLMScriptWriter:
             raw_response="\n\n".join(transcript),
             notes=notes,
             bible=bible,
+            warnings=warnings,
         )
+
+    def _judge(
+        self, parsed: ParsedScript, bible_data: dict | None, wording: str, request: ScriptRequest, template: VisualBible
+    ) -> _Answer:
+        """One answer's usable scenes and bible, and everything wrong with it.
+
+        The bible is judged first: the scenes must name its characters, which are the user's when
+        given, else the model's own when usable, else the template's (the re-ask then names them).
+        In free-text mode without the user's characters the model never hears of any cast, so
+        scenes are not asked to name one.
+        """
+        bible, bible_reasons = bible_problems(bible_data, wording) if isinstance(bible_data, dict) else (bible_data, {})
+        if request.characters.strip() and isinstance(bible, dict):
+            bible = {key: value for key, value in bible.items() if key != "characters"}
+            bible_reasons.pop("characters", None)
+        if request.characters.strip() or self.settings.llm_output == "structured":
+            own = parse_bible(bible, template)[0].characters if isinstance(bible, dict) else template.characters
+            cast: list[Character] | None = own
+        else:
+            cast = None
+        judgement = judge_scenes(parsed.scenes, wording, cast)
+        who = ", ".join(c.name or c.description for c in cast or [])
+        problems = parsed.problems + judgement.problems(who) + list(bible_reasons.values())
+        return _Answer(parsed, judgement.usable, bible, bible_reasons, cast, problems)
 
     # -- helpers, in the order __call__ uses them ----------------------------------------------
 
@@ -251,7 +332,7 @@ class LLMScriptWriter:
             }
         return self.chat.complete(messages, notes=notes, **request)
 
-    def _repair_request(self, problems: list[str], n: int) -> str:
+    def _repair_request(self, problems: list[str], n: int, cast: list[Character] | None) -> str:
         if self.settings.llm_output == "free_text":
             how = (
                 f'Write the whole script again: first the line "BEGIN SCRIPT", then exactly {n} scenes, '
@@ -263,7 +344,11 @@ class LLMScriptWriter:
                 f'Answer again with only the JSON object: "scenes" must hold exactly {n} entries, each '
                 f'with a non-empty one-sentence "description".'
             )
-        return "Your answer cannot be used: " + "; ".join(problems) + ". " + how
+        who = ""
+        if cast:
+            names = "; ".join(f"{c.name} ({c.description})" if c.name else c.description for c in cast)
+            who = f" Every scene says, in your own words, what one of these characters does and where: {names}."
+        return "Your answer cannot be used: " + "; ".join(problems) + ". " + how + who
 
 
 def _take_bible(reply: Reply) -> tuple[Reply, dict | None]:
@@ -271,10 +356,44 @@ def _take_bible(reply: Reply) -> tuple[Reply, dict | None]:
     _, answer = split_reasoning(reply.content)
     start, end = answer.find("{"), answer.rfind("}")
     try:
-        data = json.loads(answer[start : end + 1]) if 0 <= start < end else None
+        data = json.loads(answer[start : end + 1], strict=False) if 0 <= start < end else None  # as parse_structured
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict) or "bible" not in data:
         return reply, None
     bible = data.pop("bible")
     return dataclasses.replace(reply, content=json.dumps(data)), bible if isinstance(bible, dict) else {}
+
+
+class LLMBackend:
+    """``script.backend = llm``: the LLM at ``script.llm_base_url`` (`models.base.ScriptWriterBackend`).
+
+    The template writer fills the scenes it does not deliver.
+    """
+
+    name = "llm"
+    concurrency_limit = CONCURRENCY_LIMIT
+    unavailable_hint = DEFAULT_HINT
+
+    def writer(self, settings: ScriptSettings) -> LLMScriptWriter:
+        """The LLM writer at the settings' endpoint, with the template writer as its fallback."""
+        return LLMScriptWriter(settings, fallback=TemplateScriptWriter(), unavailable_hint=self.unavailable_hint)
+
+    def endpoint(self, settings: ScriptSettings) -> ChatEndpoint | None:
+        """``script.llm_base_url``."""
+        return settings.chat_endpoint()
+
+
+class LLMSceneWriterBackend(LLMBackend):
+    """``script.scene_writer = llm``: the pipeline-1 LLM splits the story (`models.base.SceneWriterBackend`)."""
+
+    credit = "lalm+llm"  # the audio-language model's story, the LLM's scenes
+    scene_source = "llm"
+
+    def script_settings(self, settings: Settings) -> ScriptSettings:
+        """The ``script`` settings, ``backend`` pinned: changing pipeline 1's writer does not re-split a story."""
+        return settings.script.model_copy(update={"backend": "llm"})
+
+
+BACKEND = LLMBackend()
+SCENE_WRITER = LLMSceneWriterBackend()

@@ -20,11 +20,11 @@ from soundsight.models.base import ScriptRequest, ScriptResult
 from soundsight.models.script.bible import build_bible, seeded_order
 from soundsight.prompts import load_story_elements
 from soundsight.schemas import Scene, VisualBible
+from soundsight.settings import ChatEndpoint, ScriptSettings
 
-__all__ = ["TemplateScriptWriter", "acts_from_energy", "subject_phrase"]
+__all__ = ["BACKEND", "TemplateScriptWriter", "acts_from_energy", "subject_phrase"]
 
 WRITER_ID = "template-writer-v3"
-ACTS = ("beginning", "middle", "end")
 INTENSITY_LEVEL = {
     "Low intensity, sparse and quiet": 0,
     "Soft and restrained with a gentle pulse": 1,
@@ -130,3 +130,22 @@ class TemplateScriptWriter:
             scenes.append(Scene(index=i, description=text, duration=round(request.durations[i], 3), source="writer"))
         characters = subject.rstrip(",")  # every sentence opens with it
         return ScriptResult(scenes=scenes, characters=characters, style=bible.style, raw_response="", bible=bible)
+
+
+class TemplateBackend:
+    """``script.backend = template``: the embedded writer, no server (`models.base.ScriptWriterBackend`)."""
+
+    name = "template"
+    concurrency_limit = ""
+    unavailable_hint = ""
+
+    def writer(self, settings: ScriptSettings) -> TemplateScriptWriter:
+        """The template writer (it reads the user's characters and cues from each request)."""
+        return TemplateScriptWriter()
+
+    def endpoint(self, settings: ScriptSettings) -> ChatEndpoint | None:
+        """None: it needs no server."""
+        return None
+
+
+BACKEND = TemplateBackend()

@@ -1,7 +1,7 @@
-"""Test-only fault injection for the processes tests start (a Prefect worker's flow-run process).
+"""Test-only fault injection for the processes tests start (a Prefect worker's flow-run process, a CLI).
 
 Nothing of this is in the product: a test puts this folder on the process's PYTHONPATH (a
-deployment run's job variables) and sets SOUNDSIGHT_TEST_FAULT:
+deployment run's job variables) and sets TESTS_FAULT:
 
     fail:K   scene K raises `InjectedFault` in the flow run's first attempt (not retried: it is
              a SoundsightError), so the run fails and a retry of the run succeeds
@@ -9,7 +9,7 @@ deployment run's job variables) and sets SOUNDSIGHT_TEST_FAULT:
              OOM killer or a lost machine would
     stall:K  scene K hangs in the first attempt (until the test kills the whole "host")
 
-and, optionally, SOUNDSIGHT_TEST_HEARTBEAT_SECONDS=N: the flow run's heartbeats come every N
+and, optionally, TESTS_HEARTBEAT_SECONDS=N: the flow run's heartbeats come every N
 seconds, below Prefect's minimum of 30 (PREFECT_FLOWS_HEARTBEAT_FREQUENCY refuses less), so a
 test of the crash automation waits three short periods instead of three long ones.
 
@@ -25,8 +25,8 @@ import signal
 import sys
 import time
 
-FAULT = os.environ.get("SOUNDSIGHT_TEST_FAULT", "")
-HEARTBEAT_SECONDS = os.environ.get("SOUNDSIGHT_TEST_HEARTBEAT_SECONDS", "")
+FAULT = os.environ.get("TESTS_FAULT", "")
+HEARTBEAT_SECONDS = os.environ.get("TESTS_HEARTBEAT_SECONDS", "")
 
 
 def _first_attempt() -> bool:
@@ -50,7 +50,7 @@ def _inject_fault(module) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             if kind == "stall":
                 time.sleep(3600)
-            raise InjectedFault(f"fault injected into scene {job.index} (SOUNDSIGHT_TEST_FAULT={FAULT}); retry the run")
+            raise InjectedFault(f"fault injected into scene {job.index} (TESTS_FAULT={FAULT}); retry the run")
         return original(self, job, out_path)
 
     module.AnimaticRenderer.__call__ = faulty_call

@@ -1,8 +1,9 @@
-"""Reference beats beside a song, and how the segment stage's cuts score against them.
+"""Reference beats beside a song, and how a run's cuts score against them (benchmarks and tests).
 
-A user (or a test) who has ground-truth beats for a song puts them beside it - ``<stem>.beats.txt``
-or a Frets-on-Fire note chart ``<stem>.chart.mid`` - and the segment stage writes the cut
-accuracy into ``segments.json`` as ``metrics``. The benchmark scores its material the same way.
+Ground-truth beats for a song lie beside it - ``<stem>.beats.txt`` (the demo song writes its own,
+`soundsight.flows.demo.write_beats_file`) or a Frets-on-Fire note chart ``<stem>.chart.mid`` -
+and `reference_metrics` scores the cuts and beats of its ``segments.json`` against them. The
+segmentation benchmark aligns its charts with `chart_offset`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsight.models.audio.beats import SR, analysis_audio, fine_onset_envelope, librosa
+from soundsight.media import ANALYSIS_SAMPLE_RATE
+from soundsight.models.audio.beats.cues import analysis_audio, fine_onset_envelope
 
 __all__ = ["chart_grid", "chart_offset", "load_reference_beats", "reference_file", "reference_metrics"]
 
@@ -112,9 +114,11 @@ def load_reference_beats(
         if len(beats) == 0:
             return None
         if y is None:
-            y, sr = librosa.load(str(song_path), sr=SR, mono=True)
+            import librosa
+
+            y, sr = librosa.load(str(song_path), sr=ANALYSIS_SAMPLE_RATE, mono=True)
         lag, _ = chart_offset(onsets, y, sr)
-        duration = len(analysis_audio(y, sr)) / SR
+        duration = len(analysis_audio(y, sr)) / ANALYSIS_SAMPLE_RATE
         beats, downbeats = beats + lag, downbeats + lag
         return beats[(beats >= 0) & (beats <= duration)], downbeats[(downbeats >= 0) & (downbeats <= duration)]
     return None

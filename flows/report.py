@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import Task
 from prefect.artifacts import (
     create_image_artifact,
     create_link_artifact,
@@ -41,13 +39,13 @@ from prefect.artifacts import (
 )
 from prefect.futures import PrefectFuture, as_completed
 
+from soundsight.environment import environment_variable
+from soundsight.flows.stages import Stages
 from soundsight.media import atomic_path, run_ffmpeg
 from soundsight.schemas import Analysis, Manifest, SceneScript, Segmentation
-from soundsight.settings import STAGES, OutputSettings
-from soundsight.tasks.common import configured, point, progress, report_state
 
 log = logging.getLogger("soundsight.report")
-MEDIA_URL_ENV = "SOUNDSIGHT_MEDIA_URL"
+MEDIA_URL = environment_variable("SOUNDSIGHT_MEDIA_URL", "a web server's URL for the runs folder")
 PREVIEW_FRAMES, PREVIEW_WIDTH, PREVIEW_FPS = 16, 192, 2
 
 
@@ -79,86 +77,8 @@ def _safely(fn):
 # --- stage timings ---------------------------------------------------------------------------------
 
 
-class StageLog:
-    """`configured()` for each stage task, plus a record of every task run's final state and time.
-
-    stage = StageLog(settings.output)
-    loaded = stage(load_song)(song, ...)
-    ...
-    publish_timings(video, stage)
-    """
-
-    def __init__(self, output: OutputSettings):
-        self.output = output
-        self.runs: list[dict[str, Any]] = []  # appended from task threads: list.append is atomic
-        self._configured: dict[str, Task] = {}  # Task.with_options costs ~8 ms: once per stage, not per scene
-
-    def __call__(self, task: Task) -> Task:
-        """The stage's task configured for this run, recording its runs.
-
-        Scenes may render in other processes (Dask workers), where a hook's record would stay:
-        their runs are recorded from the flow's side, by `scene_finished`.
-        """
-        if task.name not in self._configured:
-            task = configured(task, self.output)
-            if task.name != "render":
-                task = task.with_options(
-                    on_completion=[*task.on_completion_hooks, self._record, report_state],
-                    on_failure=[*task.on_failure_hooks, self._record, report_state],
-                )
-            self._configured[task.name] = task
-        return self._configured[task.name]
-
-    def _record(self, task: Task, task_run, state) -> None:
-        seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else 0.0
-        self.runs.append({"stage": task.name, "task_run": task_run.name, "state": state.name, "seconds": seconds,
-                          "gpu seconds": 0.0})  # fmt: skip
-
-    def scene_finished(self, name: str, state: str, clip: Manifest | None) -> None:
-        """Record a scene's render and print its line (`name`: render-scene-NNN; `clip`: its manifest)."""
-        fresh = clip is not None and state == "Completed"
-        self.runs.append({
-            "stage": "render", "task_run": name, "state": state,
-            "seconds": float(clip.info.get("task_seconds", 0.0)) if fresh else 0.0,
-            "gpu seconds": float(clip.info.get("gpu_seconds", 0.0)) if fresh else 0.0,
-        })  # fmt: skip
-        progress.info("%s: %s", name, state)
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per stage, in pipeline order: task runs, their states, seconds spent."""
-        rows = []
-        order = {name: i for i, name in enumerate(STAGES)}
-        for stage in sorted({r["stage"] for r in self.runs}, key=lambda s: (order.get(s, 99), s)):
-            runs = [r for r in self.runs if r["stage"] == stage]
-            states: dict[str, int] = {}
-            for r in runs:
-                states[r["state"]] = states.get(r["state"], 0) + 1
-            rows.append(
-                {
-                    "stage": stage,
-                    "task runs": len(runs),
-                    "states": ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
-                    "seconds": round(sum(r["seconds"] for r in runs), 2),
-                    "gpu seconds": round(sum(r["gpu seconds"] for r in runs), 2),
-                }
-            )
-        rows.append(
-            {
-                "stage": "total",
-                "task runs": len(self.runs),
-                "states": "",
-                "seconds": round(sum(r["seconds"] for r in self.runs), 2),
-                "gpu seconds": round(sum(r["gpu seconds"] for r in self.runs), 2),
-            }
-        )
-        scenes = sorted((r for r in self.runs if r["stage"] == "render"), key=lambda r: r["task_run"])
-        rows += [{"stage": r["task_run"], "task runs": 1, "states": r["state"], "seconds": round(r["seconds"], 2),
-                  "gpu seconds": round(r["gpu seconds"], 2)} for r in scenes]  # fmt: skip
-        return rows
-
-
 @_safely
-def publish_timings(run: Manifest, stages: StageLog) -> None:
+def publish_timings(run: Manifest, stages: Stages) -> None:
     """The timings table artifact."""
     create_table_artifact(
         stages.table(),
@@ -190,8 +110,15 @@ def _clock(seconds: float) -> str:
 
 @_safely
 def publish_script(script: Manifest, segments: Manifest, analysis: Manifest | None) -> None:
-    """The script as markdown, and the segment/label table (`analysis`: None when pipeline 2 ran without labels)."""
+    """The script as markdown, and the segment/label table (`analysis`: None when pipeline 2 ran without labels).
+
+    The script's warnings (scenes a served model wrote unusably, written by the template instead)
+    head the markdown and are logged as warnings, which the CLI prints: on every run, cached or
+    not, a script that is not what was asked for is never rendered silently.
+    """
     written = SceneScript.model_validate_json(script.path("script").read_text())
+    for warning in written.warnings:
+        log.warning("script: %s", warning)
     cut = Segmentation.model_validate_json(segments.path("segments").read_text())
     labels = Analysis.model_validate_json(analysis.path("analysis").read_text()) if analysis is not None else None
 
@@ -202,14 +129,16 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest | No
         f"**Writer:** {md_escape(written.writer)} · **Scenes:** {len(written.scenes)} · "
         f"**Tempo:** {cut.tempo_bpm or 0:.0f} BPM · **Mood:** {md_escape(mood)}",
         "",
+        *[f"> **Warning:** {md_escape(warning)}\n" for warning in written.warnings],
         f"**Characters:** {md_escape(written.characters or '—')}",
         "",
         f"**Style:** {md_escape(written.style or '—')}",
         "",
     ]
     for scene, seg in zip(written.scenes, cut.segments):
+        by_template = " · *template writer (fallback)*" if scene.source == "fallback" else ""
         lines += [
-            f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}",
+            f"### Scene {scene.index + 1} · {_clock(seg.start)}–{_clock(seg.end)}{by_template}",
             "",
             md_escape(scene.description),
             "",
@@ -243,11 +172,11 @@ def publish_script(script: Manifest, segments: Manifest, analysis: Manifest | No
 def track_progress(
     run: Manifest | str, clips: list[PrefectFuture], on_finished: Callable[[PrefectFuture], None] | None = None
 ) -> None:
-    """Wait for every scene, updating a progress artifact.
+    """Wait for every scene, updating a progress artifact as each one finishes.
 
-    A progress artifact updated as each scene finishes; returns once every scene has finished
-    (or failed), so a retry finds every good scene cached. A drop-in for `prefect.futures.wait`
-    wherever scenes are submitted (`run`: a manifest or the run folder).
+    Returns once every scene has finished (or failed), so a retry finds every good scene cached. A
+    drop-in for `prefect.futures.wait` wherever scenes are submitted (`run`: a manifest or the run
+    folder).
     """
     total = len(clips)
     artifact: UUID | None = _safely(create_progress_artifact)(
@@ -273,7 +202,7 @@ def track_progress(
 
 def media_url(path: Path, runs_dir: Path) -> str | None:
     """`path`'s URL under SOUNDSIGHT_MEDIA_URL (which serves `runs_dir`), or None when unset."""
-    base = os.environ.get(MEDIA_URL_ENV, "").strip()
+    base = MEDIA_URL.get().strip()
     if not base:
         return None
     relative = path.resolve().relative_to(Path(runs_dir).expanduser().resolve())
@@ -281,10 +210,9 @@ def media_url(path: Path, runs_dir: Path) -> str | None:
 
 
 def make_preview(video: Path, duration: float, out: Path) -> Path:
-    """An animated GIF sampled across `video`.
+    """An animated GIF of `PREVIEW_FRAMES` frames sampled evenly across `video`.
 
-    An animated GIF of PREVIEW_FRAMES frames sampled evenly across `video`, small enough to
-    embed (~100 kB).
+    Small enough to embed (~100 kB).
     """
     if out.is_file() and out.stat().st_mtime >= video.stat().st_mtime:
         return out  # made from this very video already: decoding it all again costs seconds per run
@@ -300,11 +228,12 @@ def make_preview(video: Path, duration: float, out: Path) -> Path:
 
 
 @_safely
-def publish_video(video: Manifest, output: OutputSettings) -> None:
-    """preview.gif beside video.mp4 as an image artifact, and a link artifact to the MP4."""
+def publish_video(video: Manifest, stages: Stages) -> None:
+    """preview.gif beside video.mp4 (one of the run's readable names) as an image artifact, and a link to the MP4."""
+    output = stages.output
     mp4 = video.path("video")
     gif = make_preview(mp4, float(video.info.get("duration", 0.0)), mp4.with_name("preview.gif"))
-    point(Path(video.run_dir) / "preview.gif", gif)
+    stages.show(Path(video.run_dir), {"preview.gif": gif})
     image = media_url(gif, output.runs_dir) or "data:image/gif;base64," + base64.b64encode(gif.read_bytes()).decode()
     create_image_artifact(
         image, key=artifact_key(video, "preview"), description=f"{PREVIEW_FRAMES} frames sampled across video.mp4"

@@ -1,7 +1,9 @@
-"""Musical structure for cut planning: 4/8-bar phrase starts and section boundaries.
+"""Step 9 of `track_beats`: musical structure for cut planning, on any tracker's grid.
 
-Pure functions on arrays (numpy, scipy, librosa). Times are seconds; features are per analysis
-frame of ``beats.HOP`` samples at ``beats.SR`` Hz (11.6 ms).
+4/8-bar phrase starts and section boundaries (`song_structure` for a grid from another tracker),
+and the spectral novelty curve of the rule-based cuts (`spectral_novelty`). Pure functions on
+arrays (numpy, scipy, librosa). Times are seconds; features are per analysis frame of ``HOP``
+samples at ``ANALYSIS_SAMPLE_RATE`` Hz (11.6 ms).
 
 - `phrase_boundaries`: bars are counted from the downbeats; which downbeat starts a 4-bar group
   (and which 4-bar group starts an 8-bar one) is chosen by the timbre/harmony change at the
@@ -17,9 +19,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from soundsight.models.audio.beats import HOP, N_FFT, SR, analysis_audio, feature_change, librosa
+from soundsight.media import ANALYSIS_SAMPLE_RATE
+from soundsight.models.audio.beats.cues import HOP, N_FFT, analysis_audio, feature_change
 
-__all__ = ["phrase_boundaries", "section_boundaries", "song_structure", "timbre_harmony"]
+__all__ = ["phrase_boundaries", "section_boundaries", "song_structure", "spectral_novelty", "timbre_harmony"]
 
 
 def timbre_harmony(power: np.ndarray, chroma: np.ndarray) -> np.ndarray:
@@ -28,7 +31,7 @@ def timbre_harmony(power: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     power : np.ndarray [shape=(1025, n)]
-        Power spectrogram (2048-sample window, ``HOP`` hop, ``SR`` Hz).
+        Power spectrogram (2048-sample window, ``HOP`` hop, ``ANALYSIS_SAMPLE_RATE`` Hz).
     chroma : np.ndarray [shape=(12, n)]
         Chroma of the same frames.
 
@@ -37,7 +40,9 @@ def timbre_harmony(power: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     np.ndarray [shape=(25, n)]
         Each row standardised to zero mean, unit variance over the song.
     """
-    mel = librosa.feature.melspectrogram(S=power, sr=SR, n_mels=64)
+    import librosa
+
+    mel = librosa.feature.melspectrogram(S=power, sr=ANALYSIS_SAMPLE_RATE, n_mels=64)
     mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=13)
     mfcc = (mfcc - mfcc.mean(axis=1, keepdims=True)) / (mfcc.std(axis=1, keepdims=True) + 1e-9)
     chroma = chroma / (chroma.max(axis=0, keepdims=True) + 1e-9)
@@ -46,7 +51,7 @@ def timbre_harmony(power: np.ndarray, chroma: np.ndarray) -> np.ndarray:
 
 
 def _frames(t: np.ndarray, n: int) -> np.ndarray:
-    return np.clip(np.round(np.asarray(t) * SR / HOP).astype(int), 0, max(0, n - 1))
+    return np.clip(np.round(np.asarray(t) * ANALYSIS_SAMPLE_RATE / HOP).astype(int), 0, max(0, n - 1))
 
 
 def phrase_boundaries(features: np.ndarray, downbeats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +74,7 @@ def phrase_boundaries(features: np.ndarray, downbeats: np.ndarray) -> tuple[np.n
     """
     if len(downbeats) < 8:
         return np.zeros(0), np.zeros(0)
-    bar = int(round(float(np.median(np.diff(downbeats))) * SR / HOP))
+    bar = int(round(float(np.median(np.diff(downbeats))) * ANALYSIS_SAMPLE_RATE / HOP))
     change = feature_change(features - features.min(), _frames(downbeats, features.shape[1]), max(2, bar))
     best4 = max(range(4), key=lambda o: change[o::4].mean() if len(change[o::4]) else -1)
     best8 = max((best4, best4 + 4), key=lambda o: change[o::8].mean() if len(change[o::8]) else -1)
@@ -146,7 +151,7 @@ def song_structure(
     Parameters
     ----------
     y : np.ndarray
-        The song's audio, mono or stereo, at any rate (resampled to ``SR``).
+        The song's audio, mono or stereo, at any rate (resampled to ``ANALYSIS_SAMPLE_RATE``).
     sr : int
         Its sampling rate, Hz.
     beats, downbeats : np.ndarray
@@ -157,10 +162,57 @@ def song_structure(
     phrases, phrase_strength, sections, section_strength : np.ndarray
         As `phrase_boundaries` and `section_boundaries`.
     """
+    import librosa
+
     y = analysis_audio(y, sr)
     power = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP)) ** 2
-    chroma = librosa.feature.chroma_stft(S=power, sr=SR, tuning=0.0)
+    chroma = librosa.feature.chroma_stft(S=power, sr=ANALYSIS_SAMPLE_RATE, tuning=0.0)
     feats = timbre_harmony(power, chroma)
     phr, phr_s = phrase_boundaries(feats, downbeats)
     sec, sec_s = section_boundaries(feats, beats, downbeats)
     return phr, phr_s, sec, sec_s
+
+
+def spectral_novelty(y: np.ndarray, sr: int, context_seconds: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """A 0..1 novelty curve: how different the next `context_seconds` sound from the previous ones.
+
+    Foote-style: cosine distance between the mean standardised log-mel + chroma features of the
+    window before and the window after each point, divided by the song's maximum - so 0.3 means
+    "30 % of the biggest change of timbre/harmony in this song".
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Audio at `sr`.
+    sr : int
+        Sampling rate, Hz.
+    context_seconds : float
+        Window on each side, seconds (`plan_segments` uses one bar, 1.5-4 s).
+
+    Returns
+    -------
+    times : np.ndarray
+        Seconds, every 93 ms (2048 samples at 22 050 Hz).
+    novelty : np.ndarray
+        0..1.
+    """
+    import librosa
+
+    y = analysis_audio(y, sr)
+    hop = 2048
+    mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=ANALYSIS_SAMPLE_RATE, hop_length=hop, n_mels=40))
+    chroma = librosa.feature.chroma_stft(y=y, sr=ANALYSIS_SAMPLE_RATE, hop_length=hop)
+    feats = np.vstack([(mel - mel.mean()) / (mel.std() + 1e-9), chroma * 3.0]).T
+    n = len(feats)
+    k = max(1, int(round(context_seconds * ANALYSIS_SAMPLE_RATE / hop)))
+    csum = np.vstack([np.zeros((1, feats.shape[1])), np.cumsum(feats, axis=0)])
+    novelty = np.zeros(n)
+    if n > 2 * k:
+        idx = np.arange(k, n - k)
+        before = (csum[idx] - csum[idx - k]) / k
+        after = (csum[idx + k] - csum[idx]) / k
+        denom = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1) + 1e-9
+        novelty[idx] = 1.0 - (before * after).sum(1) / denom
+    if novelty.max() > 0:
+        novelty = novelty / novelty.max()
+    return librosa.frames_to_time(np.arange(n), sr=ANALYSIS_SAMPLE_RATE, hop_length=hop), novelty
