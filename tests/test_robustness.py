@@ -291,7 +291,7 @@ def test_hostile_tags_are_capped_escaped_and_kept_from_the_prompt(excerpt, tmp_p
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{run.name}-script"]))
         )
-    markdown = found[-1].data
+    markdown = max(found, key=lambda a: a.created).data
     assert "![" not in markdown and "<img" not in markdown and "](http" not in markdown
     assert r"\!\[b\]" in markdown  # shown as text
     tags = probe(ffprobe, video)
@@ -404,12 +404,12 @@ def flow_run_of(runs_dir: Path):
 def test_an_interrupted_render_is_cancelled_on_the_server(signum, status, excerpt, tmp_path, prefect_server):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir", str(runs), *SMALL,
-         "--render.simulated_seconds_per_scene", "30"],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir", str(runs), *SMALL],
+        cwd=ROOT, env=dict(os.environ, TESTS_FAULT="stall:0", PYTHONPATH=str(ROOT / "tests" / "faults")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for_line(proc, "script: Completed", 300)
-    time.sleep(1)  # scenes are rendering (30 s each)
+    time.sleep(1)  # scenes are rendering (scene 0 stalls: tests/faults)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status and err.count("interrupted") == 1 and "Traceback" not in err, err
