@@ -203,7 +203,7 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
                         "no Prefect server found: starting a temporary one (about 15 s). "
                         "To skip this on every run, start one once:  prefect server start"
                     )
-                    os.environ["PREFECT_API_URL"] = resources.enter_context(temporary_server())
+                    resources.enter_context(temporary_server(while_starting=import_flow))
             from soundsight.flows.music_video import render_song
 
             # Ctrl-C is handled here, not as a KeyboardInterrupt: raised inside Prefect's engine,
@@ -224,6 +224,16 @@ def render_command(args: argparse.Namespace, names: list[str]) -> int:
             )
     print(video)
     return 0
+
+
+def import_flow(api_url: str) -> None:
+    """Point Prefect at `api_url`, then import the flow while a temporary server starts there.
+
+    The import takes seconds (Prefect, numpy, scipy, ...), as does the server's start: they overlap.
+    Prefect reads PREFECT_API_URL when it is imported, so that comes first.
+    """
+    os.environ["PREFECT_API_URL"] = api_url
+    import soundsight.flows.music_video  # noqa: F401 - imported for the time it takes
 
 
 def interrupted(resources: contextlib.ExitStack, signum: int) -> None:

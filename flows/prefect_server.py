@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1
 
@@ -110,8 +110,18 @@ def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def temporary_server(startup_timeout: float = 120.0) -> Iterator[str]:
+def temporary_server(
+    startup_timeout: float = 120.0, while_starting: Callable[[str], object] | None = None
+) -> Iterator[str]:
     """A Prefect server (SQLite in PREFECT_HOME, no UI) on a free port of 127.0.0.1; yields its API URL.
+
+    Parameters
+    ----------
+    startup_timeout : float
+        Longest wait for the server to answer, seconds.
+    while_starting : callable, optional
+        Called with the API URL as soon as the server process is started, before waiting for it:
+        work that overlaps the server's start-up (the CLI imports the flow meanwhile).
 
     Raises
     ------
@@ -131,6 +141,8 @@ def temporary_server(startup_timeout: float = 120.0) -> Iterator[str]:
     )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api"
     try:
+        if while_starting is not None:
+            while_starting(api)
         deadline = time.monotonic() + startup_timeout
         while not server_healthy(api, timeout=1.0):
             if proc.poll() is not None:

@@ -1,10 +1,16 @@
 """Test session set-up.
 
-One real Prefect server (SQLite, 127.0.0.1) serves the whole session, started the first time a
-test asks for it (the `prefect_server` fixture; modules that run flows mark themselves with
-``pytestmark = pytest.mark.usefixtures("prefect_server")``), so a pure unit test never waits for
-it. Prefect's ephemeral mode is switched off for the session: a test that runs a flow without
-asking for the server fails at once instead of quietly starting a server of its own.
+One real Prefect server (SQLite, 127.0.0.1) serves the whole session (the `prefect_server`
+fixture; modules that run flows mark themselves with
+``pytestmark = pytest.mark.usefixtures("prefect_server")``). Prefect's ephemeral mode is switched
+off for the session: a test that runs a flow without asking for the server fails at once instead
+of quietly starting a server of its own.
+
+The slow servers - Prefect's, and the two vLLM servers of tests/llm_fixtures.py and
+tests/lalm_fixtures.py - start in the background as the session begins, when a collected test
+needs them (a run of unit tests starts none), and a test waits only for what is not up yet. The
+tests that need a vLLM server run last, so those start-ups (30-60 s each on 2 cores) overlap
+everything before them.
 """
 
 from __future__ import annotations
@@ -16,12 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import start_prefect_server, stop_process_group
+from tests.support import PREFECT_DATABASE, copy_database, launch_prefect_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MUSIC = ROOT.parent / "shared" / "music"
 _PLUGINS = ["llm_fixtures", "lalm_fixtures", "clap_fixtures", "video_fixtures", "deploy_fixtures", "robustness_report"]
 pytest_plugins = [f"tests.{name}" for name in _PLUGINS if (Path(__file__).parent / f"{name}.py").exists()]
+# fixture a test asks for -> the session fixture that starts its server without waiting for it
+STARTED_EARLY = {"prefect_server": "prefect_process", "vllm_server": "vllm_process", "lalm_server": "lalm_process"}
+MODEL_SERVERS = {"vllm_server", "lalm_server"}
+PREFECT_START_TIMEOUT_S = 180
+MIGRATED_DATABASE = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,24 +42,67 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("PREFECT_API_URL", None)  # never a developer's own server by accident
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need a vLLM server run last (otherwise in their usual order): the servers start
+    when the session begins and are up by then."""
+    items.sort(key=lambda item: bool(MODEL_SERVERS & set(item.fixturenames)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_servers_early(request: pytest.FixtureRequest) -> None:
+    """Start, without waiting, each slow server a collected test will need."""
+    needed = set().union(*(item.fixturenames for item in request.session.items))
+    for fixture, starter in STARTED_EARLY.items():
+        if fixture in needed:
+            request.getfixturevalue(starter)
+
+
 @pytest.fixture(scope="session")
-def prefect_server():
-    """The session's Prefect API URL; the server starts on first use and stops with the session.
+def prefect_process():
+    """The session's Prefect server, started (not waited for), and its PREFECT_HOME; stopped with
+    the session.
+
+    (None, None) when TESTS_PREFECT_API_URL names a server a developer already runs.
+    """
+    if os.environ.get("TESTS_PREFECT_API_URL"):
+        yield None, None
+        return
+    home = Path(tempfile.mkdtemp(prefix="soundsight-prefect-"))
+    server = launch_prefect_server(home)
+    try:
+        yield server, home
+    finally:
+        server.stop(grace=20)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_process, request):
+    """The session's Prefect API URL, once the server answers.
 
     TESTS_PREFECT_API_URL reuses a server a developer already runs.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    reuse = os.environ.get("TESTS_PREFECT_API_URL")
-    home = None if reuse else tempfile.mkdtemp(prefix="soundsight-prefect-")
-    proc, api = (None, reuse) if reuse else start_prefect_server(Path(home))
+    server, home = prefect_process
+    if server is None:
+        api = os.environ["TESTS_PREFECT_API_URL"]
+    else:
+        api = server.wait(PREFECT_START_TIMEOUT_S)
+        # Its database as it came up - migrated, no runs yet - for `migrated_prefect_database`.
+        request.config.stash[MIGRATED_DATABASE] = copy_database(home / PREFECT_DATABASE, home / "as-started.db")
     os.environ["PREFECT_API_URL"] = api  # for the CLIs, workers and Dask workers tests start
     with temporary_settings(updates={PREFECT_API_URL: api}):  # for flows run in this process
         yield api
-    if proc is not None:
-        stop_process_group(proc, grace=20)
-    if home:
-        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect_database(prefect_server, request) -> Path | None:
+    """A copy of the session server's SQLite database taken as the server came up: migrated, no
+    runs. A Prefect server whose PREFECT_HOME starts with it (`tests.support.launch_prefect_server`,
+    or a copy as PREFECT_HOME/prefect.db) skips the migrations, about 10 s of CPU - as every start
+    after a user's first does. None when the session uses a developer's own server."""
+    return request.config.stash.get(MIGRATED_DATABASE, None)
 
 
 @pytest.fixture(scope="session")

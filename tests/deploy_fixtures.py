@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from uuid import UUID
 
 import pytest
 
-from tests.support import free_port, stop_process_group, task_states  # noqa: F401 - re-exported for the tests
+from tests.support import free_port, stop_process_group, task_states, task_states_now  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "soundsight-test"
@@ -39,6 +40,9 @@ SONG_CUTS = {  # name -> (track, start s, seconds): short excerpts keep every ru
     "e": ("digital_pursuit.ogg", 100, 16),
 }
 HEARTBEAT_SECONDS = 30  # Prefect's minimum: a lost host's run is marked Crashed after 3 missed
+# The lost-host test's heartbeat (below Prefect's minimum, see tests/faults/sitecustomize.py): three
+# missed take 30 s instead of 90 s. Proactive automations need a window of at least 10 s.
+FAST_HEARTBEAT_SECONDS = 10
 
 
 class Worker:
@@ -234,18 +238,37 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def fault(spec: str) -> dict[str, Any]:
+def fault(spec: str, heartbeat_seconds: int | None = None) -> dict[str, Any]:
     """Job variables that inject a fault into the flow-run process (tests/faults/sitecustomize.py).
 
     The deployment's automatic retry (PREFECT_FLOWS_DEFAULT_RETRIES) is switched off for these runs:
-    they test what the UI's Retry does once a run has failed for good."""
-    return {
-        "env": {
-            "TESTS_FAULT": spec,
-            "PYTHONPATH": str(ROOT / "tests" / "faults"),
-            "PREFECT_FLOWS_DEFAULT_RETRIES": "0",
-        }
+    they test what the UI's Retry does once a run has failed for good. `heartbeat_seconds` makes
+    the run's heartbeats that often (see `fast_heartbeats`)."""
+    env = {
+        "TESTS_FAULT": spec,
+        "PYTHONPATH": str(ROOT / "tests" / "faults"),
+        "PREFECT_FLOWS_DEFAULT_RETRIES": "0",
     }
+    if heartbeat_seconds is not None:
+        env["TESTS_HEARTBEAT_SECONDS"] = str(heartbeat_seconds)
+    return {"env": env}
+
+
+@pytest.fixture
+def fast_heartbeats(stack) -> int:
+    """For one test: the crash automation set for FAST_HEARTBEAT_SECONDS (three missed: 30 s, not
+    90 s); runs started with ``fault(..., heartbeat_seconds=FAST_HEARTBEAT_SECONDS)`` beat that often.
+
+    The automation is the product's own (`ensure_crash_automation`), only with a shorter period; it
+    is set back to the deployments' HEARTBEAT_SECONDS afterwards, as other runs beat every 30 s.
+    """
+    from soundsight.deployments.deploy import ensure_crash_automation
+
+    ensure_crash_automation(FAST_HEARTBEAT_SECONDS)
+    try:
+        yield FAST_HEARTBEAT_SECONDS
+    finally:
+        ensure_crash_automation(HEARTBEAT_SECONDS)
 
 
 def trigger(deployment: str, parameters: dict[str, Any] | None = None, job_variables: dict | None = None) -> UUID:
@@ -268,7 +291,33 @@ def wait_final(flow_run_id: UUID, after: datetime | None = None, timeout: float 
                 raise TimeoutError(
                     f"flow run {flow_run_id} still {state.name if state else None} after {timeout:.0f} s"
                 )
-            time.sleep(1.0)
+            time.sleep(0.5)
+
+
+def wait_heartbeat(flow_run_id: UUID, timeout: float = 120.0) -> None:
+    """Return once the server has recorded a heartbeat of the flow run (the crash automation's
+    window starts with one)."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    wanted = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    deadline = time.monotonic() + timeout
+    with client() as c:
+        while not c.read_events(filter=wanted, limit=1).events:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no heartbeat of flow run {flow_run_id} after {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+def wait_task_states(flow_run_id: UUID, ready: Callable[[dict[str, str]], bool], timeout: float = 240.0) -> None:
+    """Return once the flow run's task states (as `task_states` names them) satisfy `ready`."""
+    deadline = time.monotonic() + timeout
+    while not ready(states := task_states_now(flow_run_id)[0]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {flow_run_id}: task states still {states} after {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 def retry_like_the_ui(flow_run_id: UUID) -> datetime:

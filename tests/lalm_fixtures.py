@@ -14,8 +14,8 @@ Registered as a pytest plugin (``_PLUGINS`` in conftest.py).
   127.0.0.1; yields the base URL including ``/v1``. Qwen3-Omni goes through
   ``scripts/vllm_serve_audio.py``, whose two shims stand in for the torchvision the CPU test
   environment lacks (see that file; a GPU server needs neither). Started once per session
-  (60-120 s on 2 busy cores). The text LLM server of tests/llm_fixtures.py, which pipeline 2's
-  ``scene_writer=llm`` uses, is started while this one boots, so the two start-ups overlap.
+  (60-120 s on 2 busy cores), in the background as the session begins, as is the text LLM server
+  of tests/llm_fixtures.py that pipeline 2's ``scene_writer=llm`` uses (conftest.py).
 
 When ``.venv-vllm`` is missing the server tests are skipped with the command that fixes it,
 except under CI (env var ``CI`` set), where that is a failure.
@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, stop_process_group
+from tests.llm_fixtures import VLLM_NICENESS, models_answer, skip_without_vllm, vllm_available
+from tests.support import free_port, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -355,21 +352,6 @@ def tiny_lalm_dir(tmp_path_factory) -> Path:
 # --- the server -----------------------------------------------------------------------------------
 
 
-def _models_answer(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(base_url + "/models", timeout=2) as response:
-            return response.status == 200 and bool(json.load(response).get("data"))
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def serve_command(model_dir: Path, port: int) -> list[str]:
     """The `vllm serve` command line for the tiny model (the tests' and the benchmark's)."""
     launcher = ROOT / "scripts" / ("vllm_serve_audio.py" if ARCH == "qwen3_omni" else "vllm_serve.py")
@@ -406,41 +388,34 @@ SERVER_ENV = {
 }
 
 
-def wait_for_server(process: subprocess.Popen, base_url: str, log_path: Path, timeout: float) -> None:
-    """Poll ``/models`` until the server lists its model; fail with its log when it dies or hangs."""
-    deadline = time.monotonic() + timeout
-    while not _models_answer(base_url):
-        if process.poll() is not None:
-            pytest.fail(f"vLLM exited with code {process.returncode} while starting:\n{_log_tail(log_path)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"vLLM did not answer {base_url}/models within {timeout:.0f} s:\n{_log_tail(log_path)}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="session")
-def lalm_server(request, tmp_path_factory):
-    """Start vLLM (CPU) serving `tiny_lalm_dir`; yield ``http://127.0.0.1:PORT/v1``."""
-    if not VLLM_PYTHON.exists():
-        reason = f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"CI must run the vLLM tests: {reason}")
-        pytest.skip(reason)
+def lalm_process(request, tmp_path_factory):
+    """vLLM (CPU) serving `tiny_lalm_dir`, started and not waited for (None without ``.venv-vllm``)."""
+    if not vllm_available():
+        yield None
+        return
     model_dir = request.getfixturevalue("tiny_lalm_dir")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log_path = tmp_path_factory.mktemp("vllm-lalm") / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            serve_command(model_dir, port),
-            env={**os.environ, **SERVER_ENV},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: teardown stops the engine processes too
-        )
+    server = launch(
+        "vLLM (audio)",
+        serve_command(model_dir, port),
+        {**os.environ, **SERVER_ENV},
+        log_path,
+        base_url,
+        lambda: models_answer(base_url),
+        VLLM_NICENESS,
+    )
     try:
-        # The text LLM server (scene_writer=llm) starts while this one boots: the start-ups overlap.
-        request.getfixturevalue("vllm_server")
-        wait_for_server(process, base_url, log_path, SERVER_START_TIMEOUT_S)
-        yield base_url
+        yield server
     finally:
-        stop_process_group(process, grace=30)
+        server.stop(grace=30)
+
+
+@pytest.fixture(scope="session")
+def lalm_server(lalm_process) -> str:
+    """vLLM (CPU) serving `tiny_lalm_dir`, once it answers: ``http://127.0.0.1:PORT/v1``."""
+    if lalm_process is None:
+        skip_without_vllm()
+    return lalm_process.wait(SERVER_START_TIMEOUT_S)

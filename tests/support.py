@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +50,101 @@ def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None)
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.5)
+        if answers(url):
+            return
+        time.sleep(0.5)
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
 
 
-def start_prefect_server(home: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """A real Prefect server (SQLite in `home`) on a free port; returns the process and its API URL."""
+def answers(url: str) -> bool:
+    """Whether a GET of `url` answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@dataclass
+class StartedServer:
+    """A server process started in its own process group and not waited for: session fixtures
+    start the slow ones (Prefect, vLLM) when the session begins and wait only when a test needs
+    them, so their start-up overlaps the tests before."""
+
+    name: str
+    process: subprocess.Popen
+    url: str  # what the fixture hands out
+    log_path: Path
+    serving: Callable[[], bool]  # whether it answers yet
+
+    def wait(self, timeout: float) -> str:
+        """Block until it serves, then return `url`; fail the test with its log when it exits or hangs."""
+        import pytest
+
+        deadline = time.monotonic() + timeout
+        while not self.serving():
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"{self.name} exited with code {self.process.returncode} while starting:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name} did not serve {self.url} within {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.5)
+        return self.url
+
+    def stop(self, grace: float = 15.0) -> None:
+        stop_process_group(self.process, grace)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def launch(
+    name: str, command: list[str], env: dict[str, str], log_path: Path, url: str, serving, niceness: int = 0
+) -> StartedServer:
+    """Start `command` in its own process group (teardown stops its children too), output to `log_path`.
+
+    `niceness` > 0 lowers its CPU priority (and its children's): a server needed only later then
+    starts on the CPU time the tests leave over instead of slowing them.
+    """
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+        )
+    return StartedServer(name, process, url, log_path, serving)
+
+
+PREFECT_DATABASE = "prefect.db"  # a Prefect server's SQLite database, in its PREFECT_HOME
+
+
+def copy_database(source: Path, target: Path) -> Path:
+    """A consistent copy of SQLite database `source` (a running server's too) at `target`."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+    return target
+
+
+def launch_prefect_server(
+    home: Path, extra_env: dict[str, str] | None = None, database: Path | None = None
+) -> StartedServer:
+    """A real Prefect server (SQLite in `home`) on a free port, not waited for; `url` is its API URL.
+
+    `database`: a migrated database to start from (conftest's `migrated_prefect_database`): the
+    server then skips Prefect's migrations, about 10 s of CPU.
+    """
+    if database is not None:
+        copy_database(database, home / PREFECT_DATABASE)
     port = free_port()
     env = dict(
         os.environ,
@@ -69,17 +155,19 @@ def start_prefect_server(home: Path, extra_env: dict[str, str] | None = None) ->
         **(extra_env or {}),
     )
     env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "w")  # noqa: SIM115 - the server owns it for its lifetime
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     api = f"http://127.0.0.1:{port}/api"
-    wait_healthy(api + "/health", 180, proc)
-    return proc, api
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return launch("the Prefect server", command, env, home / "server.log", api, lambda: answers(api + "/health"))
+
+
+def start_prefect_server(
+    home: Path, extra_env: dict[str, str] | None = None, database: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """A real Prefect server (SQLite in `home`, starting from `database` if given) on a free port;
+    returns the process and its API URL."""
+    server = launch_prefect_server(home, extra_env, database)
+    wait_healthy(server.url + "/health", 180, server.process)
+    return server.process, server.url
 
 
 def probe(ffprobe: str, path: Path) -> dict:
@@ -137,6 +225,19 @@ def stage_name(task_run_name: str) -> str:
     )
 
 
+def task_states_now(flow_run_id, attempt: int = 1) -> tuple[dict[str, str], bool]:
+    """Stage/scene -> state name of one attempt of a flow run as the server has it now, and whether
+    every one of those task runs is final."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    runs = [r for r in runs if r.flow_run_run_count == attempt]
+    states = {stage_name(r.name): r.state.name if r.state else "?" for r in runs}
+    return states, bool(runs) and all(r.state and r.state.is_final() for r in runs)
+
+
 def task_states(
     flow_run_id, attempt: int = 1, final: bool = True, timeout: float = 60.0, expect: tuple[str, ...] = ()
 ) -> dict[str, str]:
@@ -146,27 +247,21 @@ def task_states(
     are there and every task run is final (final=True), or until the set has not changed for 3 s
     (final=False: a killed attempt's task runs stay Running forever).
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     deadline = time.monotonic() + timeout
     last: dict[str, str] | None = None
     stable_since = time.monotonic()
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            runs = [r for r in runs if r.flow_run_run_count == attempt]
-            states = {stage_name(r.name): r.state.name if r.state else "?" for r in runs}
-            if states != last:
-                last, stable_since = states, time.monotonic()
-            present = set(expect) <= set(states)
-            if runs and present and final and all(r.state and r.state.is_final() for r in runs):
-                return states
-            if runs and not final and time.monotonic() - stable_since > 3.0:
-                return states
-            if time.monotonic() > deadline:
-                return states
-            time.sleep(0.5)
+    while True:
+        states, all_final = task_states_now(flow_run_id, attempt)
+        if states != last:
+            last, stable_since = states, time.monotonic()
+        present = set(expect) <= set(states)
+        if present and final and all_final:
+            return states
+        if states and not final and time.monotonic() - stable_since > 3.0:
+            return states
+        if time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def render(song: Path, runs_dir: Path, **groups) -> tuple[Path, dict[str, str]]:

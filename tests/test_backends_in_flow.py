@@ -107,7 +107,7 @@ def script_artifact(run_dir: Path) -> str:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(str(run_dir), "script")]))
         )
-    return found[-1].data
+    return max(found, key=lambda a: a.created).data  # the key is the run folder's: other runs of the song share it
 
 
 # --- a backend added through its table alone ---------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from soundsight.flows.prefect_server import http_status
 from soundsight.schemas import Segmentation
+from soundsight.tasks.load import slugify
 from tests.deploy_fixtures import (
     HEARTBEAT_SECONDS,
     NIGHTLY,
@@ -30,6 +31,8 @@ from tests.deploy_fixtures import (
     task_states,
     trigger,
     wait_final,
+    wait_heartbeat,
+    wait_task_states,
 )
 
 UPSTREAM = ("load", "segment", "analyse", "script")
@@ -133,7 +136,7 @@ def test_images_install_exactly_as_readme_says():
 # --- prefect deploy --all on a server that requires authentication ---------------------------------
 
 
-def test_prefect_deploy_all_on_a_server_with_auth(tmp_path):
+def test_prefect_deploy_all_on_a_server_with_auth(tmp_path, migrated_prefect_database):
     """README's `prefect deploy --all` against a server with PREFECT_SERVER_API_AUTH_STRING (as in
     docker/compose.yaml): clients without the credentials are refused; a worker with
     PREFECT_API_AUTH_STRING serves the catalogue queue and its run completes."""
@@ -151,7 +154,7 @@ def test_prefect_deploy_all_on_a_server_with_auth(tmp_path):
     auth = "soundsight:" + secrets.token_hex(8)
     home = tmp_path / "home"
     home.mkdir()
-    server, api = start_prefect_server(home, {"PREFECT_SERVER_API_AUTH_STRING": auth})
+    server, api = start_prefect_server(home, {"PREFECT_SERVER_API_AUTH_STRING": auth}, migrated_prefect_database)
     env = dict(os.environ, PREFECT_API_URL=api, PREFECT_API_AUTH_STRING=auth, PREFECT_HOME=str(home))
     worker = Worker("soundsight", env, tmp_path, args=("--work-queue", "catalogue"))
 
@@ -357,19 +360,33 @@ def test_killed_worker_run_resumes_on_a_new_worker(stack):
     what="the worker's whole host dies mid-run (no one left to report)",
     outcome="heartbeats stop; an automation marks the run Crashed after 3 missed; Retry resumes it on another worker",
 )
-def test_a_lost_host_is_marked_crashed_and_resumes(stack):
+def test_a_lost_host_is_marked_crashed_and_resumes(stack, fast_heartbeats):
+    heartbeat = fast_heartbeats  # seconds; the deployments' own (HEARTBEAT_SECONDS) would make this 3x slower
     song = stack.songs["e"]
-    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()}, job_variables=fault("stall:1"))
-    deadline = time.monotonic() + 240
-    with client() as c:
-        while c.read_flow_run(run_id).state.name != "Running" and time.monotonic() < deadline:
-            time.sleep(1)
-    time.sleep(HEARTBEAT_SECONDS + 10)  # at least one heartbeat is out
+    job = fault("stall:1", heartbeat_seconds=heartbeat)
+    run_id = trigger(RENDER_SONG, {"song": str(song), "settings": stack.settings()}, job_variables=job)
+    scenes: list[str] = []
+
+    def only_scene_1_left(states: dict[str, str]) -> bool:
+        """Scene 1 hangs; every other scene and every stage before the render has finished."""
+        segments = next(stack.runs.glob(f"{slugify(song.stem)}-*/segments.json"), None)
+        if not scenes and segments is not None:
+            n = len(Segmentation.model_validate_json(segments.read_text()).segments)
+            scenes.extend(f"render-scene-{i:03d}" for i in range(n))
+        others = [name for name in scenes if name != "render-scene-001"]
+        return (
+            bool(others)
+            and states.get("render-scene-001") == "Running"
+            and all(states.get(name) == "Completed" for name in others)
+        )
+
+    wait_task_states(run_id, only_scene_1_left)
+    wait_heartbeat(run_id)  # at least one heartbeat is out: the automation's window has started
     lost_at = datetime.now(UTC)
     stack.worker.kill_host()
-    run = wait_final(run_id, timeout=4 * HEARTBEAT_SECONDS + 120)
+    run = wait_final(run_id, timeout=4 * heartbeat + 120)
     assert run.state.is_crashed() and "heartbeat" in (run.state.message or ""), run.state
-    assert (run.state.timestamp - lost_at).total_seconds() < 3 * HEARTBEAT_SECONDS + 60
+    assert (run.state.timestamp - lost_at).total_seconds() < 3 * heartbeat + 60
     first = task_states(run_id, attempt=1, final=False)
 
     stack.worker.start()

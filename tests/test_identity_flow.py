@@ -61,7 +61,7 @@ def test_editing_one_scene_renders_that_scene_and_the_bible_renders_all(song, tm
     assert (run / "bible.json").is_symlink() and "cold blue moonlight" in (run / "bible.json").read_text()
 
     (run / "bible.json").write_text('{"not": "a bible"}')
-    with pytest.raises(Exception, match="bible.json: your edit cannot be used"):
+    with pytest.raises(Exception, match="bible.json: your edit of bible.json cannot be used"):
         render(song, tmp_path, **SMALL)
 
 

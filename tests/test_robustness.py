@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from soundsight.media import ffmpeg_exe
-from tests.support import probe, render
+from tests.support import PREFECT_DATABASE, copy_database, probe, render
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "robustness.md"
@@ -41,6 +42,36 @@ def cli(*args: str, env: dict | None = None, timeout: float = 300, prefix: tuple
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error" in line.lower()]
+
+
+# Most CLI runs below are seconds of imports on one core before the run renders or refuses. The
+# ones a test only reads back (fixtures named in STARTED_TOGETHER) are started side by side on
+# every core when the module's first test begins; each test then checks its own finished run.
+STARTED_TOGETHER = ("bad_input_runs", "unknown_variable_run", "wan_without_weights_run", "logged_run")
+_CLI_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="soundsight-cli")
+
+
+class StartedCli:
+    """`soundsight render SONG --output.runs_dir RUNS FLAGS...` (`cli`), started now on a thread;
+    `result()` waits for the finished run."""
+
+    def __init__(self, song: str, runs: Path, *flags: str, env: dict | None = None):
+        self.runs = runs
+        self._run = _CLI_THREADS.submit(cli, song, "--output.runs_dir", str(runs), *flags, env=env)
+
+    def result(self) -> subprocess.CompletedProcess:
+        return self._run.result()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_runs_side_by_side(request) -> None:
+    """Start every STARTED_TOGETHER run a collected test of this module reads, and wait for all."""
+    mine = [item for item in request.session.items if getattr(item, "module", None) is request.module]
+    wanted = {name for item in mine for name in getattr(item, "fixturenames", ())}
+    started = [request.getfixturevalue(name) for name in STARTED_TOGETHER if name in wanted]
+    for runs in started:
+        for run in runs.values() if isinstance(runs, dict) else [runs]:
+            run.result()
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +119,29 @@ BAD_INPUTS = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def bad_input_runs(request, bad_inputs, tmp_path_factory, prefect_server) -> dict[str, StartedCli]:
+    """`soundsight render <bad input>` for every case a collected test checks, by case name."""
+    names = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and item.originalname == "test_bad_input_fails_with_one_clear_line"
+    }
+    return {
+        name: StartedCli(str(bad_inputs[name]), tmp_path_factory.mktemp("bad-input") / "runs") for name in sorted(names)
+    }
+
+
 @pytest.mark.parametrize("name, problem", BAD_INPUTS)
-def test_bad_input_fails_with_one_clear_line(name, problem, bad_inputs, tmp_path, prefect_server):
+def test_bad_input_fails_with_one_clear_line(name, problem, bad_inputs, bad_input_runs):
     path = bad_inputs[name]
-    proc = cli(str(path), "--output.runs_dir", str(tmp_path / "runs"))
+    run = bad_input_runs[name]
+    proc = run.result()
     errors = error_lines(proc.stderr)
     assert proc.returncode == 2, proc.stderr
     assert len(errors) == 1, proc.stderr
     assert str(path) in errors[0] and problem in errors[0], errors[0]
-    assert not list((tmp_path / "runs").rglob("video.mp4")) and not list((tmp_path / "runs").rglob("*.part*"))
+    assert not list(run.runs.rglob("video.mp4")) and not list(run.runs.rglob("*.part*"))
 
 
 @case("a URL instead of a file", "exit 2: `URLs are not supported; download the song and give the file's path`")
@@ -187,10 +232,15 @@ def test_bad_settings_are_refused_up_front(flags, message, excerpt, tmp_path):
     assert time.monotonic() - started < 60 and not (tmp_path / "runs").exists()
 
 
-@case("a misspelt `SOUNDSIGHT_RENDER__FPSS=30`", "a warning naming the variable; the render goes on")
-def test_an_unknown_environment_variable_is_named(excerpt, tmp_path, prefect_server):
+@pytest.fixture(scope="module")
+def unknown_variable_run(excerpt, tmp_path_factory, prefect_server) -> StartedCli:
     env = dict(os.environ, SOUNDSIGHT_RENDER__FPSS="30")
-    proc = cli(str(excerpt), "--output.runs_dir", str(tmp_path), *SMALL, env=env)
+    return StartedCli(str(excerpt), tmp_path_factory.mktemp("runs"), *SMALL, env=env)
+
+
+@case("a misspelt `SOUNDSIGHT_RENDER__FPSS=30`", "a warning naming the variable; the render goes on")
+def test_an_unknown_environment_variable_is_named(unknown_variable_run):
+    proc = unknown_variable_run.result()
     assert proc.returncode == 0, proc.stderr
     assert "warning: SOUNDSIGHT_RENDER__FPSS is not a soundsight setting; it is ignored" in proc.stderr
 
@@ -241,7 +291,7 @@ def test_hostile_tags_are_capped_escaped_and_kept_from_the_prompt(excerpt, tmp_p
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{run.name}-script"]))
         )
-    markdown = found[-1].data
+    markdown = max(found, key=lambda a: a.created).data
     assert "![" not in markdown and "<img" not in markdown and "](http" not in markdown
     assert r"\!\[b\]" in markdown  # shown as text
     tags = probe(ffprobe, video)
@@ -263,10 +313,15 @@ def test_output_files_respect_the_umask(excerpt, tmp_path, prefect_server):
 # --- interruptions ----------------------------------------------------------------------------------
 
 
-def temporary_server_env(tmp_path: Path) -> dict[str, str]:
-    """No PREFECT_API_URL: the CLI starts its own temporary server (PREFECT_HOME keeps it apart)."""
+def temporary_server_env(tmp_path: Path, database: Path | None) -> dict[str, str]:
+    """No PREFECT_API_URL: the CLI starts its own temporary server (PREFECT_HOME keeps it apart),
+    on a copy of `database` (a migrated one: conftest's `migrated_prefect_database`) when given."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    if database is not None:
+        copy_database(database, home / PREFECT_DATABASE)
+    env["PREFECT_HOME"] = str(home)
     return env
 
 
@@ -301,8 +356,8 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> str:
 
 @case("Ctrl-C during a render with the temporary server",
       "stops within seconds with one line, exit 130; no server left; the same command resumes")  # fmt: skip
-def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path):
-    env = temporary_server_env(tmp_path)
+def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path, migrated_prefect_database):
+    env = temporary_server_env(tmp_path, migrated_prefect_database)
     # The stages after segment take half a second at this size; scene 0 stalling in this first run
     # (tests/faults) keeps the run busy when the signal comes, instead of racing its end.
     stalled = dict(env, TESTS_FAULT="stall:0", PYTHONPATH=str(ROOT / "tests" / "faults"))
@@ -317,7 +372,9 @@ def test_ctrl_c_stops_cleanly_and_resumes(excerpt, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.monotonic() - started < 15, err
     assert err.count("interrupted") == 1 and "Traceback" not in err, err
-    time.sleep(1)
+    deadline = time.monotonic() + 1
+    while servers_of(tmp_path / "prefect-home") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert servers_of(tmp_path / "prefect-home") == []
     again = cli(str(excerpt), "--output.runs_dir", str(tmp_path / "runs"), *SMALL, env=env)
     assert again.returncode == 0, again.stderr
@@ -347,12 +404,12 @@ def flow_run_of(runs_dir: Path):
 def test_an_interrupted_render_is_cancelled_on_the_server(signum, status, excerpt, tmp_path, prefect_server):
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir", str(runs), *SMALL,
-         "--render.simulated_seconds_per_scene", "30"],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir", str(runs), *SMALL],
+        cwd=ROOT, env=dict(os.environ, TESTS_FAULT="stall:0", PYTHONPATH=str(ROOT / "tests" / "faults")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for_line(proc, "script: Completed", 300)
-    time.sleep(1)  # scenes are rendering (30 s each)
+    time.sleep(1)  # scenes are rendering (scene 0 stalls: tests/faults)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status and err.count("interrupted") == 1 and "Traceback" not in err, err
@@ -383,8 +440,8 @@ def test_a_garbled_script_edit_names_its_file_and_deleting_it_starts_over(excerp
 @case(
     "`kill -9` of the CLI mid-render", "its temporary server ends with it; the next run sweeps the stale `.part` files"
 )
-def test_a_killed_cli_leaves_no_server_and_no_temporary_files(excerpt, tmp_path):
-    env = temporary_server_env(tmp_path)
+def test_a_killed_cli_leaves_no_server_and_no_temporary_files(excerpt, tmp_path, migrated_prefect_database):
+    env = temporary_server_env(tmp_path, migrated_prefect_database)
     proc = subprocess.Popen(
         [sys.executable, "-m", "soundsight.flows.cli", "render", str(excerpt), "--output.runs_dir",
          str(tmp_path / "runs"), *SMALL],
@@ -424,12 +481,18 @@ def test_an_unreachable_llm_fails_fast(excerpt, tmp_path, prefect_server):
     assert len(errors) == 1 and url in errors[0] and "after 1 attempt " in errors[0], proc.stderr
 
 
+@pytest.fixture(scope="module")
+def wan_without_weights_run(excerpt, tmp_path_factory, prefect_server) -> StartedCli:
+    folder = tmp_path_factory.mktemp("runs")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(folder / "empty-hf-cache"))
+    return StartedCli(str(excerpt), folder, *SMALL, "--render.backend", "wan", env=env)
+
+
 @case(
     "`--render.backend wan` without its weights", "one line naming the checkpoint and the download command; no cluster"
 )
-def test_a_gpu_backend_without_weights_says_how_to_get_them(excerpt, tmp_path, prefect_server):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-hf-cache"))
-    proc = cli(str(excerpt), "--output.runs_dir", str(tmp_path), *SMALL, "--render.backend", "wan", env=env)
+def test_a_gpu_backend_without_weights_says_how_to_get_them(wan_without_weights_run):
+    proc = wan_without_weights_run.result()
     assert proc.returncode == 2, proc.stderr
     errors = error_lines(proc.stderr)
     assert len(errors) == 1, proc.stderr
@@ -439,18 +502,27 @@ def test_a_gpu_backend_without_weights_says_how_to_get_them(excerpt, tmp_path, p
     assert "distributed" not in proc.stderr and "dask" not in proc.stderr.lower()
 
 
+@pytest.fixture(scope="module")
+def logged_run(excerpt, tmp_path_factory, prefect_server) -> StartedCli:
+    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")  # Prefect's default (the suite runs at WARNING)
+    return StartedCli(str(excerpt), tmp_path_factory.mktemp("runs"), *SMALL, env=env)
+
+
 @case("a CLI run (that may fail)", "its logs are on the Prefect server, where the error line sends the user")
-def test_cli_runs_send_their_logs_to_the_server(excerpt, tmp_path, prefect_server):
+def test_cli_runs_send_their_logs_to_the_server(logged_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")  # Prefect's default (the suite runs at WARNING)
-    proc = cli(str(excerpt), "--output.runs_dir", str(tmp_path), *SMALL, env=env)
+    proc = logged_run.result()
     assert proc.returncode == 0, proc.stderr
     assert "INFO" not in proc.stderr and "Finished in state" not in proc.stderr  # the terminal stays quiet
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(limit=200, sort="START_TIME_DESC")
-        mine = [r for r in runs if r.parameters.get("settings", {}).get("output", {}).get("runs_dir") == str(tmp_path)]
+        mine = [
+            r
+            for r in runs
+            if r.parameters.get("settings", {}).get("output", {}).get("runs_dir") == str(logged_run.runs)
+        ]
         assert len(mine) == 1
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[mine[0].id])))
     messages = [log.message for log in logs]

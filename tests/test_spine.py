@@ -124,7 +124,9 @@ def test_demo_renders_with_a_temporary_prefect_server(tmp_path, ffprobe):
     streams = probe(ffprobe, video)["streams"]
     assert sorted(s["codec_type"] for s in streams) == ["audio", "video"]
     # The demo song carries its exact beats beside it: the run's cuts score against them.
-    segmentation = Segmentation.model_validate_json((video.parent / "segments.json").read_text())
+    # The CLI prints the run's own video, in its stage folder; the run folder is above `.stages`.
+    run_dir = next(p for p in video.parents if p.name == ".stages").parent
+    segmentation = Segmentation.model_validate_json((run_dir / "segments.json").read_text())
     reference = load_reference_beats(tmp_path / "runs" / "demo" / "bach-chorale-bwv66.6.wav")
     assert reference is not None
     cuts = [s.start for s in segmentation.segments[1:]]

@@ -25,21 +25,23 @@ def three_scene_song(music, tmp_path_factory) -> Path:
     return out
 
 
-def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_song, tmp_path, tiny_wan_dir, ffprobe):
-    groups = {
-        "render": {
-            "backend": "wan",
-            "model": str(tiny_wan_dir),
-            "model_width": 32,
-            "model_height": 32,
-            "dtype": "float32",
-            "device": "cpu",
-            "steps": 2,
-            "width": 64,
-            "height": 64,
-        }
-    }
-    video, states = render(three_scene_song, tmp_path, **groups)
+def wan_groups(tiny_wan_dir: Path) -> dict:
+    """Settings groups: the tiny Wan pipeline at 32x32, 2 steps, on the CPU."""
+    return {"render": {"backend": "wan", "model": str(tiny_wan_dir), "model_width": 32, "model_height": 32,
+                       "dtype": "float32", "device": "cpu", "steps": 2, "width": 64, "height": 64}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def wan_run(three_scene_song, tmp_path_factory, tiny_wan_dir) -> tuple[Path, Path, dict[str, str]]:
+    """One fresh render of the song with the tiny Wan pipeline: (runs folder, video, task states).
+    Both tests read it (the second renders again on top of it), so its 2-worker cluster starts once."""
+    runs = tmp_path_factory.mktemp("runs")
+    video, states = render(three_scene_song, runs, **wan_groups(tiny_wan_dir))
+    return runs, video, states
+
+
+def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(wan_run, ffprobe):
+    runs, video, states = wan_run
     run_dir = video.parent
     segmentation = Segmentation.model_validate_json((run_dir / "segments.json").read_text())
     assert len(segmentation.segments) == 3
@@ -51,7 +53,7 @@ def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_so
         assert facts["r_frame_rate"] == "16/1"
 
     # Each scene task reports the worker process it ran in and how many pipelines that process built.
-    records = sorted((tmp_path / ".cache" / "results").glob("render-v*"))
+    records = sorted((runs / ".cache" / "results").glob("render-v*"))
     clips = [Manifest.model_validate(json.loads(json.loads(r.read_text())["result"])["data"]) for r in records]
     assert len(clips) == 3
     assert all(c.info["pipelines_built_in_worker"] == 1 for c in clips), [c.info for c in clips]
@@ -80,22 +82,21 @@ def test_wan_scenes_render_on_dask_workers_with_one_pipeline_each(three_scene_so
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{run_dir.name}-timings"]))
         )
-    rows = {row["stage"]: row for row in json.loads(found[-1].data)}
+    first = min(found, key=lambda a: a.created)  # the fresh render's (a rerun of the run adds its own)
+    rows = {row["stage"]: row for row in json.loads(first.data)}
     scene_rows = [rows[f"render-scene-{i:03d}"] for i in range(3)]
     assert all(r["states"] == "Completed" and 0 < r["gpu seconds"] <= r["seconds"] for r in scene_rows), scene_rows
     assert rows["render"]["gpu seconds"] == pytest.approx(sum(r["gpu seconds"] for r in scene_rows), abs=0.02)
 
 
-def test_a_fully_cached_rerun_starts_no_cluster(three_scene_song, tmp_path, tiny_wan_dir, monkeypatch):
+def test_a_fully_cached_rerun_starts_no_cluster(wan_run, three_scene_song, tiny_wan_dir, monkeypatch):
     from soundsight.models.render import gpu_pool
 
-    groups = {"render": {"backend": "wan", "model": str(tiny_wan_dir), "model_width": 32, "model_height": 32,
-                         "dtype": "float32", "device": "cpu", "steps": 2, "width": 64, "height": 64}}  # fmt: skip
-    render(three_scene_song, tmp_path, **groups)
+    runs, _, _ = wan_run  # the song rendered once already, with these settings
     started = []
     real = gpu_pool.make_cluster
     monkeypatch.setattr(gpu_pool, "make_cluster", lambda *a, **k: started.append(1) or real(*a, **k))
-    _, states = render(three_scene_song, tmp_path, **groups)
+    _, states = render(three_scene_song, runs, **wan_groups(tiny_wan_dir))
     assert all(state == "Cached" for state in states.values()), states
     assert started == []  # every scene was a checked cache hit: no Dask cluster for them
 

@@ -16,11 +16,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict, TypeVar
-
-import openai
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from soundsight.errors import SoundsightError
+
+if TYPE_CHECKING:
+    import openai  # imported where a client is built or an error read: ~1 s that a run without a served model never pays
 
 __all__ = ["ChatClient", "ChatTransport", "LLMRequestError", "LLMUnavailableError", "Reply", "ServedModel"]
 
@@ -58,6 +59,8 @@ class LLMRequestError(SoundsightError):
 
 
 def _describe_error(error: BaseException) -> str:
+    import openai
+
     if isinstance(error, openai.APIStatusError):
         return f"HTTP {error.status_code}: {error.message}"
     cause = error.__cause__ or error.__context__
@@ -152,6 +155,8 @@ class ChatClient:
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        import openai
+
         # The openai client's own retries are switched off: ours are logged, recorded in the
         # caller's notes, bounded by `retries` and end in an error that names the URL.
         self.client = client or openai.OpenAI(
@@ -230,6 +235,8 @@ class ChatClient:
         the request itself is wrong) and 500 (a bug that repeats). The error names the URL and
         the number of attempts actually made.
         """
+        import openai
+
         delay = self.backoff_seconds
         for attempt in range(1, self.retries + 2):
             try:
@@ -273,6 +280,8 @@ class ChatClient:
         LLMUnavailableError
             No answer (connection refused, timeout, 5xx).
         """
+        import openai
+
         try:
             self.client.with_options(timeout=timeout_seconds, max_retries=0).models.list()
         except (openai.APIConnectionError, openai.InternalServerError) as error:

@@ -9,7 +9,11 @@ deployment run's job variables) and sets TESTS_FAULT:
              OOM killer or a lost machine would
     stall:K  scene K hangs in the first attempt (until the test kills the whole "host")
 
-The renderer is patched as soon as its module is imported.
+and, optionally, TESTS_HEARTBEAT_SECONDS=N: the flow run's heartbeats come every N
+seconds, below Prefect's minimum of 30 (PREFECT_FLOWS_HEARTBEAT_FREQUENCY refuses less), so a
+test of the crash automation waits three short periods instead of three long ones.
+
+Each module is patched as soon as it is imported.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import signal
 import sys
 import time
 
-TARGET = "soundsight.models.render.animatic"
 FAULT = os.environ.get("TESTS_FAULT", "")
+HEARTBEAT_SECONDS = os.environ.get("TESTS_HEARTBEAT_SECONDS", "")
 
 
 def _first_attempt() -> bool:
@@ -31,7 +35,7 @@ def _first_attempt() -> bool:
     return int(flow_run.run_count or 1) <= 1
 
 
-def _patch(module) -> None:
+def _inject_fault(module) -> None:
     from soundsight.errors import SoundsightError
 
     class InjectedFault(SoundsightError):
@@ -52,24 +56,38 @@ def _patch(module) -> None:
     module.AnimaticRenderer.__call__ = faulty_call
 
 
+def _beat_faster(module) -> None:
+    """prefect.flow_engine: heartbeats every HEARTBEAT_SECONDS (its floor and the setting, bypassed)."""
+    seconds = int(HEARTBEAT_SECONDS)
+    module.MINIMUM_HEARTBEAT_INTERVAL = seconds
+    module.BaseFlowRunEngine.heartbeat_seconds = property(lambda self: seconds)
+
+
+PATCHES = {}  # module name -> what to do to it once it is imported
+if FAULT:
+    PATCHES["soundsight.models.render.animatic"] = _inject_fault
+if HEARTBEAT_SECONDS:
+    PATCHES["prefect.flow_engine"] = _beat_faster
+
+
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != TARGET:
+        if name not in PATCHES:
             return None
         sys.meta_path.remove(self)
         try:
             spec = importlib.util.find_spec(name)
         finally:
             sys.meta_path.insert(0, self)
-        execute = spec.loader.exec_module
+        execute, patch = spec.loader.exec_module, PATCHES[name]
 
         def exec_then_patch(module):
             execute(module)
-            _patch(module)
+            patch(module)
 
         spec.loader.exec_module = exec_then_patch
         return spec
 
 
-if FAULT:
+if PATCHES:
     sys.meta_path.insert(0, _PatchOnImport())
