@@ -69,6 +69,9 @@ class BeatGrid:
         The factors of `confidence` (``on_attack``, ``regularity``, ``phase``, ``tempo_clarity``).
     tracker : str
         Which tracker made the grid: its name in `soundsight.backends.BEAT_TRACKERS` ('' unknown).
+    bar_phase_t : float or None
+        How surely the downbeats beat the nearest rival bar phase (`beats.bars.bar_phase_t`, a t
+        statistic); None when the tracker does not measure it (then the bar phase is trusted).
     """
 
     tempo_bpm: float
@@ -88,6 +91,7 @@ class BeatGrid:
     section_strength: np.ndarray = field(default_factory=lambda: np.zeros(0))
     confidence_terms: dict = field(default_factory=dict)
     tracker: str = ""
+    bar_phase_t: float | None = None
 
     @property
     def period(self) -> float:

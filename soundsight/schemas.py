@@ -105,6 +105,17 @@ class Segmentation(BaseModel):
     )
     low_confidence: bool = Field(False, description="The tracker's confidence is below warn_confidence.")
     confidence_note: str = Field("", description="What a low confidence means for this run's cuts ('' when fine).")
+    bar_credible: bool | None = Field(
+        None,
+        description=(
+            "Whether the bar lines were trusted for cuts (bar-phase t >= the threshold); false: cuts are on"
+            " beats, not aimed at the downbeats listed (which may be a beat off). None: no bar lines."
+        ),
+    )
+    bar_phase_t: float | None = Field(
+        None, description="How surely the downbeats beat the nearest rival bar phase (t statistic; None: not measured)."
+    )
+    bar_note: str = Field("", description="What an uncertain bar phase means for this run's cuts ('' when fine).")
     confidence_terms: dict[str, float] = Field(
         default_factory=dict, description="Factors of beat_confidence: on_attack, regularity, phase, tempo_clarity."
     )

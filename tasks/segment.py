@@ -17,7 +17,7 @@ from soundsight.tasks.load import read_song
 from soundsight.tasks.lyrics import read_lyrics
 
 # Bump when segments.json changes for the same inputs (the tracker, the planners, the file's format).
-VERSION = 9
+VERSION = 10
 # Opens every identity: the stage once keyed a reference beats file beside the song ("none" for
 # all songs without one), and runs cached then keep their keys.
 IDENTITY_PREFIX = "reference=none"

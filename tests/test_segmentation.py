@@ -816,3 +816,143 @@ def test_beats_sit_at_the_start_of_slow_attacks_and_stay_on_sharp_ones(warm_libr
     assert -0.002 < shift <= 0.0, shift  # measured -0.6 ms: a kick's attack rises within a frame
     monkeypatch.setattr(attack, "ATTACK_FRACTION", 0.5)
     assert lateness(track_beats(y, 22050)) > 0.015  # measured +20.1 ms at the half-rise
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 28: unseen music (bar-phase credibility, the frame before the beat, tempo octave,
+# a second tracker's witness, attacks from the mean profile of a steady grid)
+
+
+def test_bar_phase_t_separates_clear_bar_lines_from_a_rival_with_as_much_evidence():
+    from soundsight.models.audio.beats.bars import bar_phase_t
+
+    rng = np.random.default_rng(2)
+    position = np.arange(128) % 4
+    down = position == 0
+    clear = np.where(down, 1.5, -0.5) + 0.5 * rng.standard_normal(128)
+    assert bar_phase_t(clear, down, 4) > 10.0
+    # beat 2 as strong as beat 1 (bar cues that changed phase mid-song): the rival one beat later
+    # has as much evidence, t near 0 or below - not credible (confidence.BAR_CERTAIN_T = 0)
+    tie = np.where(position < 2, 1.0, -1.0) + 0.5 * rng.standard_normal(128)
+    assert bar_phase_t(tie, down, 4) < 1.0
+    # beat 3 as strong as beat 1: only the half-bar twin rivals; when the start settled that
+    # question (`skip_twin`), the other two phases are far behind
+    twin = np.where(position % 2 == 0, 1.0, -1.0) + 0.5 * rng.standard_normal(128)
+    assert bar_phase_t(twin, down, 4) < 1.0 < 10.0 < bar_phase_t(twin, down, 4, skip_twin=True)
+
+
+def _bar_grid(bar_phase_t: float | None) -> BeatGrid:
+    beats = np.arange(0.3, 60.0, 0.5)  # 120 BPM, 4/4, bar lines every 2 s from 0.3 s
+    down = beats[::4]
+    return BeatGrid(120.0, beats, down, 0.95, 4, np.full(len(beats), 0.5), steady_tempo=True, bar_phase_t=bar_phase_t)
+
+
+def test_an_uncertain_bar_phase_cuts_on_beats_and_says_so_in_segments_json():
+    y = np.zeros(60 * 22050, dtype=np.float32)
+    nov = (np.arange(0, 60, 0.1), np.zeros(600))
+    settings = SegmentSettings(beats_per_cut=6)  # six beats: cuts on bar lines only where the planner aims at them
+    sure = plan_segments(y, 22050, settings, song_hash="x", fps=24, grid=_bar_grid(6.0), novelty_curve=nov)
+    assert sure.bar_credible is True and sure.bar_note == "" and sure.bar_phase_t == 6.0
+    assert all(s.on_downbeat for s in sure.segments[:-1])
+    unsure = plan_segments(y, 22050, settings, song_hash="x", fps=24, grid=_bar_grid(-0.7), novelty_curve=nov)
+    assert unsure.bar_credible is False and unsure.bar_phase_t == -0.7
+    assert "bar phase uncertain" in unsure.bar_note and "cuts are on beats" in unsure.bar_note
+    assert unsure.downbeats == sure.downbeats  # the detected bar lines are still listed
+    starts = np.array([s.start for s in unsure.segments[1:]])
+    assert np.all(np.min(np.abs(starts[:, None] - _bar_grid(None).beats[None, :]), axis=1) <= 0.5 / 24)
+    assert not all(s.on_downbeat for s in unsure.segments[:-1])  # six-beat segments, no longer pulled to bars
+    # a tracker that does not measure the bar phase (beat_this) is trusted
+    assert plan_segments(
+        y, 22050, settings, song_hash="x", fps=24, grid=_bar_grid(None), novelty_curve=nov
+    ).bar_credible
+
+
+def test_the_drummed_chorale_keeps_its_bar_lines(drummed_chorale):
+    from soundsight.models.audio.beats import track_beats
+    from soundsight.models.audio.beats.confidence import BAR_CERTAIN_T
+
+    y, timing, _ = drummed_chorale
+    grid = track_beats(y, 22050)
+    # measured 3.5 (issue 28; 2.2 counting the half-bar twin, which the song's start decides here)
+    assert grid.bar_phase_t > BAR_CERTAIN_T + 2.0
+    seg = plan_segments(y, 22050, SegmentSettings(), song_hash="x", fps=24, grid=grid)
+    assert seg.bar_credible is True and seg.bar_note == ""
+
+
+def test_a_beat_out_of_reach_of_its_own_frame_is_cut_on_the_frame_before_it():
+    from soundsight.models.audio.joint import plan_joint
+    from soundsight.models.audio.tiling import CutGrid
+
+    # 9.5 s in segments of 4-5 s: the one cut must fall in [4.5, 5.0] s (frames 108-120 at 24 fps).
+    # A beat at 4.47 s rounds to frame 107, one at 5.03 s to frame 121: neither frame is allowed.
+    # The frame after 4.47 (4.5 s, 30 ms late) and the frame before 5.03 (5.0 s, 30 ms early) are
+    # equally far; the early one wins (a picture after the sound is seen from ~45 ms, before it
+    # only from ~125 ms, ITU-R BT.1359).
+    beats = np.array([0.47, 1.47, 2.47, 3.47, 4.47, 5.03, 6.03, 7.03, 8.03, 9.03])
+    grid = BeatGrid(60.0, beats, np.zeros(0), 0.9, 4, np.zeros(len(beats)))
+    cuts = plan_joint(9.5, grid, mode="rule_based", min_seconds=4.0, max_seconds=5.0, fps=24, beats_per_cut=5)
+    assert cuts is not None and cuts.times == [5.0]
+    snap = BeatSnap(beats[[4, 5]], tolerance=0.35)
+    cut_grid = CutGrid(9.5, 4.0, 5.0, 24)
+    tick, kind, shift = snap(cut_grid, cut_grid.tick(4.75), cut_grid.allowed(0))
+    assert tick == 120 and kind == "" and shift == pytest.approx(5.0 - 4.75)  # no beat on its own frame
+
+
+def test_a_fast_tempo_keeps_its_octave_when_its_eighth_notes_are_clear():
+    from soundsight.models.audio.beats.tempo import subdivided_octave
+
+    f = np.zeros(0)
+    # lattice statistics (on, mid, quarter, third, sixth) measured in issue 28.
+    # internal_degeneration (190 BPM metal): 95 won on the tempo preference; the 190 grid's
+    # midpoints reach 0.44 of its beats and stand above its quarter points: 190
+    stats = {94.8: (4.77, 3.52, 2.22, 2.41, 3.07), 189.6: (3.98, 1.75, 1.53, 1.54, 2.25)}
+    assert subdivided_octave([(-0.41, 94.8, f), (-0.49, 189.6, f)], stats) == 1
+    # feelings' backing (a 95 BPM ballad taken at 188): the fast grid's "eighths" are its
+    # sixteenths, 0.26 of its beats: the half wins
+    stats = {188.3: (5.68, 1.45, 1.03, 1.04, 2.5), 95.0: (7.74, 3.72, 1.75, 1.99, 3.09)}
+    assert subdivided_octave([(-0.518, 188.3, f), (-0.519, 95.0, f)], stats) == 1
+    # a 6/8 jig at 100: its beat divides in three (third points over midpoints): not doubled
+    stats = {99.8: (8.43, 1.6, 3.42, 3.41, 1.62), 199.7: (4.88, 1.79, 1.99, 2.28, 1.94)}
+    assert subdivided_octave([(0.26, 99.8, f), (-3.0, 199.7, f)], stats) is None
+    # a legato string chorale at 93: the double's midpoints (0.36 of its beats) are the
+    # envelope's floor, below its quarter points: not doubled
+    stats = {93.4: (5.18, 2.23, 1.82, 1.81, 2.38), 186.9: (3.67, 1.33, 1.59, 1.34, 1.97)}
+    assert subdivided_octave([(0.1, 93.4, f), (-0.2, 186.9, f)], stats) is None
+    # outside 175-215 BPM nothing changes (a 168 BPM piece and its half)
+    stats = {84.0: (5.0, 4.0, 1.0, 1.0, 2.0), 168.0: (4.0, 3.0, 1.0, 1.0, 2.0)}
+    assert subdivided_octave([(-0.3, 84.0, f), (-0.4, 168.0, f)], stats) is None
+
+
+def test_a_second_trackers_beats_can_show_a_steady_grid():
+    from soundsight.models.audio.beats.phase import _steady_lattice
+
+    # chaos_god (issue 28): a straight 170 BPM lattice whose DP beats leave it for half a minute
+    # (a riff displaced by a sixteenth): 70 % of them on the lattice, under STEADY_SHARE
+    period = 60.0 / 170.0 * 22050 / 256  # frames of 256 samples at 22.05 kHz
+    beats = np.arange(400) * period + 10.0
+    tracked = beats.copy()
+    tracked[200:320] += 0.25 * period  # a sixteenth off for 120 beats
+    assert _steady_lattice(np.round(tracked).astype(int), int(beats[-1]) + 50) is None
+    witness = np.round(beats + np.random.default_rng(3).normal(0, 0.3, len(beats))).astype(int)
+    lattice = _steady_lattice(witness, int(beats[-1]) + 50, period=float(np.median(np.diff(tracked))))
+    assert lattice is not None and np.max(np.abs(lattice[: len(beats)] - beats[: len(lattice)])) <= 1.0
+
+
+def test_a_steady_grid_reads_its_attack_from_the_mean_profile_of_a_dense_mix():
+    from soundsight.models.audio.beats.attack import attack_path
+
+    # armygeddon (issue 28): tremolo picking and double kicks fill the 40 ms before each beat
+    # with peaks nearly as high as the beat's own attack; per beat the strongest peak is almost
+    # random, averaged over 17 beats only the shared attack stands out
+    rng = np.random.default_rng(4)
+    step = 256 / 22050 / 4
+    times = np.arange(0, 60, step)
+    env = 0.3 * rng.random(len(times))
+    line = np.arange(1.0, 59.0, 60 / 170)
+    for b in line:
+        env[int(round(b / step))] += 1.0  # the attack, on the beat
+        for _ in range(3):  # three busy notes somewhere in the 50 ms before it
+            env[int(round((b - rng.uniform(0.01, 0.05)) / step))] += rng.uniform(0.6, 1.1)
+    offsets = attack_path(line, times, env, 0.07, 0.05)
+    assert np.median(offsets) == pytest.approx(0.0, abs=0.006)
+    assert np.percentile(np.abs(offsets), 95) < 0.012

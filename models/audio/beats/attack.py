@@ -1,15 +1,21 @@
 """Step 6 of `track_beats`: beats onto note attacks (`refine`).
 
 Each beat moves to the attack of the strongest short-window onset within -70/+50 ms (at most a
-quarter / sixth of a beat); beats without one keep the median shift. A steady grid moves by the
-running median of those shifts over ``RIGID_SPAN`` (17) beats: it bends no faster than that
-median, so one misread attack (a slow organ or choir note, a note buried in a dense mix) cannot
-move a beat, while a band drifting around its click is followed. Then every beat moves by the
-same small amount (`attack_onset_shift`): a beat's attack is read where its onset rises through
-half its height, which on a slow attack (organ, strings, flute) is tens of ms after the note
-starts; the median attack over all beats is smooth enough to read lower on its rise
-(``ATTACK_FRACTION``, 30 %) without reaching back into the previous note. On sharp attacks
-(drums, a band) the two points are 1-3 ms apart.
+quarter / sixth of a beat); beats without one keep the median shift. A steady grid instead stays
+on its straight line and moves by a slowly varying offset read from the *mean* attack profile of
+the ``RIGID_SPAN`` (17) beats around each beat (`attack_path`): averaging 17 beats keeps the
+attack they share and cancels a dense mix's random peaks, so one misread attack (a slow organ or
+choir note, a note buried in tremolo picking) cannot move a beat, while a band drifting around
+its click is followed - for sharp attacks; a steady grid of slow attacks (`attack_width` of at
+least ``SLOW_ATTACK_WIDTH``) moves by the running median of its beats' own half-rises, as before
+issue 28 (the mean profile's climb read a swelling flute 20 ms late). Where two attacks compete in the profile (a pickup note a 32nd before the
+beat, a flam), the offset path prefers the one that continues the neighbouring beats' offset
+(``ATTACK_SMOOTHNESS``). Then every beat moves by the same small amount (`attack_onset_shift`),
+but only for a slow median attack (`attack_width` of at least ``SLOW_ATTACK_WIDTH``): a slow
+organ, string or flute attack rises through its half height tens of ms after the note starts,
+and the median attack over all beats is smooth enough to read lower on its rise
+(``ATTACK_FRACTION``, 30 %); a sharp attack's half-rise is its onset, and in a dense mix the
+profile before it is the previous notes, not a rise.
 
 Times are seconds; the attack envelope is `cues.fine_onset_envelope`'s.
 """
@@ -21,10 +27,13 @@ import scipy.ndimage
 
 from soundsight.models.audio.beats.cues import Cues
 
-__all__ = ["attack_onset_shift", "refine", "trim_to_music"]
+__all__ = ["attack_onset_shift", "attack_path", "attack_width", "refine", "trim_to_music"]
 
 ATTACK_FRACTION = 0.3  # height of the median attack's rise that marks a beat (`attack_onset_shift`)
-RIGID_SPAN = 17  # beats (about four 4/4 bars) of the running median that moves a steady grid onto attacks
+RIGID_SPAN = 17  # beats (about four 4/4 bars) whose mean attack profile places a steady grid's beat
+ATTACK_SMOOTHNESS = 100.0  # cost of changing a steady grid's attack offset between two beats, peak heights per second
+RIGID_ATTACK = "profile"  # a steady grid's attacks: "profile" (`attack_path`) or "median" (running median of each beat's, before issue 28)
+SLOW_ATTACK_WIDTH = 0.014  # s: a median attack peak at least this wide (at half height) is slow (`attack_onset_shift`)
 
 
 def trim_to_music(beats: np.ndarray, cues: Cues) -> np.ndarray:
@@ -58,8 +67,8 @@ def _attack_near(
 def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Move beats (seconds) onto note attacks of the fine envelope (module docstring).
 
-    Each beat goes to its attack's half-rise; then all move by `attack_onset_shift` together
-    (to ``ATTACK_FRACTION`` of the song's median attack rise).
+    Each beat goes to its attack's half-rise (a steady grid: its straight line plus `attack_path`'s
+    offset); then all move by `attack_onset_shift` together where the median attack is slow.
 
     Parameters
     ----------
@@ -69,7 +78,7 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = 
         The fine onset envelope (`fine_onset_envelope`): seconds, strength.
     rigid : bool
         For evenly spaced beats (a steady grid): put them on the straight line through them,
-        moved by the running median (``RIGID_SPAN`` beats) of their attack offsets instead of
+        moved by `attack_path` (the mean attack of ``RIGID_SPAN`` beats around each) instead of
         each onto its own attack: an attack misread on a slow (organ, choir) or buried note
         cannot move its beat, a slow drift around the click still can.
 
@@ -95,16 +104,139 @@ def refine(beats: np.ndarray, times: np.ndarray, env: np.ndarray, rigid: bool = 
     if moved:
         out[~found] += float(np.median(moved))
     if rigid and len(beats) > 1:
-        # the least-squares line through the beats undoes their rounding to analysis frames; a
-        # running median, not one for the song, lets the grid follow a band that drifts by less
-        # than the steady test's tolerance
+        # the least-squares line through the beats undoes their rounding to analysis frames
         index = np.arange(len(beats))
         line = np.polyval(np.polyfit(index, beats, 1), index)
-        out = line + scipy.ndimage.median_filter(out - line, size=RIGID_SPAN, mode="nearest")
+        path = attack_path(line, times, env, before, after)
+        if RIGID_ATTACK == "median" or attack_width(line + path, times, env) >= SLOW_ATTACK_WIDTH:
+            # slow attacks (flute, organ, strings): the running median of each beat's half-rise, then
+            # the shift below; the mean profile's climb reads a swelling note ~20 ms late (a flute reel)
+            out = line + scipy.ndimage.median_filter(out - line, size=RIGID_SPAN, mode="nearest")
+        else:
+            out = line + path
     out = np.maximum.accumulate(np.clip(out, 0.0, None))
     keep = np.concatenate([[True], np.diff(out) > 1e-3])
     out, strength = out[keep], strength[keep]
-    return np.clip(out + attack_onset_shift(out, times, env, ATTACK_FRACTION), 0.0, None), strength
+    shift = (
+        attack_onset_shift(out, times, env, ATTACK_FRACTION)
+        if attack_width(out, times, env) >= SLOW_ATTACK_WIDTH
+        else 0.0
+    )
+    return np.clip(out + shift, 0.0, None), strength
+
+
+def attack_path(line: np.ndarray, times: np.ndarray, env: np.ndarray, before: float, after: float) -> np.ndarray:
+    """Per beat of a straight grid, seconds from the beat to its attack, from the mean attack of its neighbours.
+
+    Each beat's profile is the fine envelope from `before` (and 30 ms more, to see the rise) before
+    it to `after` after it, averaged over the ``RIGID_SPAN`` beats around it and scaled to its
+    maximum. A Viterbi path over the offsets (-`before`..+`after`) collects the profiles' height
+    less ``ATTACK_SMOOTHNESS`` x the change of offset between neighbouring beats, so of two
+    attacks a pickup note or flam apart the one that continues the neighbours' offset is kept,
+    while a drift of a few ms per beat is followed. The beat's attack is then read on its profile:
+    from the path's offset up to the local peak, and back down that peak's monotonic climb to its
+    half height (the climb, not the profile's minimum: in a dense mix the profile before the
+    climb is the previous notes).
+
+    Parameters
+    ----------
+    line : np.ndarray
+        Beat times on a straight line, seconds, increasing.
+    times, env : np.ndarray
+        The fine onset envelope (`fine_onset_envelope`): seconds, strength.
+    before, after : float
+        How far (seconds) the attack may lie before / after the line.
+
+    Returns
+    -------
+    np.ndarray
+        Seconds to add to each beat.
+    """
+    step = float(times[1] - times[0])
+    lags = np.arange(int(np.floor(-(before + 0.03) / step)), int(np.ceil(after / step)) + 1)
+    index = np.clip(np.searchsorted(times, line)[:, None] + lags[None, :], 0, len(env) - 1)
+    total = np.concatenate([np.zeros((1, len(lags))), np.cumsum(env[index], axis=0)])
+    n, k = len(line), RIGID_SPAN // 2
+    a, b = np.clip(np.arange(n) - k, 0, n), np.clip(np.arange(n) + k + 1, 0, n)
+    mean = (total[b] - total[a]) / (b - a)[:, None]
+    first = int(np.searchsorted(lags * step, -before - 1e-9))
+    height = mean[:, first:] / (mean[:, first:].max(axis=1, keepdims=True) + 1e-12)
+    offsets = lags[first:] * step
+    change = -ATTACK_SMOOTHNESS * np.abs(offsets[:, None] - offsets[None, :])
+    score, back = height[0].copy(), np.zeros(height.shape, dtype=int)
+    for i in range(1, n):
+        candidates = score[:, None] + change
+        back[i] = np.argmax(candidates, axis=0)
+        score = candidates[back[i], np.arange(len(offsets))] + height[i]
+    path = [int(np.argmax(score))]
+    for i in range(n - 1, 0, -1):
+        path.append(int(back[i][path[-1]]))
+    out = np.zeros(n)
+    for i, j in enumerate(np.array(path[::-1]) + first):
+        p = mean[i]
+        while j + 1 < len(p) and p[j + 1] > p[j]:  # up to the local peak
+            j += 1
+        while j > first and p[j - 1] > p[j]:
+            j -= 1
+        climb = j
+        while climb > 0 and p[climb - 1] < p[climb]:
+            climb -= 1
+        out[i] = (
+            float(np.interp(_rise_crossing(p, j, p[climb] + 0.5 * (p[j] - p[climb])), np.arange(len(lags)), lags))
+            * step
+        )
+    return out
+
+
+def attack_width(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> float:
+    """Width (seconds) of the song's median attack peak at half its rise from the lowest point before it.
+
+    The median of the onset envelope over all beats (-80..+60 ms around each), its peak within
+    -30..+50 ms of the beats; the rise is measured from the profile's minimum before the peak. A
+    sharp attack (a drum, a picked string) gives a peak about as wide as the envelope's 23 ms
+    window allows (10-13 ms here); a slow organ, string or flute attack a wider one (16-33 ms).
+
+    Parameters
+    ----------
+    beats : np.ndarray
+        Beat times, seconds.
+    times, env : np.ndarray
+        The fine onset envelope (`fine_onset_envelope`): seconds, strength.
+
+    Returns
+    -------
+    float
+        Seconds (0 with fewer than eight beats inside the envelope or a flat profile).
+    """
+    found = _median_profile(beats, times, env)
+    if found is None:
+        return 0.0
+    profile, peak, step = found
+    base, top = float(profile[: peak + 1].min()), float(profile[peak])
+    if top <= base:
+        return 0.0
+    level = base + 0.5 * (top - base)
+    end = peak
+    while end < len(profile) - 1 and profile[end + 1] > level:
+        end += 1
+    fall = end + (profile[end] - level) / (profile[end] - profile[end + 1] + 1e-12) if end < len(profile) - 1 else end
+    return float((fall - _rise_crossing(profile, peak, level)) * step)
+
+
+def _median_profile(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, int, float] | None:
+    """(median envelope over -80..+60 ms around the beats, index of its peak within -30..+50 ms, step in seconds)."""
+    if len(beats) < 8 or len(times) < 2:
+        return None
+    step = float(times[1] - times[0])
+    lags = np.arange(int(round(-0.08 / step)), int(round(0.06 / step)) + 1)
+    index = np.searchsorted(times, beats)[:, None] + lags[None, :]
+    inside = (index >= 0).all(axis=1) & (index < len(env)).all(axis=1)
+    if inside.sum() < 8:
+        return None
+    profile = np.median(env[index[inside]], axis=0)
+    zero = int(np.flatnonzero(lags == 0)[0])
+    lo, hi = zero - int(round(0.03 / step)), zero + int(round(0.05 / step))
+    return profile, lo + int(np.argmax(profile[lo : hi + 1])), step
 
 
 def _rise_crossing(profile: np.ndarray, peak: int, level: float) -> float:
@@ -142,18 +274,10 @@ def attack_onset_shift(
     float
         Seconds, <= 0 (0 with fewer than eight beats inside the envelope or a flat profile).
     """
-    if len(beats) < 8 or len(times) < 2:
+    found = _median_profile(beats, times, env)
+    if found is None:
         return 0.0
-    step = float(times[1] - times[0])
-    lags = np.arange(int(round(-0.08 / step)), int(round(0.06 / step)) + 1)
-    index = np.searchsorted(times, beats)[:, None] + lags[None, :]
-    inside = (index >= 0).all(axis=1) & (index < len(env)).all(axis=1)
-    if inside.sum() < 8:
-        return 0.0
-    profile = np.median(env[index[inside]], axis=0)
-    zero = int(np.flatnonzero(lags == 0)[0])
-    lo, hi = zero - int(round(0.03 / step)), zero + int(round(0.05 / step))
-    peak = lo + int(np.argmax(profile[lo : hi + 1]))
+    profile, peak, step = found
     base, top = float(profile[: peak + 1].min()), float(profile[peak])
     if top <= base:
         return 0.0

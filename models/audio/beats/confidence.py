@@ -17,8 +17,10 @@ import scipy.signal
 from soundsight.models.base import BeatGrid
 
 __all__ = [
+    "BAR_CERTAIN_T",
     "CREDIBLE_CONFIDENCE",
     "PHASE_CERTAIN_T",
+    "bar_phase_credible",
     "beat_confidence",
     "confidence_terms",
     "is_credible",
@@ -29,6 +31,9 @@ __all__ = [
 PHASE_CERTAIN_T = 4.0  # `phase_certainty` t that counts as certain (one-sided p < 0.001)
 CREDIBLE_CONFIDENCE = 0.3  # `is_credible`: the confidence below which no cut snaps to the grid
 CREDIBLE_BEATS = 8  # `is_credible`: fewest beats (two bars of 4/4) a usable grid has
+BAR_CERTAIN_T = (
+    0.0  # `bar_phase_credible`: bar-phase t (`bars.bar_phase_t`) under which a rival bar phase has as much evidence
+)
 
 
 def confidence_terms(
@@ -119,6 +124,33 @@ def beat_confidence(terms: dict[str, float]) -> float:
         terms["on_attack"] ** 0.5 * terms["regularity"] * terms["phase"] ** 0.5 * (0.5 + 0.5 * terms["tempo_clarity"])
     )
     return float(np.clip(value, 0.0, 1.0))
+
+
+def bar_phase_credible(grid: BeatGrid, threshold: float | None = None) -> bool:
+    """Whether cuts may aim at `grid`'s bar lines: its bar-phase t reaches `threshold`.
+
+    A grid whose tracker does not measure the bar phase (``bar_phase_t`` None) is trusted. Below
+    the threshold a rival bar phase has at least as much downbeat evidence as the chosen one (bar
+    cues that change phase mid-song, a medley changing meter): a cut aimed at a confident wrong
+    bar line is worse than one on a plain beat, so the planner cuts on beats and `segments.json`
+    says so (``bar_credible``). Why 0 and not a t of 2-3: over the shared songs, 40 stem remixes
+    and 20 renders (issue 28) the t did not separate right from wrong bar lines - rendered
+    chorales with right bar lines reach only 0-4 (few bars), the one real song whose chart puts
+    the bar line a beat earlier has t 4-5 against the chart's phase - so a higher threshold
+    moved right bar lines to plain beats more often than it caught wrong ones.
+
+    Parameters
+    ----------
+    grid : BeatGrid
+    threshold : float, optional
+        t statistic; default ``BAR_CERTAIN_T`` (read at call time).
+
+    Returns
+    -------
+    bool
+    """
+    threshold = BAR_CERTAIN_T if threshold is None else threshold
+    return grid.bar_phase_t is None or len(grid.downbeats) < 2 or grid.bar_phase_t >= threshold
 
 
 def is_credible(grid: BeatGrid, threshold: float = CREDIBLE_CONFIDENCE) -> bool:

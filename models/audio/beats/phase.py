@@ -7,7 +7,12 @@
    off-beat correction below decides the beat half once for the whole song: a DP tracker that
    drifts onto the off-beats for a few bars (a syncopated riff, a hi-hat on the "and") cannot
    drag the grid with it. Songs that speed up, slow down or are played freely fail the test and
-   keep the tracked beats.
+   keep the tracked beats. The tracked beats are not the only witness: when they fail the test,
+   plain librosa's beats (`librosa.beat.beat_track` on its own onset envelope and tempo, the
+   benchmark's baseline) are put to the same test at the same tempo, and pass it on their own
+   (a tracker that locks onto a riff displaced by a sixteenth note for a section leaves the
+   lattice there; a second, differently built tracker rarely does so in the same place). Both
+   are judged on one piece of evidence, the share of their beats on one straight lattice.
 5. **Off-beat correction** (`_correct_phase`): the beats and their midpoints form an eighth-note
    lattice; a two-state Viterbi decides, section by section, which half of it is the beat, from
    per-point evidence z(low-band onset) + z(chord change over one beat) + z(bass-chroma change
@@ -22,6 +27,8 @@ confidence's phase term). Frames are ``HOP`` samples at ``ANALYSIS_SAMPLE_RATE``
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,7 +46,9 @@ PHASE_WEIGHTS = {"low": 1.0, "chord": 1.0, "bass": 1.0}  # z-scored off-beat evi
 BASS_LINE_SHARE = 0.1  # share of power below 250 Hz under which a song has no bass line (`_phase_evidence`)
 
 
-def place_beats(cues: Cues, frames: np.ndarray, variable: bool) -> tuple[np.ndarray, bool, int, float]:
+def place_beats(
+    cues: Cues, frames: np.ndarray, variable: bool, witness: Callable[[], np.ndarray] | None = None
+) -> tuple[np.ndarray, bool, int, float]:
     """Steps 4-5 of `track_beats`: the steady-tempo grid where it holds, then the off-beat correction.
 
     Parameters
@@ -49,6 +58,9 @@ def place_beats(cues: Cues, frames: np.ndarray, variable: bool) -> tuple[np.ndar
         Tracked beat frames (`track_pulse`).
     variable : bool
         Whether they follow a local tempo curve (then no steady grid is tried).
+    witness : callable, optional
+        Returns a second tracker's beat frames (``HOP`` frames); asked only when `frames` fail the
+        steady test, and put to the same test at the period of `frames` (module docstring).
 
     Returns
     -------
@@ -60,12 +72,15 @@ def place_beats(cues: Cues, frames: np.ndarray, variable: bool) -> tuple[np.ndar
         From `_correct_phase`.
     """
     lattice = None if variable else _steady_lattice(frames, len(cues.envelope))
+    if lattice is None and not variable and witness is not None and len(frames) >= 8:
+        period = float(np.median(np.diff(frames)))
+        lattice = _steady_lattice(np.asarray(witness(), dtype=int), len(cues.envelope), period)
     steady = lattice is not None
     frames, flips, margin = _correct_phase(cues, lattice if steady else frames, switch=np.inf if steady else None)
     return frames, steady, flips, margin
 
 
-def _steady_lattice(frames: np.ndarray, n_frames: int) -> np.ndarray | None:
+def _steady_lattice(frames: np.ndarray, n_frames: int, period: float | None = None) -> np.ndarray | None:
     """Beat frames of the straight grid through tracked beats, when the song keeps a steady tempo.
 
     The tracked beats are folded onto an eighth-note lattice (half the beat period): the period
@@ -81,6 +96,9 @@ def _steady_lattice(frames: np.ndarray, n_frames: int) -> np.ndarray | None:
         Tracked beat frames (``HOP`` frames), increasing.
     n_frames : int
         Frames of the song; the grid covers ``[0, n_frames)``.
+    period : float, optional
+        Beat period (frames) around which the lattice's period is searched; default: the median
+        interval of `frames`.
 
     Returns
     -------
@@ -92,7 +110,7 @@ def _steady_lattice(frames: np.ndarray, n_frames: int) -> np.ndarray | None:
     if len(frames) < 8:
         return None
     f = np.asarray(frames, dtype=float)
-    median = float(np.median(np.diff(f)))
+    median = float(np.median(np.diff(f))) if period is None else float(period)
 
     def best_half_period(halves: np.ndarray) -> tuple[float, float]:
         resultant = np.exp(2j * np.pi * f[None, :] / halves[:, None]).mean(axis=1)

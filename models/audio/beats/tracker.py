@@ -17,8 +17,9 @@ from soundsight.models.audio.beats.tempo import track_pulse
 from soundsight.models.base import BeatGrid
 from soundsight.settings import SegmentSettings
 
-__all__ = ["BACKEND", "NAME", "LibrosaBeatTracker", "track_beats"]
+__all__ = ["BACKEND", "NAME", "LibrosaBeatTracker", "plain_beat_frames", "track_beats"]
 
+WITNESS = True  # ask plain librosa's beats when the tracked beats fail the steady test (`phase.place_beats`)
 NAME = "librosa"  # its key in soundsight.backends.BEAT_TRACKERS, and BeatGrid.tracker of its grids
 
 
@@ -51,13 +52,15 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
     if pulse is None:
         return BeatGrid(0.0, empty, empty, 0.0, tracker=NAME)
     frames, bpm, scored, tempo_margin, variable = pulse
-    frames, steady, flips, margin = place_beats(cues, frames, variable)
+    frames, steady, flips, margin = place_beats(
+        cues, frames, variable, witness=(lambda: plain_beat_frames(y)) if WITNESS else None
+    )
     beats = trim_to_music(librosa.frames_to_time(frames, sr=ANALYSIS_SAMPLE_RATE, hop_length=HOP), cues)
     if len(beats) < 4:
         return BeatGrid(bpm, beats, beats[:1], 0.0, tracker=NAME)
     beats, strength = refine(beats, cues.fine_times, cues.fine, rigid=steady)
     meters = (beats_per_bar,) if beats_per_bar else (3, 4)
-    meter, down = song_bars(cues, beats, meters)
+    meter, down, bar_t = song_bars(cues, beats, meters)
     phase_t = phase_certainty(cues, frames) if steady else None  # None: too short, the margin decides
     terms = confidence_terms(beats, strength, cues.fine, margin, tempo_margin, phase_t)
     top = float(np.percentile(strength, 95)) or 1.0
@@ -82,7 +85,16 @@ def track_beats(y: np.ndarray, sr: int, beats_per_bar: int | None = None) -> Bea
         section_strength=sec_s,
         confidence_terms={k: round(v, 4) for k, v in terms.items()},
         tracker=NAME,
+        bar_phase_t=round(bar_t, 3),
     )
+
+
+def plain_beat_frames(y: np.ndarray) -> np.ndarray:
+    """Plain librosa's beats (`librosa.beat.beat_track`, its defaults) of mono `y` at ``ANALYSIS_SAMPLE_RATE``, in ``HOP`` frames."""
+    import librosa
+
+    _, beats = librosa.beat.beat_track(y=y, sr=ANALYSIS_SAMPLE_RATE, units="time")
+    return np.round(np.asarray(beats, dtype=float) * ANALYSIS_SAMPLE_RATE / HOP).astype(int)
 
 
 @dataclass(frozen=True)
