@@ -88,11 +88,12 @@ def test_nightly_catalogue_renders_each_changed_song_as_its_own_run(stack, tmp_p
     assert found["progress"].description == "Songs: 5 · 0 queued · 0 running · 2 done · 3 failed · 0 cached"
 
     # Each song that could render is its own render-song run, a child of the catalogue run; the
-    # failed one was retried once by the deployment's policy. Songs unusable up front get no run.
+    # corrupt one failed once: a bad file is a user's error, which a retry would repeat, so the
+    # deployment's retry policy is not applied to it (flows/attempts.py). Songs unusable up front get no run.
     children = child_runs(run_id)
     assert set(children) == {a.stem, d.stem, "corrupt"}, sorted(children)
     assert all(child.deployment_id == children[a.stem].deployment_id for child in children.values())
-    assert children["corrupt"].run_count == 2 and children["corrupt"].state.is_failed()
+    assert children["corrupt"].run_count == 1 and children["corrupt"].state.is_failed()
 
     # Next night, one song's settings changed: only that song gets a run (its scenes re-render,
     # the stages before are cached); the unchanged one costs a file hash and shows as Cached.
