@@ -1,8 +1,8 @@
 """Writes docs/robustness.md from the tests marked ``robustness(what=..., outcome=...)``.
 
-Registered in conftest.py. Runs only when SOUNDSIGHT_ROBUSTNESS_DOC names the file to write, e.g.
+Registered in conftest.py. Runs only when TESTS_ROBUSTNESS_DOC names the file to write, e.g.
 
-    SOUNDSIGHT_ROBUSTNESS_DOC=docs/robustness.md .venv/bin/python -m pytest tests/test_robustness.py \\
+    TESTS_ROBUSTNESS_DOC=docs/robustness.md .venv/bin/python -m pytest tests/test_robustness.py \\
         tests/test_deployments.py tests/test_integrity.py tests/test_what_users_read.py tests/test_network_exposure.py
 """
 
@@ -19,7 +19,7 @@ _ROWS: dict[str, dict] = {}
 HEADER = """# Robustness: what a user can do wrong, and what soundsight does
 
 Generated from the tests marked `robustness` ({count} cases; the last column is that test's result on
-{date}). Regenerate: `SOUNDSIGHT_ROBUSTNESS_DOC=docs/robustness.md .venv/bin/python -m pytest
+{date}). Regenerate: `TESTS_ROBUSTNESS_DOC=docs/robustness.md .venv/bin/python -m pytest
 tests/test_robustness.py tests/test_deployments.py tests/test_integrity.py tests/test_what_users_read.py
 tests/test_network_exposure.py`. Every case is its own test, so one failure never hides another.
 
@@ -44,7 +44,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    target = os.environ.get("SOUNDSIGHT_ROBUSTNESS_DOC")
+    target = os.environ.get("TESTS_ROBUSTNESS_DOC")
     if not target or not _ROWS:
         return
     lines = [HEADER.format(count=len(_ROWS), date=datetime.date.today().isoformat())]
