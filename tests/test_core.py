@@ -297,3 +297,22 @@ def test_frame_encoder_writes_exact_frames_atomically(tmp_path):
     ):
         encoder.write(np.zeros((15, 31, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]  # nothing half-written left behind
+
+
+def test_video_frames_are_counted_from_packets(tmp_path):
+    # The assemble stage's length check. It once parsed -progress's frame=, which ffmpeg 7.0 (the
+    # imageio-ffmpeg 0.6.0 build a GPU box had) omits for a copied stream: every assemble failed there.
+    import subprocess
+
+    from soundsight.media import count_video_frames, ffmpeg_exe
+
+    video = tmp_path / "clip.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=24", "-frames:v", "37",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(video)],
+        check=True,
+    )  # fmt: skip
+    assert count_video_frames(video) == 37
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(RuntimeError, match="cannot count the frames"):
+        count_video_frames(tmp_path / "junk.mp4")
