@@ -23,6 +23,7 @@ TIMEFORMAT='%R s'
 python3 -m pip install -q --no-index --no-deps --no-compile --target /opt/site --upgrade "$bundle"/*.whl
 rm -rf /opt/src && mkdir -p /opt/src && tar -xzf "$bundle/src.tgz" -C /opt/src benchmarks tests  # no soundsight/: the wheel's is used
 
+cd /tmp  # not a checkout: a soundsight/ folder in the working directory would shadow the installed package
 case $mode in
 setup)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/env.txt"
