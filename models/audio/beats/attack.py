@@ -211,10 +211,7 @@ def attack_width(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> float
     found = _median_profile(beats, times, env)
     if found is None:
         return 0.0
-    profile, peak, step = found
-    base, top = float(profile[: peak + 1].min()), float(profile[peak])
-    if top <= base:
-        return 0.0
+    profile, peak, step, base, top = found
     level = base + 0.5 * (top - base)
     end = peak
     while end < len(profile) - 1 and profile[end + 1] > level:
@@ -223,8 +220,14 @@ def attack_width(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> float
     return float((fall - _rise_crossing(profile, peak, level)) * step)
 
 
-def _median_profile(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, int, float] | None:
-    """(median envelope over -80..+60 ms around the beats, index of its peak within -30..+50 ms, step in seconds)."""
+def _median_profile(
+    beats: np.ndarray, times: np.ndarray, env: np.ndarray
+) -> tuple[np.ndarray, int, float, float, float] | None:
+    """The beats' median attack profile, or None with fewer than eight beats inside the envelope or a flat one.
+
+    (median envelope over -80..+60 ms around the beats, index of its peak within -30..+50 ms, step in
+    seconds, the profile's minimum before the peak, its peak value).
+    """
     if len(beats) < 8 or len(times) < 2:
         return None
     step = float(times[1] - times[0])
@@ -236,7 +239,9 @@ def _median_profile(beats: np.ndarray, times: np.ndarray, env: np.ndarray) -> tu
     profile = np.median(env[index[inside]], axis=0)
     zero = int(np.flatnonzero(lags == 0)[0])
     lo, hi = zero - int(round(0.03 / step)), zero + int(round(0.05 / step))
-    return profile, lo + int(np.argmax(profile[lo : hi + 1])), step
+    peak = lo + int(np.argmax(profile[lo : hi + 1]))
+    base, top = float(profile[: peak + 1].min()), float(profile[peak])
+    return None if top <= base else (profile, peak, step, base, top)
 
 
 def _rise_crossing(profile: np.ndarray, peak: int, level: float) -> float:
@@ -277,10 +282,7 @@ def attack_onset_shift(
     found = _median_profile(beats, times, env)
     if found is None:
         return 0.0
-    profile, peak, step = found
-    base, top = float(profile[: peak + 1].min()), float(profile[peak])
-    if top <= base:
-        return 0.0
+    profile, peak, step, base, top = found
     low = _rise_crossing(profile, peak, base + fraction * (top - base))
     half = _rise_crossing(profile, peak, base + 0.5 * (top - base))
     return min(0.0, (low - half) * step)
