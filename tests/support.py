@@ -17,6 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+# What the tests' vLLM CPU servers run with: offline, no telemetry, a small KV cache.
+VLLM_CPU_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the default would reserve a large share of RAM
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
