@@ -58,19 +58,14 @@ def render_song(song: str, settings: Settings = Settings()) -> str:
         settings: Everything a render can be told, group by group; each stage reads its own group.
     """
     with attempt():  # logs to the server, a crashed earlier attempt closed, a user's error not retried
-        return make_video(song, settings)
+        check_before_any_work(song, settings)
+        # The GPU workers start, and load their pipelines, as soon as a stage has work to do.
+        with fan_out.GpuWarmUp(settings.render) as warm:
+            return make_video(song, settings, Stages(settings.output, on_work=warm.start), warm)
 
 
-def make_video(song: str, settings: Settings) -> str:
-    """The flow's body: every stage in order (see `render_song`)."""
-    check_before_any_work(song, settings)
-    # The GPU workers start, and load their pipelines, as soon as a stage has work to do.
-    with fan_out.GpuWarmUp(settings.render) as warm:
-        return render_with(song, settings, Stages(settings.output, on_work=warm.start), warm)
-
-
-def render_with(song: str, settings: Settings, stage: Stages, warm: fan_out.GpuWarmUp) -> str:
-    """`make_video`'s stages in order; returns the path of this run's video."""
+def make_video(song: str, settings: Settings, stage: Stages, warm: fan_out.GpuWarmUp) -> str:
+    """The flow's body: every stage in order (see `render_song`); returns the path of this run's video."""
     out, longest = settings.output, renderer_spec(settings.render).max_seconds  # longest clip, seconds
     labelled = settings.pipeline == "clap" or settings.pipeline_2_analysis
 
