@@ -16,7 +16,8 @@ from the score through the MIDI tempo map.
 note chart (war_of_freedom, escape_from_chaosland, feelings, metal_madness: one artist's rock and
 metal). Beats are the chart's tempo map (``pretty_midi.get_beats``), aligned to the audio once by a
 lag search within +-150 ms (`benchmarks.reference_beats.chart_offset`); downbeats assume 4/4 from the
-chart's first tick.
+chart's first tick (for the stem remixes, moved where `reference_beats.CHART_BAR_SHIFT` has independent
+evidence that a chart's bars start elsewhere; both figures are printed).
 
 *Stem remixes* (``--stems DIR``, issue 28): every Frets on Fire song folder under DIR (Debian's
 ``fretsonfire-songs-sectoid`` and ``fretsonfire-songs-muldjord``: ``apt-get download``, ``dpkg-deb
@@ -210,6 +211,7 @@ class Item:
     downbeats: np.ndarray
     sections: list[float] = field(default_factory=list)
     note: str = ""
+    charted_downbeats: np.ndarray | None = None  # a chart's own (tick-0) bar lines where `R.CHART_BAR_SHIFT` moves them
 
     @property
     def duration(self) -> float:
@@ -311,7 +313,10 @@ def remix_items(stems: Path, cache: Path) -> list[Item]:
     (``guitar.ogg``), sample-aligned, with its note chart. Truth: the chart's tempo map
     (`reference_beats.chart_grid`, bars of 4 from tick 0 unless the chart has time signatures)
     moved by one lag per song, `chart_offset` on the full mix within +-150 ms (as for the shared
-    songs); every remix of a song uses that lag. Remixes are cached as mono float WAVs in `cache`.
+    songs); every remix of a song uses that lag. Bar lines move by `reference_beats.CHART_BAR_SHIFT`
+    where a chart's tick-0 bars are not the song's (its evidence is written there); the chart's own
+    are kept as `Item.charted_downbeats` and scored beside them. Remixes are cached as mono float
+    WAVs in `cache`.
     """
     import librosa
     import soundfile as sf
@@ -326,20 +331,20 @@ def remix_items(stems: Path, cache: Path) -> list[Item]:
             lead = librosa.load(str(folder / "guitar.ogg"), sr=SR, mono=True)[0]
             n = min(len(back), len(lead))
             back, lead = back[:n], lead[:n]
-            beats, downbeats, onsets = R.chart_grid(folder / "notes.mid")
+            onsets = R.chart_grid(folder / "notes.mid")[2]
             lag, prominence = R.chart_offset(onsets, back + lead, SR, max_lag=0.15)
             for v, (a, b) in REMIXES.items():
                 y = a * back + b * lead
                 sf.write(wavs[v], (y / max(1.0, float(np.abs(y).max()) / 0.99)).astype(np.float32), SR, subtype="FLOAT")
-            info = dict(
-                beats=(beats + lag).tolist(), downbeats=(downbeats + lag).tolist(), lag=lag, prominence=prominence
-            )
-            meta.write_text(json.dumps(info))
+            meta.write_text(json.dumps(dict(lag=lag, prominence=prominence)))
         info = json.loads(meta.read_text())
+        shift = R.CHART_BAR_SHIFT.get(song, 0)
+        beats, downbeats, _ = R.chart_grid(folder / "notes.mid", bar_shift=shift)
+        charted = R.chart_grid(folder / "notes.mid")[1] + info["lag"] if shift else None
+        beats, downbeats = beats + info["lag"], downbeats + info["lag"]
         for v in REMIXES:
             y = sf.read(wavs[v], dtype="float32")[0]
             end = len(y) / SR
-            beats, downbeats = np.array(info["beats"]), np.array(info["downbeats"])
             out.append(
                 Item(
                     f"{song}__{v}",
@@ -351,6 +356,7 @@ def remix_items(stems: Path, cache: Path) -> list[Item]:
                     note=f"chart lag {info['lag'] * 1e3:+.1f} ms (peak {info['prominence']:.2f}x median)"
                     if v == "mix"
                     else "",
+                    charted_downbeats=None if charted is None else charted[(charted >= 0) & (charted <= end)],
                 )
             )
     return out
@@ -470,11 +476,16 @@ def _nearest_signed(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.where(np.abs(lo) <= np.abs(hi), lo, hi)
 
 
+def _charted(item: Item) -> np.ndarray:
+    """The item's bar lines as its chart has them (`Item.charted_downbeats`), else its true ones."""
+    return item.downbeats if item.charted_downbeats is None else item.charted_downbeats
+
+
 def score_cuts(item: Item, grid: BeatGrid, novelty, planner: str, snap: bool = True) -> dict:
     """Cuts of both snapped modes against the item's truth."""
     out = {}
     for mode, seeds in MODES:
-        err, serr, derr, detected_down, detected_sec, hits, lengths = [], [], [], [], [], [], []
+        err, serr, derr, cderr, detected_down, detected_sec, hits, lengths = [], [], [], [], [], [], [], []
         for seed in seeds:
             settings = SegmentSettings(mode=mode, seed=seed, planner=planner, beat_snap=snap)
             seg = plan_segments(item.audio, SR, settings, song_hash="bench", fps=FPS, grid=grid, novelty_curve=novelty)
@@ -485,6 +496,7 @@ def score_cuts(item: Item, grid: BeatGrid, novelty, planner: str, snap: bool = T
             err.append(_nearest(cuts[scored], item.beats))
             serr.append(_nearest_signed(cuts[scored], item.beats))
             derr.append(_nearest(cuts[scored], item.downbeats))
+            cderr.append(_nearest(cuts[scored], _charted(item)))
             detected_down += [s.on_downbeat for s in seg.segments[:-1]]
             detected_sec += [s.on_section_boundary for s in seg.segments[:-1]]
             if item.sections:
@@ -493,6 +505,7 @@ def score_cuts(item: Item, grid: BeatGrid, novelty, planner: str, snap: bool = T
             err=np.concatenate(err),
             serr=np.concatenate(serr),
             derr=np.concatenate(derr),
+            cderr=np.concatenate(cderr),
             on_detected_downbeat=np.array(detected_down, dtype=bool),
             on_detected_section=np.array(detected_sec, dtype=bool),
             section_hits=np.concatenate(hits) if hits else np.zeros(0, dtype=bool),
@@ -532,6 +545,7 @@ def evaluate(items: list[Item], cache: Path, trackers=TRACKERS) -> dict:
             r["AMLt"] = float(mir_eval.beat.continuity(it.beats, est)[3]) if len(est) > 1 else 0.0
             if len(grid.downbeats) > 1:
                 r["dF"] = float(mir_eval.beat.f_measure(it.downbeats, np.asarray(grid.downbeats)))
+                r["cdF"] = float(mir_eval.beat.f_measure(_charted(it), np.asarray(grid.downbeats)))
             r["bar_phase_t"] = grid.bar_phase_t
             if not (remix and name != "new"):
                 r.update(score_cuts(it, grid, novelty, {"new": "auto", "new_joint": "joint"}.get(name, "greedy")))
@@ -751,6 +765,7 @@ def unseen_stats(rows: dict, names: list[str], name: str = "new") -> dict:
     got = [rows[(n, name)] for n in names if (n, name) in rows and "rule_based" in rows[(n, name)]]
     serr = np.concatenate([r["rule_based"]["serr"] for r in got]) if got else np.zeros(0)
     derr = np.concatenate([r["rule_based"]["derr"] for r in got]) if got else np.zeros(0)
+    cderr = np.concatenate([r["rule_based"].get("cderr", r["rule_based"]["derr"]) for r in got]) if got else derr
     serr = serr[np.isfinite(serr)]
     base = {b: [rows[(n, b)]["F"] for n in names if (n, b) in rows] for b in BASELINES}
     gaps = [
@@ -766,6 +781,7 @@ def unseen_stats(rows: dict, names: list[str], name: str = "new") -> dict:
         base={b: float(np.mean(v)) if v else np.nan for b, v in base.items()},
         gap=min(gaps) if gaps else np.nan,
         dF=float(np.mean([r.get("dF", 0.0) for r in got])) if got else np.nan,
+        cdF=float(np.mean([r.get("cdF", r.get("dF", 0.0)) for r in got])) if got else np.nan,
         cuts=len(serr),
         med=float(np.median(a)) if len(a) else np.nan,
         p95=float(np.percentile(a, 95)) if len(a) else np.nan,
@@ -773,6 +789,7 @@ def unseen_stats(rows: dict, names: list[str], name: str = "new") -> dict:
         late=float(np.mean(serr > LATE)) if len(a) else np.nan,
         late_worst=max(late_each) if late_each else np.nan,
         bar=float(np.mean(derr <= frame)) if len(derr) else np.nan,
+        bar_charted=float(np.mean(cderr <= frame)) if len(cderr) else np.nan,
         signed=[float(np.percentile(serr, q)) for q in SIGNED_PERCENTILES] if len(a) else [np.nan] * 5,
     )
 
@@ -817,6 +834,15 @@ def unseen_table(rows: dict, items: list[Item], name: str = "new") -> str:
         out.append(
             _unseen_line(f"**pooled** ({len(sel)})", unseen_stats(rows, [it.name for it in sel], name), pooled=True)
         )
+        shifted = [it for it in sel if it.charted_downbeats is not None]
+        for song in sorted({it.song for it in shifted}):
+            st = unseen_stats(rows, [it.name for it in shifted if it.song == song], name)
+            out.append(
+                f"\n{song}: bar lines {R.CHART_BAR_SHIFT.get(song, 0)} beat(s) after the chart's tick-0 bars "
+                f"(`reference_beats.CHART_BAR_SHIFT`, with its evidence). Against the chart's own bar lines: "
+                f"downbeat F {st['cdF']:.2f}, cuts on a bar line {st['bar_charted']:.0%} "
+                f"(pooled over this table: {unseen_stats(rows, [it.name for it in sel], name)['bar_charted']:.0%})."
+            )
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -849,7 +875,16 @@ def unseen_goals(rows: dict, items: list[Item], name: str = "new") -> str:
                 f"{sum(per[n]['late'] <= 0.01 for n in names)}/{len(names)} items",
                 all(per[n]["late"] <= 0.01 for n in names if np.isfinite(per[n]["late"])),
             ),
-            (">= 80 % of cuts on a true bar line (pooled)", f"{st['bar']:.0%}", st["bar"] >= 0.8),
+            (
+                ">= 80 % of cuts on a true bar line (pooled)",
+                f"{st['bar']:.0%}"
+                + (
+                    f" ({st['bar_charted']:.0%} with every chart's own tick-0 bar lines)"
+                    if abs(st["bar_charted"] - st["bar"]) > 1e-9
+                    else ""
+                ),
+                st["bar"] >= 0.8,
+            ),
             (
                 "no item more than 0.05 F behind the best baseline",
                 f"worst {worst_gap} {per[worst_gap]['gap']:+.2f}; "
@@ -917,7 +952,11 @@ def _rule_row(it: Item, off: frozenset, grids: dict) -> dict:
     return dict(
         F=float(mir_eval.beat.f_measure(it.beats, est)) if len(est) > 1 else 0.0,
         dF=float(mir_eval.beat.f_measure(it.downbeats, np.asarray(grid.downbeats))) if len(grid.downbeats) > 1 else 0.0,
-        rule_based=dict(serr=_nearest_signed(cuts, it.beats), derr=_nearest(cuts, it.downbeats)),
+        rule_based=dict(
+            serr=_nearest_signed(cuts, it.beats),
+            derr=_nearest(cuts, it.downbeats),
+            cderr=_nearest(cuts, _charted(it)),
+        ),
         serr=_nearest_signed(cuts, it.beats),
         derr=_nearest(cuts, it.downbeats),
     )
