@@ -159,6 +159,41 @@ def test_reference_metrics_on_known_cuts():
     assert m["beat_f_measure"] == pytest.approx(1.0) and m["beat_amlt"] == pytest.approx(1.0)
 
 
+def test_a_chart_whose_bars_start_a_beat_late_is_read_so_and_moved_only_where_documented(tmp_path):
+    import pretty_midi
+
+    from benchmarks import reference_beats as R
+    from benchmarks.chart_bar_check import chart_votes
+
+    # A 180 BPM chart with the sequencer's 4/4 from tick 0 whose song starts on beat 1 (as
+    # mutilated_mime's): every bar's long note and chord on position 2, short notes elsewhere.
+    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=180.0)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
+    guitar = pretty_midi.Instrument(0)
+    beat = 60.0 / 180.0
+    for bar in range(8):
+        for pos in range(4):
+            t = (1 + 4 * bar + pos) * beat
+            pitches = (96, 98) if pos == 0 else (97,)
+            length = 2 * beat if pos == 0 else beat / 2
+            guitar.notes += [pretty_midi.Note(100, p, t, t + length) for p in pitches]
+    pm.instruments.append(guitar)
+    path = tmp_path / "notes.mid"
+    pm.write(str(path))
+
+    votes = chart_votes(path)
+    assert votes["first"] == 1.0
+    # the song's last note opens a ninth chart bar on position 1; every full bar votes for position 2
+    assert votes["longest"].tolist() == [1, 8, 0, 0] and votes["chords"].tolist() == [0, 8, 0, 0]
+    beats, charted, _ = R.chart_grid(path)
+    shifted_beats, shifted, _ = R.chart_grid(path, bar_shift=1)
+    np.testing.assert_allclose(shifted_beats, beats)  # the beats stay; only the bar lines move
+    np.testing.assert_allclose(charted[:3], [0.0, 4 * beat, 8 * beat], atol=1e-4)
+    np.testing.assert_allclose(shifted[:3], [beat, 5 * beat, 9 * beat], atol=1e-4)
+    # only mutilated_mime is moved, by one beat (its evidence beside it in reference_beats)
+    assert R.CHART_BAR_SHIFT == {"mutilated_mime": 1}
+
+
 def test_score_beats_follow_pickups_and_compound_meter():
     from benchmarks.scores import load_score
     from soundsight.flows.demo import score_beat_offsets

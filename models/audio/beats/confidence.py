@@ -135,9 +135,10 @@ def bar_phase_credible(grid: BeatGrid, threshold: float | None = None) -> bool:
     bar line is worse than one on a plain beat, so the planner cuts on beats and `segments.json`
     says so (``bar_credible``). Why 0 and not a t of 2-3: over the shared songs, 40 stem remixes
     and 20 renders (issue 28) the t did not separate right from wrong bar lines - rendered
-    chorales with right bar lines reach only 0-4 (few bars), the one real song whose chart puts
-    the bar line a beat earlier has t 4-5 against the chart's phase - so a higher threshold
-    moved right bar lines to plain beats more often than it caught wrong ones.
+    chorales with right bar lines reach only 0-4 (few bars); the one real song whose chart put
+    the bar line a beat earlier (mutilated_mime, t 1.7-3.5) turned out to have its chart's bars
+    wrong, not the tracker's (`benchmarks/chart_bar_check.py`) - so a higher threshold moved
+    right bar lines to plain beats more often than it caught wrong ones.
 
     Parameters
     ----------
