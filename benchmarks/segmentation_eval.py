@@ -952,6 +952,9 @@ def _rule_row(it: Item, off: frozenset, grids: dict) -> dict:
     return dict(
         F=float(mir_eval.beat.f_measure(it.beats, est)) if len(est) > 1 else 0.0,
         dF=float(mir_eval.beat.f_measure(it.downbeats, np.asarray(grid.downbeats))) if len(grid.downbeats) > 1 else 0.0,
+        cdF=float(mir_eval.beat.f_measure(_charted(it), np.asarray(grid.downbeats)))
+        if len(grid.downbeats) > 1
+        else 0.0,
         rule_based=dict(
             serr=_nearest_signed(cuts, it.beats),
             derr=_nearest(cuts, it.downbeats),
