@@ -22,7 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PREFECT_DATABASE, copy_database, launch_prefect_server
+from tests.support import (
+    PREFECT_DATABASE,
+    SHARED_DIR_ENV,
+    answers,
+    copy_database,
+    file_lock,
+    launch_prefect_server,
+    run_once,
+    shared_dir,
+    stop_recorded_servers,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MUSIC = ROOT.parent / "shared" / "music"
@@ -31,8 +41,19 @@ pytest_plugins = [f"tests.{name}" for name in _PLUGINS if (Path(__file__).parent
 # fixture a test asks for -> the session fixture that starts its server without waiting for it
 STARTED_EARLY = {"prefect_server": "prefect_process", "vllm_server": "vllm_process", "lalm_server": "lalm_process"}
 MODEL_SERVERS = {"vllm_server", "lalm_server"}
+# Under pytest-xdist the tests of these modules run on one worker (`pytest_xdist_make_scheduler`):
+# the modules whose tests use the deployment stack (tests/deploy_fixtures.py's `stack`, which exists
+# once), and test_robustness.py, whose module fixture starts every CLI run its collected tests read
+# side by side (on two workers each would start them all).
+STACK_MODULES = {"test_browser.py", "test_catalogue.py", "test_deployments.py"}
+ONE_WORKER_GROUPS = {**dict.fromkeys(STACK_MODULES, "deployment-stack"), "test_robustness.py": "robustness-cli"}
 PREFECT_START_TIMEOUT_S = 180
 MIGRATED_DATABASE = pytest.StashKey[Path]()
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands tests out to pytest-xdist workers (and runs none itself)."""
+    return config.getoption("dist", "no") != "no" and not hasattr(config, "workerinput")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,12 +61,43 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.pop("PREFECT_API_URL", None)  # never a developer's own server by accident
+    if _xdist_controller(config):
+        # Before the workers start (xdist's own configure runs last): they inherit it.
+        os.environ[SHARED_DIR_ENV] = tempfile.mkdtemp(prefix="soundsight-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller, once every worker is done: stop the servers they shared, remove their folder."""
+    if _xdist_controller(config) and (shared := shared_dir()) is not None:
+        stop_recorded_servers(shared)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that need a vLLM server run last (otherwise in their usual order): the servers start
     when the session begins and are up by then."""
     items.sort(key=lambda item: bool(MODEL_SERVERS & set(item.fixturenames)))
+    strays = [item.nodeid for item in items if "stack" in item.fixturenames and item.path.name not in STACK_MODULES]
+    if strays:
+        raise pytest.UsageError(f"tests on the deployment stack outside STACK_MODULES (conftest.py): {strays}")
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice; only with xdist installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's load scheduling, except that each group of ONE_WORKER_GROUPS goes to one worker,
+    the groups first (xdist sends its largest units first). Each other test is its own unit.
+    (xdist's ``--dist loadgroup`` would do this from marks, but it renames node ids in a way
+    pytest 9.2 no longer honours.)
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupsOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return ONE_WORKER_GROUPS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1], nodeid)
+
+    return GroupsOnOneWorker(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,13 +119,8 @@ def prefect_process():
     if os.environ.get("TESTS_PREFECT_API_URL"):
         yield None, None
         return
-    home = Path(tempfile.mkdtemp(prefix="soundsight-prefect-"))
-    server = launch_prefect_server(home)
-    try:
-        yield server, home
-    finally:
-        server.stop(grace=20)
-        shutil.rmtree(home, ignore_errors=True)
+    with run_once("prefect", launch_prefect_server, lambda api: answers(api + "/health"), grace=20) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +136,13 @@ def prefect_server(prefect_process, request):
         api = os.environ["TESTS_PREFECT_API_URL"]
     else:
         api = server.wait(PREFECT_START_TIMEOUT_S)
-        # Its database as it came up - migrated, no runs yet - for `migrated_prefect_database`.
-        request.config.stash[MIGRATED_DATABASE] = copy_database(home / PREFECT_DATABASE, home / "as-started.db")
+        # Its database as it came up - migrated, no runs yet - for `migrated_prefect_database`: taken
+        # by the first process to see it up (under xdist, before any worker can have run a flow).
+        as_started = home / "as-started.db"
+        with file_lock(home / "as-started.lock"):
+            if not as_started.exists():
+                copy_database(home / PREFECT_DATABASE, as_started)
+        request.config.stash[MIGRATED_DATABASE] = as_started
     os.environ["PREFECT_API_URL"] = api  # for the CLIs, workers and Dask workers tests start
     with temporary_settings(updates={PREFECT_API_URL: api}):  # for flows run in this process
         yield api

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.llm_fixtures import VLLM_NICENESS, models_answer, skip_without_vllm, vllm_available
-from tests.support import VLLM_CPU_ENV, free_port, launch
+from tests.support import VLLM_CPU_ENV, StartedServer, build_once, free_port, launch, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -344,9 +344,8 @@ def build_tiny_audioflamingo3(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lalm_dir(tmp_path_factory) -> Path:
     """The tiny audio-language model's folder (named so the model table matches its real twin)."""
-    out = tmp_path_factory.mktemp("lalm") / MODEL_FOLDER
     build = build_tiny_qwen3_omni if ARCH == "qwen3_omni" else build_tiny_audioflamingo3
-    return build(out)
+    return build_once("lalm", lambda: tmp_path_factory.mktemp("lalm"), lambda folder: build(folder / MODEL_FOLDER))
 
 
 # --- the server -----------------------------------------------------------------------------------
@@ -380,28 +379,24 @@ def serve_command(model_dir: Path, port: int) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def lalm_process(request, tmp_path_factory):
+def lalm_process(request):
     """vLLM (CPU) serving `tiny_lalm_dir`, started and not waited for (None without ``.venv-vllm``)."""
     if not vllm_available():
         yield None
         return
     model_dir = request.getfixturevalue("tiny_lalm_dir")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    log_path = tmp_path_factory.mktemp("vllm-lalm") / "server.log"
-    server = launch(
-        "vLLM (audio)",
-        serve_command(model_dir, port),
-        {**os.environ, **VLLM_CPU_ENV},
-        log_path,
-        base_url,
-        lambda: models_answer(base_url),
-        VLLM_NICENESS,
-    )
-    try:
+
+    def start(folder: Path) -> StartedServer:
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}/v1"
+        env = {**os.environ, **VLLM_CPU_ENV}
+        serving = lambda: models_answer(base_url)  # noqa: E731
+        return launch(
+            "vLLM (audio)", serve_command(model_dir, port), env, folder / "server.log", base_url, serving, VLLM_NICENESS
+        )
+
+    with run_once("vllm-lalm", start, models_answer, grace=30) as (server, _):
         yield server
-    finally:
-        server.stop(grace=30)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import VLLM_CPU_ENV, StartedServer, free_port, launch
+from tests.support import VLLM_CPU_ENV, StartedServer, free_port, launch, run_once
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -126,7 +126,7 @@ def models_answer(base_url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def vllm_process(tmp_path_factory):
+def vllm_process():
     """vLLM (CPU) serving SmolLM2 (`convert_smollm2`), started and not waited for; when it cannot
     start, what `vllm_server` does instead (this fixture runs as the session begins, so it never
     skips or fails itself: that would take every test with it)."""
@@ -138,18 +138,20 @@ def vllm_process(tmp_path_factory):
     if not isinstance(model_dir, Path):
         yield model_dir
         return
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = {**os.environ, **VLLM_CPU_ENV}
-    # launch: a new session makes the server the leader of its own process group, so teardown can
-    # stop the engine worker processes it spawned along with it.
-    command = serve_command(model_dir, port)
-    server = launch("vLLM", command, env, log_path, base_url, lambda: models_answer(base_url), VLLM_NICENESS)
-    try:
+
+    def start(folder: Path) -> StartedServer:
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}/v1"
+        # launch: a new session makes the server the leader of its own process group, so teardown can
+        # stop the engine worker processes it spawned along with it.
+        command = serve_command(model_dir, port)
+        env = {**os.environ, **VLLM_CPU_ENV}
+        return launch(
+            "vLLM", command, env, folder / "server.log", base_url, lambda: models_answer(base_url), VLLM_NICENESS
+        )
+
+    with run_once("vllm", start, models_answer, grace=30) as (server, _):
         yield server
-    finally:
-        server.stop(grace=30)
 
 
 @pytest.fixture(scope="session")

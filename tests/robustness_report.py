@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 _ROWS: dict[str, dict] = {}
+_PROPERTY = "robustness"  # the row travels on the test's report, so under pytest-xdist it reaches the controller
 
 HEADER = """# Robustness: what a user can do wrong, and what soundsight does
 
@@ -31,23 +32,32 @@ tests/test_network_exposure.py`. Every case is its own test, so one failure neve
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
     mark = item.get_closest_marker("robustness")
-    if mark is None:
-        return
-    row = _ROWS.setdefault(item.nodeid, {"what": mark.kwargs["what"], "outcome": mark.kwargs["outcome"],
-                                         "test": item.nodeid.split("::", 1)[-1], "result": "passed"})  # fmt: skip
-    if report.failed:
-        row["result"] = "FAILED"
-    elif report.skipped and report.when == "setup":
-        row["result"] = "skipped"
+    if mark is not None:
+        # The test's name without the "@group" pytest-xdist's loadgroup appends to node ids.
+        test = item.nodeid.split("::", 1)[-1].split("@", 1)[0]
+        row = {"what": mark.kwargs["what"], "outcome": mark.kwargs["outcome"], "test": test,
+               "order": item.session.items.index(item)}  # fmt: skip
+        outcome.get_result().user_properties.append((_PROPERTY, row))
+
+
+def pytest_runtest_logreport(report):
+    """Runs where results are gathered: this process, or the xdist controller."""
+    for name, row in report.user_properties:
+        if name != _PROPERTY:
+            continue
+        row = _ROWS.setdefault(row["test"], {**row, "result": "passed"})
+        if report.failed:
+            row["result"] = "FAILED"
+        elif report.skipped and report.when == "setup":
+            row["result"] = "skipped"
 
 
 def pytest_sessionfinish(session, exitstatus):
     target = os.environ.get("TESTS_ROBUSTNESS_DOC")
-    if not target or not _ROWS:
+    if not target or not _ROWS or hasattr(session.config, "workerinput"):
         return
     lines = [HEADER.format(count=len(_ROWS), date=datetime.date.today().isoformat())]
-    for row in _ROWS.values():
+    for row in sorted(_ROWS.values(), key=lambda row: row["order"]):  # the order tests were collected in
         lines.append(f"| {row['what']} | {row['outcome']} | `{row['test']}` | {row['result']} |\n")
     Path(target).write_text("".join(lines))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,13 +82,28 @@ def answers(url: str) -> bool:
 class StartedServer:
     """A server process started in its own process group and not waited for: session fixtures
     start the slow ones (Prefect, vLLM) when the session begins and wait only when a test needs
-    them, so their start-up overlaps the tests before."""
+    them, so their start-up overlaps the tests before.
+
+    `process` is None in the pytest-xdist workers that did not start it (`run_once`): they know
+    it by its `pid`.
+    """
 
     name: str
-    process: subprocess.Popen
+    process: subprocess.Popen | None
     url: str  # what the fixture hands out
     log_path: Path
     serving: Callable[[], bool]  # whether it answers yet
+    pid: int = 0
+
+    def __post_init__(self) -> None:
+        if self.process is not None:
+            self.pid = self.process.pid
+
+    def exit_code(self) -> int | str | None:
+        """None while it runs; its exit code (or "exited" when another process started it)."""
+        if self.process is not None:
+            return self.process.poll()
+        return None if _alive(self.pid) else "exited"
 
     def wait(self, timeout: float) -> str:
         """Block until it serves, then return `url`; fail the test with its log when it exits or hangs."""
@@ -92,23 +111,135 @@ class StartedServer:
 
         deadline = time.monotonic() + timeout
         while not self.serving():
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"{self.name} exited with code {self.process.returncode} while starting:\n{self.log_tail()}"
-                )
+            if (code := self.exit_code()) is not None:
+                pytest.fail(f"{self.name} exited with code {code} while starting:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"{self.name} did not serve {self.url} within {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(0.5)
         return self.url
 
     def stop(self, grace: float = 15.0) -> None:
-        stop_process_group(self.process, grace)
+        if self.process is not None:
+            stop_process_group(self.process, grace)
+        else:
+            stop_recorded_group(self.pid, grace)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_recorded_group(pid: int, grace: float) -> None:
+    """`stop_process_group` for a group leader this process did not start (known by its pid)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _alive(pid):
+            return
+
+
+# --- one of each expensive thing per test run, also across pytest-xdist workers ---------------------
+#
+# Under pytest-xdist (pyproject's addopts) the controller makes one folder and names it in
+# SHARED_DIR_ENV before its workers start; they inherit it. The first worker that needs a server or
+# a built model makes it there, under a file lock, and records it; the others wait on the lock and
+# use the record. The controller stops the recorded servers and removes the folder when the run
+# ends (conftest.py). Without xdist (`-n 0`) nothing is shared and each fixture cleans up itself.
+
+SHARED_DIR_ENV = "TESTS_SHARED_DIR"
+
+
+def shared_dir() -> Path | None:
+    """The run's shared folder under pytest-xdist, else None."""
+    value = os.environ.get(SHARED_DIR_ENV)
+    return Path(value) if value else None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if missing), held for the ``with`` block, across processes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_once(key: str, local_folder: Callable[[], Path], build: Callable[[Path], Path]) -> Path:
+    """``build(folder)`` once per test run and its result (a path); under xdist the first worker
+    builds in the shared folder and the others reuse it. `local_folder` makes the folder otherwise
+    (a session fixture's ``tmp_path_factory.mktemp``)."""
+    shared = shared_dir()
+    if shared is None:
+        return build(local_folder())
+    record = shared / f"{key}.built"
+    with file_lock(shared / f"{key}.lock"):
+        if not record.exists():
+            folder = shared / key
+            folder.mkdir()
+            record.write_text(str(build(folder)))
+        return Path(record.read_text())
+
+
+@contextlib.contextmanager
+def run_once(
+    key: str, start: Callable[[Path], StartedServer], serving: Callable[[str], bool], grace: float = 15.0
+) -> Iterator[tuple[StartedServer, Path]]:
+    """A server started once per test run (``start(folder)``, not waited for), and its folder.
+
+    Without xdist it runs in a temporary folder and is stopped, and the folder removed, when the
+    ``with`` block ends. Under xdist the first worker starts it and records its pid, URL and log;
+    the others get a `StartedServer` for that record (`serving(url)` tells when it answers); the
+    controller stops it when the whole run ends (`stop_recorded_servers`).
+    """
+    shared = shared_dir()
+    if shared is None:
+        folder = Path(tempfile.mkdtemp(prefix=f"soundsight-{key}-"))
+        server = start(folder)
+        try:
+            yield server, folder
+        finally:
+            server.stop(grace)
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    folder = shared / key
+    record = shared / f"{key}.server.json"
+    with file_lock(shared / f"{key}.lock"):
+        if not record.exists():
+            folder.mkdir()
+            started = start(folder)
+            fields = {"name": started.name, "pid": started.pid, "url": started.url, "log_path": str(started.log_path)}
+            record.write_text(json.dumps({**fields, "grace": grace}))
+        fields = json.loads(record.read_text())
+    url = fields["url"]
+    yield (
+        StartedServer(fields["name"], None, url, Path(fields["log_path"]), lambda: serving(url), fields["pid"]),
+        folder,
+    )
+
+
+def stop_recorded_servers(shared: Path) -> None:
+    """Stop every server `run_once` recorded in `shared` (the xdist controller, as the run ends)."""
+    for record in shared.glob("*.server.json"):
+        fields = json.loads(record.read_text())
+        stop_recorded_group(fields["pid"], fields["grace"])
 
 
 def launch(

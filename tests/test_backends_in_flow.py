@@ -23,10 +23,10 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 @pytest.fixture(scope="module")
 def excerpt(music, tmp_path_factory) -> Path:
-    """20 s of a real song: short enough to keep model backends on the CPU quick."""
+    """14 s of a real song (three scenes): short enough to keep model backends on the CPU quick."""
     out = tmp_path_factory.mktemp("songs") / "war_of_freedom_excerpt.flac"
     subprocess.run(
-        [ffmpeg_exe(), "-v", "error", "-ss", "30", "-t", "20", "-i", str(music / "war_of_freedom.ogg"), str(out)],
+        [ffmpeg_exe(), "-v", "error", "-ss", "30", "-t", "14", "-i", str(music / "war_of_freedom.ogg"), str(out)],
         check=True,
     )
     return out
