@@ -24,7 +24,6 @@ A flow makes one `Stages` per run and calls each stage through it::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import uuid
@@ -38,7 +37,7 @@ from prefect.futures import PrefectFuture
 
 from soundsight.cache import forget_unless_intact
 from soundsight.errors import SoundsightError
-from soundsight.media import sha256_file
+from soundsight.media import exclusive_lock, sha256_file
 from soundsight.schemas import Manifest
 from soundsight.settings import STAGES, OutputSettings
 
@@ -250,12 +249,8 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run folder's publishing lock (an advisory lock the kernel releases if the holder dies)."""
     lock = Path(run_dir) / ".stages" / ".links.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(lock):
+        yield
 
 
 def stage_links(run_dir: Path) -> Iterator[Path]:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from soundsight.media import exclusive_lock
 from tests.support import (
     PREFECT_DATABASE,
     SHARED_DIR_ENV,
     answers,
     copy_database,
-    file_lock,
     launch_prefect_server,
     run_once,
     shared_dir,
@@ -139,7 +139,7 @@ def prefect_server(prefect_process, request):
         # Its database as it came up - migrated, no runs yet - for `migrated_prefect_database`: taken
         # by the first process to see it up (under xdist, before any worker can have run a flow).
         as_started = home / "as-started.db"
-        with file_lock(home / "as-started.lock"):
+        with exclusive_lock(home / "as-started.lock"):
             if not as_started.exists():
                 copy_database(home / PREFECT_DATABASE, as_started)
         request.config.stash[MIGRATED_DATABASE] = as_started

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from soundsight.media import exclusive_lock
 
 # What the tests' vLLM CPU servers run with: offline, no telemetry, a small KV cache.
 VLLM_CPU_ENV = {
@@ -171,17 +172,6 @@ def shared_dir() -> Path | None:
     return Path(value) if value else None
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (created if missing), held for the ``with`` block, across processes."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def build_once(key: str, local_folder: Callable[[], Path], build: Callable[[Path], Path]) -> Path:
     """``build(folder)`` once per test run and its result (a path); under xdist the first worker
     builds in the shared folder and the others reuse it. `local_folder` makes the folder otherwise
@@ -190,7 +180,7 @@ def build_once(key: str, local_folder: Callable[[], Path], build: Callable[[Path
     if shared is None:
         return build(local_folder())
     record = shared / f"{key}.built"
-    with file_lock(shared / f"{key}.lock"):
+    with exclusive_lock(shared / f"{key}.lock"):
         if not record.exists():
             folder = shared / key
             folder.mkdir()
@@ -221,7 +211,7 @@ def run_once(
         return
     folder = shared / key
     record = shared / f"{key}.server.json"
-    with file_lock(shared / f"{key}.lock"):
+    with exclusive_lock(shared / f"{key}.lock"):
         if not record.exists():
             folder.mkdir()
             started = start(folder)
