@@ -11,6 +11,11 @@ tests/lalm_fixtures.py - start in the background as the session begins, when a c
 needs them (a run of unit tests starts none), and a test waits only for what is not up yet. The
 tests that need a vLLM server run last, so those start-ups (30-60 s each on 2 cores) overlap
 everything before them.
+
+The suite runs on pytest-xdist workers (pyproject's addopts). Each server above is still started
+once per run: the first worker that needs it starts it and the others use it
+(`tests.support.run_once`); the controller stops them at the end. The modules in
+ONE_WORKER_GROUPS run on one worker each.
 """
 
 from __future__ import annotations
