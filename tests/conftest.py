@@ -31,7 +31,6 @@ from soundsight.media import exclusive_lock
 from tests.support import (
     PREFECT_DATABASE,
     SHARED_DIR_ENV,
-    answers,
     copy_database,
     launch_prefect_server,
     run_once,
@@ -124,7 +123,7 @@ def prefect_process():
     if os.environ.get("TESTS_PREFECT_API_URL"):
         yield None, None
         return
-    with run_once("prefect", launch_prefect_server, lambda api: answers(api + "/health"), grace=20) as started:
+    with run_once("prefect", launch_prefect_server, grace=20) as started:
         yield started
 
 

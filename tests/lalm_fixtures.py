@@ -390,12 +390,10 @@ def lalm_process(request):
         port = free_port()
         base_url = f"http://127.0.0.1:{port}/v1"
         env = {**os.environ, **VLLM_CPU_ENV}
-        serving = lambda: models_answer(base_url)  # noqa: E731
-        return launch(
-            "vLLM (audio)", serve_command(model_dir, port), env, folder / "server.log", base_url, serving, VLLM_NICENESS
-        )
+        command = serve_command(model_dir, port)
+        return launch("vLLM (audio)", command, env, folder / "server.log", base_url, models_answer, VLLM_NICENESS)
 
-    with run_once("vllm-lalm", start, models_answer, grace=30) as (server, _):
+    with run_once("vllm-lalm", start, grace=30) as (server, _):
         yield server
 
 

@@ -146,11 +146,9 @@ def vllm_process():
         # stop the engine worker processes it spawned along with it.
         command = serve_command(model_dir, port)
         env = {**os.environ, **VLLM_CPU_ENV}
-        return launch(
-            "vLLM", command, env, folder / "server.log", base_url, lambda: models_answer(base_url), VLLM_NICENESS
-        )
+        return launch("vLLM", command, env, folder / "server.log", base_url, models_answer, VLLM_NICENESS)
 
-    with run_once("vllm", start, models_answer, grace=30) as (server, _):
+    with run_once("vllm", start, grace=30) as (server, _):
         yield server
 
 

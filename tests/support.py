@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import re
@@ -39,22 +40,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(pid: int, grace: float = 15.0, exited: Callable[[], bool] | None = None) -> None:
+    """SIGTERM the process group `pid` leads (started with ``start_new_session=True``), wait up to
+    `grace` seconds for the leader to exit (`exited`; by default read from /proc, so any process
+    can stop a group it did not start), then SIGKILL whatever of the group is left."""
+    exited = exited or (lambda: not _alive(pid))
+    if not exited():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not exited() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)  # the leader may be gone while its children live on
+
+
 def stop_process_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group `proc` leads (started with ``start_new_session=True``), wait up to
-    `grace` seconds, then SIGKILL whatever of the group is left."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the leader may be gone while its children live on
-    except ProcessLookupError:
-        pass
+    """`stop_group` for a process this one started, which it then reaps."""
+    stop_group(proc.pid, grace, lambda: proc.poll() is not None)
     proc.wait(timeout=10)
 
 
@@ -68,6 +71,11 @@ def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None)
             return
         time.sleep(0.5)
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
+
+
+def prefect_answers(api: str) -> bool:
+    """Whether the Prefect server whose API URL is `api` answers its health check right now."""
+    return answers(api + "/health")
 
 
 def answers(url: str) -> bool:
@@ -93,7 +101,7 @@ class StartedServer:
     process: subprocess.Popen | None
     url: str  # what the fixture hands out
     log_path: Path
-    serving: Callable[[], bool]  # whether it answers yet
+    ready: Callable[[str], bool]  # whether the server at `url` answers yet: a module-level function
     pid: int = 0
 
     def __post_init__(self) -> None:
@@ -111,7 +119,7 @@ class StartedServer:
         import pytest
 
         deadline = time.monotonic() + timeout
-        while not self.serving():
+        while not self.ready(self.url):
             if (code := self.exit_code()) is not None:
                 pytest.fail(f"{self.name} exited with code {code} while starting:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -123,7 +131,7 @@ class StartedServer:
         if self.process is not None:
             stop_process_group(self.process, grace)
         else:
-            stop_recorded_group(self.pid, grace)
+            stop_group(self.pid, grace)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -139,20 +147,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def stop_recorded_group(pid: int, grace: float) -> None:
-    """`stop_process_group` for a group leader this process did not start (known by its pid)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _alive(pid):
-            return
 
 
 # --- one of each expensive thing per test run, also across pytest-xdist workers ---------------------
@@ -190,13 +184,13 @@ def build_once(key: str, local_folder: Callable[[], Path], build: Callable[[Path
 
 @contextlib.contextmanager
 def run_once(
-    key: str, start: Callable[[Path], StartedServer], serving: Callable[[str], bool], grace: float = 15.0
+    key: str, start: Callable[[Path], StartedServer], grace: float = 15.0
 ) -> Iterator[tuple[StartedServer, Path]]:
     """A server started once per test run (``start(folder)``, not waited for), and its folder.
 
     Without xdist it runs in a temporary folder and is stopped, and the folder removed, when the
-    ``with`` block ends. Under xdist the first worker starts it and records its pid, URL and log;
-    the others get a `StartedServer` for that record (`serving(url)` tells when it answers); the
+    ``with`` block ends. Under xdist the first worker starts it and records its pid, URL, log and
+    readiness check (by import name); the others get a `StartedServer` for that record; the
     controller stops it when the whole run ends (`stop_recorded_servers`).
     """
     shared = shared_dir()
@@ -215,27 +209,34 @@ def run_once(
         if not record.exists():
             folder.mkdir()
             started = start(folder)
-            fields = {"name": started.name, "pid": started.pid, "url": started.url, "log_path": str(started.log_path)}
-            record.write_text(json.dumps({**fields, "grace": grace}))
+            ready = f"{started.ready.__module__}:{started.ready.__qualname__}"
+            fields = {"name": started.name, "url": started.url, "log_path": str(started.log_path), "ready": ready}
+            record.write_text(json.dumps({**fields, "pid": started.pid, "grace": grace}))
         fields = json.loads(record.read_text())
-    url = fields["url"]
-    yield (
-        StartedServer(fields["name"], None, url, Path(fields["log_path"]), lambda: serving(url), fields["pid"]),
-        folder,
-    )
+    module, name = fields["ready"].split(":")
+    ready = getattr(importlib.import_module(module), name)
+    yield StartedServer(fields["name"], None, fields["url"], Path(fields["log_path"]), ready, fields["pid"]), folder
 
 
 def stop_recorded_servers(shared: Path) -> None:
     """Stop every server `run_once` recorded in `shared` (the xdist controller, as the run ends)."""
     for record in shared.glob("*.server.json"):
         fields = json.loads(record.read_text())
-        stop_recorded_group(fields["pid"], fields["grace"])
+        stop_group(fields["pid"], fields["grace"])
 
 
 def launch(
-    name: str, command: list[str], env: dict[str, str], log_path: Path, url: str, serving, niceness: int = 0
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    url: str,
+    ready: Callable[[str], bool],
+    niceness: int = 0,
 ) -> StartedServer:
     """Start `command` in its own process group (teardown stops its children too), output to `log_path`.
+
+    `ready(url)` tells whether it answers yet (a module-level function, so `run_once` can name it).
 
     `niceness` > 0 lowers its CPU priority (and its children's): a server needed only later then
     starts on the CPU time the tests leave over instead of slowing them.
@@ -249,7 +250,7 @@ def launch(
             start_new_session=True,
             preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
         )
-    return StartedServer(name, process, url, log_path, serving)
+    return StartedServer(name, process, url, log_path, ready)
 
 
 PREFECT_DATABASE = "prefect.db"  # a Prefect server's SQLite database, in its PREFECT_HOME
@@ -287,7 +288,7 @@ def launch_prefect_server(
     env.pop("PREFECT_API_URL", None)
     api = f"http://127.0.0.1:{port}/api"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    return launch("the Prefect server", command, env, home / "server.log", api, lambda: answers(api + "/health"))
+    return launch("the Prefect server", command, env, home / "server.log", api, prefect_answers)
 
 
 def start_prefect_server(
